@@ -1,0 +1,182 @@
+"""THE one place that knows model families.
+
+Generic inference first: the decoder layers are the tensor-name prefix ``P.N.`` whose indices are
+exactly ``0..L-1`` for the config's layer count ``L`` (``model.layers.N.``, ``transformer.h.N.``,
+``gpt_neox.layers.N.``, ``model.language_model.layers.N.`` ...); every config list of length ``L``
+whose key mentions ``layer`` holds one entry per layer and is sliced by source index. Then a small
+table of exceptions, as data: fields that hold layer *indices*, fields that encode positions as a
+threshold, a period or a pattern, per-layer lists that transformers derives when a config omits
+them, and the features a layer cut cannot express, which are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import DowncycleError
+
+Config = dict[str, Any]
+
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
+# Prefixes of towers that are not the text decoder, used only to break ties between layer groups.
+_NON_TEXT_HINTS = ("vision", "visual", "audio", "encoder", "mtp", "speech")
+# Output heads that, when present, mean the embeddings are not tied.
+_HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
+
+
+def _every(default: int, key: str | None = "sliding_window_pattern") -> Callable[[Config, int], list]:
+    """Gemma2/3, Cohere2, EXAONE-4: every ``p``-th layer global, the rest sliding."""
+
+    def derive(cfg: Config, n: int) -> list[str]:
+        p = cfg.get(key, default) if key else default
+        return ["sliding_attention" if (i + 1) % p else "full_attention" for i in range(n)]
+
+    return derive
+
+
+def _qwen_window(cfg: Config, n: int) -> list[str]:
+    on = cfg.get("use_sliding_window", False) and cfg.get("sliding_window", 4096) is not None
+    return ["sliding_attention" if on and i >= cfg.get("max_window_layers", 28) else "full_attention" for i in range(n)]
+
+
+def _qwen2_moe_window(cfg: Config, n: int) -> list[str]:
+    on = cfg.get("use_sliding_window", False)
+    mwl = cfg.get("max_window_layers", 28)
+    return ["sliding_attention" if on and (i + 1) % 2 and i < mwl else "full_attention" for i in range(n)]
+
+
+def _smollm3_rope(cfg: Config, n: int) -> list[int]:
+    k = cfg.get("no_rope_layer_interval", 4)
+    return [int((i + 1) % k != 0) for i in range(n)]
+
+
+def _smollm3_types(cfg: Config, n: int) -> list[str]:
+    on = cfg.get("use_sliding_window", False) and cfg.get("sliding_window") is not None
+    return ["sliding_attention" if on and not cfg["no_rope_layers"][i] else "full_attention" for i in range(n)]
+
+
+# Per-layer lists that transformers derives in the config class when config.json omits them
+# (older checkpoints). A cut must write them explicitly: re-deriving for the new depth would give
+# the kept layers different attention types. Verified against transformers in tests/test_architecture.py.
+IMPLICIT_PER_LAYER: dict[str, dict[str, Callable[[Config, int], list]]] = {
+    "gemma2": {"layer_types": _every(2, key=None)},
+    "gemma3_text": {"layer_types": _every(6)},
+    "cohere2": {"layer_types": _every(4)},
+    "exaone4": {"layer_types": _every(4)},
+    "qwen2": {"layer_types": _qwen_window},
+    "qwen3": {"layer_types": _qwen_window},
+    "qwen2_moe": {"layer_types": _qwen2_moe_window},
+    "smollm3": {"no_rope_layers": _smollm3_rope, "layer_types": _smollm3_types},
+}
+# Config lists of layer indices (not one entry per layer): remapped to the new positions.
+INDEX_LIST_FIELDS = ("mlp_only_layers", "moe_layers")
+# Per-layer fields whose key does not say "layer".
+EXTRA_PER_LAYER_FIELDS = ("hybrid_override_pattern",)
+# Integer thresholds: layer i has the property iff i < value. field -> predicate "the field matters".
+THRESHOLD_FIELDS: dict[str, Callable[[Config], bool]] = {
+    "first_k_dense_replace": lambda cfg: True,
+    # Qwen: only a fallback for deriving layer_types; once those are explicit it is informative.
+    "max_window_layers": lambda cfg: bool(cfg.get("use_sliding_window", False)) and not cfg.get("layer_types"),
+}
+# Layer i has the property iff i % period == offset.
+PERIODIC_FIELDS = (("attn_layer_period", "attn_layer_offset"), ("expert_layer_period", "expert_layer_offset"))
+# Patterns that summarise an explicit per-layer list; kept only while they still describe it.
+PATTERN_FIELDS = {"sliding_window_pattern": "layer_types"}
+# Integers that mention layers but do not encode positions among the decoder layers.
+INERT_INT_FIELDS = ("no_rope_layer_interval", "num_nextn_predict_layers", "num_kv_shared_layers", "decoder_sparse_step")
+# Features no layer cut can express by copying whole tensors.
+REFUSED: dict[str, str] = {
+    "hidden_size_per_layer_input": "per-layer input embeddings pack every layer into one tensor",
+}
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where a checkpoint keeps its decoder layers, and everything else."""
+
+    model_type: str
+    text_path: tuple[str, ...]  # () or ("text_config",): where the decoder's config lives
+    count_key: str  # "num_hidden_layers", "n_layer", ...
+    num_layers: int
+    prefix: str  # "model.layers." -- layer N's tensors are prefix + "N." + suffix
+    layers: dict[int, tuple[str, ...]]  # source index -> tensor names
+    others: tuple[str, ...]  # embeddings, final norm, head, other towers: copied verbatim
+    tied_embeddings: bool
+
+    def layer_name(self, index: int, source_name: str) -> str:
+        """The name ``source_name`` (a tensor of some layer) takes as layer ``index``."""
+        assert source_name.startswith(self.prefix), source_name
+        return f"{self.prefix}{index}.{source_name[len(self.prefix):].split('.', 1)[1]}"
+
+
+def text_config(config: Config) -> tuple[Config, tuple[str, ...]]:
+    """The decoder's config (nested ``text_config`` for multimodal models) and its path."""
+    for key in TEXT_CONFIG_KEYS:
+        sub = config.get(key)
+        if isinstance(sub, dict) and any(k in sub for k in LAYER_COUNT_KEYS):
+            return sub, (key,)
+    return config, ()
+
+
+def layer_count(cfg: Config) -> tuple[str, int]:
+    for key in LAYER_COUNT_KEYS:
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool):
+            return key, cfg[key]
+    raise DowncycleError(f"config.json has no layer count ({' / '.join(LAYER_COUNT_KEYS)})")
+
+
+def infer_layout(config: Config, tensor_names: list[str]) -> LayerLayout:
+    """Find the decoder layers of a checkpoint from its config and tensor names.
+
+    Raises:
+        DowncycleError: if no group of tensors matches the layer count, several do, or there are
+            tensors for layers beyond it (e.g. multi-token-prediction layers).
+    """
+    cfg, path = text_config(config)
+    count_key, n = layer_count(cfg)
+    model_type = cfg.get("model_type") or config.get("model_type") or "unknown"
+    groups: dict[str, dict[int, list[str]]] = {}
+    for name in tensor_names:
+        m = re.search(r"(^|\.)(\d+)\.", name)
+        if m:
+            prefix = name[: m.start(2)]
+            groups.setdefault(prefix, {}).setdefault(int(m[2]), []).append(name)
+    matching = [p for p, g in groups.items() if set(range(n)) <= set(g)]
+    if len(matching) > 1:
+        textual = [p for p in matching if not any(h in p.lower() for h in _NON_TEXT_HINTS)]
+        matching = textual if len(textual) == 1 else matching
+    if not matching:
+        found = ", ".join(f"{p}N ({len(g)} layers)" for p, g in groups.items()) or "none"
+        raise DowncycleError(f"cannot find the {n} decoder layers of this {model_type} model in its tensors (groups found: {found})")
+    if len(matching) > 1:
+        raise DowncycleError(f"ambiguous decoder layers in this {model_type} model: {', '.join(matching)}")
+    prefix = matching[0]
+    extra = sorted(i for i in groups[prefix] if i >= n)
+    if extra:
+        raise DowncycleError(
+            f"{model_type} checkpoint has tensors for layer {extra[0]} ({prefix}{extra[0]}.*) beyond "
+            f"{count_key}={n} (multi-token-prediction layers?); downcycle cannot cut it"
+        )
+    layer_names = {i: tuple(groups[prefix][i]) for i in range(n)}
+    in_layers = {t for names in layer_names.values() for t in names}
+    others = tuple(t for t in tensor_names if t not in in_layers)
+    tied = not any(t.endswith(h) for t in others for h in _HEAD_NAMES)
+    return LayerLayout(model_type, path, count_key, n, prefix, layer_names, others, tied)
+
+
+def refusal(cfg: Config, kept: list[int], n: int) -> str | None:
+    """Why a cut of this config to ``kept`` cannot be expressed, or None."""
+    for key, why in REFUSED.items():
+        if cfg.get(key):
+            return f"{key}={cfg[key]}: {why}"
+    for key, value in cfg.items():
+        if (
+            "layer" in key and isinstance(value, int) and not isinstance(value, bool) and 0 < value < n
+            and key not in LAYER_COUNT_KEYS and key not in THRESHOLD_FIELDS and key not in INERT_INT_FIELDS
+        ):
+            return f"config field {key}={value} looks like a layer position that downcycle does not know how to translate"
+    return None

@@ -1,0 +1,83 @@
+"""``downcycle.json``: what every output directory says about how it was made.
+
+It records the stage, its exact config, its inputs and their hashes, library versions and the git
+revision of downcycle itself, so that any result can be traced and a pipeline stage whose manifest
+matches its config can be skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "downcycle.json"
+SCHEMA_VERSION = 1
+_TRACKED = ("downcycle", "torch", "transformers", "safetensors", "accelerate", "peft", "huggingface_hub")
+
+__all__ = ["MANIFEST_NAME", "write_manifest", "read_manifest", "config_hash", "versions", "git_revision"]
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shape results, read without importing them."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _TRACKED:
+        try:
+            out[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """The git commit downcycle runs from (``+dirty`` if modified), or None outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A stable hash of a stage config (sorted JSON), used to decide whether a stage must re-run."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_manifest(directory: Path, stage: str, config: dict[str, Any], inputs: dict[str, Any],
+                   outputs: dict[str, Any] | None = None) -> Path:
+    """Write ``directory/downcycle.json`` and return its path."""
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "stage": stage,
+        "config": config,
+        "config_hash": config_hash(config),
+        "inputs": inputs,
+        "outputs": outputs or {},
+        "versions": versions(),
+        "git_revision": git_revision(),
+        "command": sys.argv,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(directory) / MANIFEST_NAME
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
+
+
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())

@@ -1,0 +1,151 @@
+"""Writing safetensors shards by copying byte ranges: no tensor is ever materialised.
+
+Each output shard is a fresh header followed by the kept tensors' bytes, copied file-to-file with
+``os.copy_file_range`` (in-kernel, reflinks where the filesystem can), ``os.sendfile`` where that is
+refused, and a buffered copy as the last resort. Runs of tensors that are adjacent in the source are
+copied with one call, so a decoder layer usually costs one system call.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .safetensors_index import INDEX_NAME, METADATA_KEY, SINGLE_NAME, TensorEntry
+
+_CHUNK = 64 * 1024 * 1024  # bytes per copy call, so progress moves and signals are seen
+_ALIGN = 8  # safetensors pads the header so data starts 8-byte aligned
+
+__all__ = ["OutShard", "plan_shards", "write_shards", "parse_size"]
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class OutShard:
+    """One output file: ``(output name, source entry)`` pairs in on-disk order."""
+
+    tensors: list[tuple[str, TensorEntry]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for _, e in self.tensors)
+
+
+def parse_size(text: str | int) -> int:
+    """``"5GB"`` -> 5_000_000_000; ``"512MiB"`` -> 536_870_912; ints pass through."""
+    if isinstance(text, int):
+        return text
+    s = text.strip().upper().replace(" ", "")
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+    for unit, mult in units.items():
+        if s.endswith(unit):
+            return int(float(s[: -len(unit)]) * mult)
+    return int(s)
+
+
+def plan_shards(tensors: Iterable[tuple[str, TensorEntry]], max_shard_bytes: int) -> list[OutShard]:
+    """Split tensors, in the given order, into shards of at most ``max_shard_bytes`` (a single larger
+    tensor gets a shard of its own, as ``save_pretrained`` does)."""
+    shards = [OutShard()]
+    for name, entry in tensors:
+        if shards[-1].tensors and shards[-1].nbytes + entry.nbytes > max_shard_bytes:
+            shards.append(OutShard())
+        shards[-1].tensors.append((name, entry))
+    return shards
+
+
+def shard_names(count: int) -> list[str]:
+    if count == 1:
+        return [SINGLE_NAME]
+    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+def encode_header(shard: OutShard, metadata: dict[str, str]) -> bytes:
+    """The header bytes (length prefix included) for ``shard`` with data laid out in order."""
+    header: dict[str, object] = {METADATA_KEY: metadata} if metadata else {}
+    offset = 0
+    for name, e in shard.tensors:
+        header[name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % _ALIGN)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def write_shards(out_dir: Path, shards: list[OutShard], metadata: dict[str, str], progress: Progress | None = None) -> list[str]:
+    """Write ``shards`` into ``out_dir`` (plus the index when there are several).
+
+    Returns:
+        The shard file names written.
+    """
+    names = shard_names(len(shards))
+    weight_map: dict[str, str] = {}
+    for name, shard in zip(names, shards):
+        with (out_dir / name).open("wb") as dst:
+            dst.write(encode_header(shard, metadata))
+            dst.flush()
+            for src, start, length in _runs(shard.tensors):
+                _copy_range(src, start, length, dst.fileno(), progress)
+        weight_map.update((t, name) for t, _ in shard.tensors)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(s.nbytes for s in shards)}, "weight_map": weight_map}
+        (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    return names
+
+
+def _runs(tensors: list[tuple[str, TensorEntry]]) -> list[tuple[Path, int, int]]:
+    """Coalesce tensors that sit back to back in the same source file into single ranges."""
+    runs: list[tuple[Path, int, int]] = []
+    for _, e in tensors:
+        if runs and runs[-1][0] == e.file and runs[-1][1] + runs[-1][2] == e.start:
+            runs[-1] = (e.file, runs[-1][1], runs[-1][2] + e.nbytes)
+        else:
+            runs.append((e.file, e.start, e.nbytes))
+    return runs
+
+
+def _copy_range(src: Path, start: int, length: int, dst_fd: int, progress: Progress | None) -> None:
+    with src.open("rb") as f:
+        fd, done = f.fileno(), 0
+        while done < length:
+            n = min(_CHUNK, length - done)
+            copied = _copy_chunk(fd, start + done, n, dst_fd)
+            if copied == 0:
+                raise OSError(errno.EIO, f"{src}: unexpected end of file at byte {start + done}")
+            done += copied
+            if progress:
+                progress(copied)
+
+
+def _copy_chunk(src_fd: int, offset: int, count: int, dst_fd: int) -> int:
+    """Copy up to ``count`` bytes from ``src_fd`` at ``offset`` to ``dst_fd``'s current position."""
+    for fast in (_copy_file_range, _sendfile):
+        if fast is not None:
+            try:
+                return fast(src_fd, offset, count, dst_fd)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+    data = os.pread(src_fd, count, offset)
+    view, written = memoryview(data), 0
+    while written < len(data):
+        written += os.write(dst_fd, view[written:])
+    return len(data)
+
+
+def _cfr(src_fd: int, offset: int, count: int, dst_fd: int) -> int:
+    return os.copy_file_range(src_fd, dst_fd, count, offset)
+
+
+def _sf(src_fd: int, offset: int, count: int, dst_fd: int) -> int:
+    return os.sendfile(dst_fd, src_fd, offset, count)
+
+
+_copy_file_range = _cfr if hasattr(os, "copy_file_range") else None
+_sendfile = _sf if hasattr(os, "sendfile") else None

@@ -1,0 +1,148 @@
+"""``downcycle cut``: write a checkpoint made of a selection of a model's decoder layers.
+
+Reads only safetensors headers, plans the new config and tensor layout (:mod:`downcycle.surgery`),
+then copies byte ranges into a temporary sibling directory that is renamed into place at the end.
+Memory use is independent of the model's size, and torch is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .architecture import LayerLayout, infer_layout
+from .checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, write_manifest, write_shards
+from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
+from .errors import DowncycleError
+from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
+from .loading import read_config, resolve_source
+from .plan import load_plan
+from .recipe import CutConfig, to_dict
+from .surgery import cut_config, describe, tensor_plan
+
+MERGEKIT_NAME = "mergekit.yaml"
+_PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+# Files never copied beside the new weights: the old weights, their index, the old card and provenance.
+_SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+_SKIP_NAMES = {"config.json", INDEX_NAME, "README.md", "downcycle.json", MERGEKIT_NAME}
+
+__all__ = ["cut", "CutResult", "select_layers"]
+
+
+@dataclass
+class CutResult:
+    out: Path
+    kept_layers: list[int]
+    source_layers: int
+    bytes_written: int
+    shards: list[str]
+    notes: list[str]
+
+
+def select_layers(config: CutConfig, num_layers: int) -> list[int]:
+    """The kept source layers named by ``--layers``, ``--drop`` or ``--plan``."""
+    if config.layers is not None:
+        return parse_layers(config.layers, num_layers)
+    if config.drop is not None:
+        return drop_to_keep(config.drop, num_layers)
+    assert config.plan is not None
+    plan = load_plan(config.plan)
+    if plan.source_layers is not None and plan.source_layers != num_layers:
+        raise DowncycleError(f"{config.plan}: plan is for a {plan.source_layers}-layer model, the source has {num_layers}")
+    bad = [i for i in plan.kept_layers if not 0 <= i < num_layers]
+    if bad:
+        raise DowncycleError(f"{config.plan}: layer {bad[0]} is out of range for a {num_layers}-layer model")
+    return plan.kept_layers
+
+
+def cut(config: CutConfig) -> CutResult:
+    """Cut ``config.source`` down (or up) to the selected layers and write it to ``config.out``."""
+    src = resolve_source(config.source)
+    out = Path(config.out)
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
+    source_config = read_config(src)
+    ckpt = open_checkpoint(src)
+    layout = infer_layout(source_config, list(ckpt.tensors))
+    kept = select_layers(config, layout.num_layers)
+    new_config, notes = cut_config(source_config, layout, kept)
+    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_size(config.max_shard_size))
+    total = sum(s.nbytes for s in shards)
+    check_free_space(out, total)
+    metadata = {"format": "pt", **ckpt.metadata}
+    with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar:
+        names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None)
+        (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
+        _copy_sidecars(src, tmp)
+        (tmp / MERGEKIT_NAME).write_text(mergekit_yaml(config.source, kept, _dtype(source_config, ckpt.tensors, layout)))
+        inputs = {
+            "source": config.source,
+            "source_path": str(src.resolve()),
+            "hashes": {
+                "config.json": file_sha256(src / "config.json"),
+                **({INDEX_NAME: file_sha256(src / INDEX_NAME)} if (src / INDEX_NAME).is_file() else {}),
+                "shard_headers": ckpt.header_sha256,
+            },
+        }
+        outputs = {
+            **describe(kept, layout.num_layers),
+            "layers_spec": format_layers(kept),
+            "model_type": layout.model_type,
+            "layer_prefix": layout.prefix,
+            "lm_head": "tied" if layout.tied_embeddings else "separate",
+            "bytes": total,
+            "shards": names,
+            "config_notes": notes,
+        }
+        write_manifest(tmp, "cut", to_dict(config), inputs, outputs)
+    return CutResult(out, kept, layout.num_layers, total, names, notes)
+
+
+def mergekit_yaml(source: str, kept: list[int], dtype: str | None) -> str:
+    """The equivalent mergekit passthrough config, for users of that tool."""
+    lines = ["# The same cut as a mergekit passthrough merge (mergekit-yaml mergekit.yaml OUT)", "merge_method: passthrough"]
+    if dtype:
+        lines.append(f"dtype: {dtype}")
+    lines.append("slices:")
+    for start, end in contiguous_runs(kept):
+        lines += ["  - sources:", f"      - model: {json.dumps(source)}", f"        layer_range: [{start}, {end}]"]
+    return "\n".join(lines) + "\n"
+
+
+_ST_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+
+
+def _dtype(config: dict, tensors: dict, layout: LayerLayout) -> str | None:
+    declared = config.get("torch_dtype") or config.get("dtype")
+    if isinstance(declared, str):
+        return declared
+    first = layout.layers[0][0]
+    return _ST_DTYPES.get(tensors[first].dtype)
+
+
+def _copy_sidecars(src: Path, dst: Path) -> None:
+    """Tokenizer files, special tokens, chat template, generation config, licence: everything at the
+    top level that is not weights, the old config, the old card or provenance."""
+    for path in sorted(src.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name not in _SKIP_NAMES and not path.name.endswith(_SKIP_SUFFIXES):
+            shutil.copy2(path, dst / path.name)
+
+
+class _progress:
+    """A tqdm bar over bytes for large cuts; None (no bar) for small ones."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.bar = total, enabled and total >= _PROGRESS_MIN_BYTES, None
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024, desc="cut", leave=False)
+        return self.bar
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

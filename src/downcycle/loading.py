@@ -1,0 +1,68 @@
+"""Finding and loading models for every stage, in one place.
+
+Weights are read only from safetensors (or, on explicit conversion, with ``weights_only=True``);
+remote code runs only when the caller passes ``trust_remote_code=True``. torch and transformers are
+imported inside the functions that need them, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import DowncycleError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "LICENSE*"]
+
+__all__ = ["resolve_source", "read_config", "load_model"]
+
+
+def resolve_source(source: str | Path) -> Path:
+    """A local checkpoint directory for ``source``: the directory itself, or a hub snapshot.
+
+    Raises:
+        DowncycleError: for a path that is not a directory, or a hub id that cannot be fetched
+            (offline, unknown, gated), with the reason in one line.
+    """
+    path = Path(source)
+    if path.exists():
+        if not path.is_dir():
+            raise DowncycleError(f"{source}: not a model directory")
+        return path
+    text = str(source)
+    if not _REPO_ID.match(text):
+        raise DowncycleError(f"{source}: no such model directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:  # noqa: BLE001 -- every hub failure is reported the same way
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DowncycleError(f"{source}: not a local directory, and it could not be fetched from the Hugging Face Hub ({reason})") from None
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DowncycleError(f"{path}: not found (is {directory} a Hugging Face model directory?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DowncycleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise DowncycleError(f"{path}: not a JSON object")
+    return config
+
+
+def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False) -> Any:
+    """Load a causal LM from safetensors only (``use_safetensors=True``)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    return model.to(device).eval()

@@ -1,0 +1,85 @@
+"""A cut model's logits equal those of the source model with the same layers kept in memory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import keep_layers_in_memory
+from downcycle.cut import cut
+from downcycle.layerspec import parse_layers
+from downcycle.recipe import CutConfig
+from downcycle.tiny import FAMILIES
+
+SPECS = ["0-3", "0,2,5", "0-3,2-5"]  # first-k; non-contiguous; with repeats (deeper than a slice)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return torch.randint(3, 128, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_cut_logits_equal_in_memory_reference(tiny_model, tmp_path, ids, family, spec):
+    src = tiny_model(family)
+    out = tmp_path / "cut"
+    result = cut(CutConfig(source=str(src), out=out, layers=spec))
+    kept = parse_layers(spec, 6)
+    assert result.kept_layers == kept
+
+    source = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    reference = keep_layers_in_memory(source, kept)
+    cut_model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert cut_model.config.get_text_config().num_hidden_layers == len(kept)
+    torch.testing.assert_close(_logits(cut_model, ids), _logits(reference, ids))
+    # and the test can fail: the full source model computes something else
+    assert not torch.allclose(_logits(source, ids), _logits(cut_model, ids), atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "qwen2", "cohere2"])
+def test_implicit_layer_types_are_written_out(tiny_model, tmp_path, ids, family):
+    """Older checkpoints omit layer_types; a cut that let transformers re-derive them for the new
+    depth would give kept layers the wrong attention type. The logits catch it."""
+    src = tiny_model(family)
+    old_style = tmp_path / "old"
+    old_style.mkdir()
+    for f in src.iterdir():
+        (old_style / f.name).write_bytes(f.read_bytes())
+    config = json.loads((src / "config.json").read_text())
+    config.pop("layer_types")
+    (old_style / "config.json").write_text(json.dumps(config))
+    spec = "1,2,3,5"
+    cut(CutConfig(source=str(old_style), out=tmp_path / "cut", layers=spec))
+    written = json.loads((tmp_path / "cut" / "config.json").read_text())
+    source = AutoModelForCausalLM.from_pretrained(old_style, dtype=torch.float32).eval()
+    assert written["layer_types"] == [source.config.layer_types[i] for i in parse_layers(spec, 6)]
+    reference = keep_layers_in_memory(source, parse_layers(spec, 6))
+    cut_model = AutoModelForCausalLM.from_pretrained(tmp_path / "cut", dtype=torch.float32).eval()
+    torch.testing.assert_close(_logits(cut_model, ids), _logits(reference, ids))
+
+    # negative control: the naive cut (only num_hidden_layers changed) computes something else
+    naive = dict(config, num_hidden_layers=4)
+    (tmp_path / "cut" / "config.json").write_text(json.dumps(naive))
+    naive_model = AutoModelForCausalLM.from_pretrained(tmp_path / "cut", dtype=torch.float32).eval()
+    assert naive_model.config.layer_types != written["layer_types"]
+    assert not torch.allclose(_logits(naive_model, ids), _logits(reference, ids), atol=1e-4)
+
+
+def test_cut_model_generates_with_kv_cache(tiny_model, tmp_path):
+    """Repeated layers get their own cache slots: cached greedy decoding equals uncached."""
+    out = tmp_path / "cut"
+    cut(CutConfig(source=str(tiny_model("qwen2")), out=out, layers="0-3,2-5"))
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    cached = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True, pad_token_id=0)
+    uncached = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False, pad_token_id=0)
+    assert torch.equal(cached, uncached)
