@@ -94,6 +94,11 @@ REFUSED: dict[str, str] = {
 }
 
 
+_TRANSLATED_INT_FIELDS = frozenset(
+    [*LAYER_COUNT_KEYS, *THRESHOLD_FIELDS, *INERT_INT_FIELDS, *PATTERN_FIELDS, *(k for pair in PERIODIC_FIELDS for k in pair)]
+)
+
+
 @dataclass(frozen=True)
 class LayerLayout:
     """Where a checkpoint keeps its decoder layers, and everything else."""
@@ -176,7 +181,7 @@ def refusal(cfg: Config, kept: list[int], n: int) -> str | None:
     for key, value in cfg.items():
         if (
             "layer" in key and isinstance(value, int) and not isinstance(value, bool) and 0 < value < n
-            and key not in LAYER_COUNT_KEYS and key not in THRESHOLD_FIELDS and key not in INERT_INT_FIELDS
+            and key not in _TRANSLATED_INT_FIELDS
         ):
             return f"config field {key}={value} looks like a layer position that downcycle does not know how to translate"
     return None

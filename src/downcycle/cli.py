@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except DowncycleError as e:
         print(f"downcycle: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # disk full, permission denied...: the environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"downcycle: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("downcycle: interrupted; no partial output was left", file=sys.stderr)
         return 130

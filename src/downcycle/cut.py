@@ -59,8 +59,10 @@ def select_layers(config: CutConfig, num_layers: int) -> list[int]:
 
 def cut(config: CutConfig) -> CutResult:
     """Cut ``config.source`` down (or up) to the selected layers and write it to ``config.out``."""
-    src = resolve_source(config.source)
     out = Path(config.out)
+    if out.exists() and not config.force:  # fail before any work; atomic_output_dir checks again
+        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    src = resolve_source(config.source)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
     source_config = read_config(src)

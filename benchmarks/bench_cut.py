@@ -1,0 +1,302 @@
+"""Side-by-side benchmark of ``downcycle cut``: wall time and peak RSS against the copy floor and mergekit.
+
+For each size (``--sizes``, GB) it builds, once, a synthetic Llama-style checkpoint (32 layers, bf16,
+sharded safetensors with an index, a LlamaConfig ``config.json``) under ``--workdir``, streaming
+random finite bf16 bytes behind hand-written safetensors headers so that no model is ever held in
+memory. It then cuts it to 24 layers (``--layers 0-23``) and measures, each in a fresh subprocess:
+
+* ``downcycle``: ``python -m downcycle cut SRC OUT --layers 0-23`` (Python start-up included);
+* ``floor``: ``cp -r`` of a reference cut's output directory, i.e. the very bytes and files the cut
+  writes (kept tensors + new headers + small JSON files), copied by coreutils' ``cp`` with one
+  kernel copy (copy_file_range) per file. Nothing that writes these bytes can do less work;
+* ``mergekit``: ``mergekit-yaml`` passthrough of the same slice (layer_range [0, 24]), run from its
+  own venv (``WORKDIR/mergekit-venv``, created on first use with the CPU build of torch).
+
+Every timing runs on a warm page cache (the inputs are read once with ``cat > /dev/null`` first),
+after ``sync`` so that write-back of an earlier run is not charged to it; the output is deleted
+between repeats and the median of ``--repeats`` runs is reported. Peak RSS is the ``ru_maxrss`` of
+the measured process tree, read by a wrapper process that runs only that command. The cut's output
+is checked: 24 layers, the expected bytes, and sampled tensor bytes equal to the source's.
+
+Run from the repository root:  .venv/bin/python benchmarks/bench_cut.py --sizes 1,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LAYERS, KEEP = 32, 24
+VOCAB = 32000
+SOURCE_SHARD_BYTES = 512 * 2**20  # the source's largest shard, as save_pretrained(max_shard_size=...)
+_BUF = 16 * 2**20
+# Runs argv[2:] with its output to the log file argv[1]; prints {"wall_s", "maxrss_kb", "rc"}.
+WRAPPER = (
+    "import json,resource,subprocess,sys,time\n"
+    "log=open(sys.argv[1],'w'); t=time.perf_counter()\n"
+    "rc=subprocess.run(sys.argv[2:],stdout=log,stderr=subprocess.STDOUT).returncode\n"
+    "dt=time.perf_counter()-t\n"
+    "print(json.dumps({'wall_s':dt,'maxrss_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,'rc':rc}))\n"
+)
+
+
+# --- the synthetic checkpoint ----------------------------------------------------------------------
+
+def llama_config(size_gb: float) -> dict:
+    """A LlamaConfig whose bf16 weights take about ``size_gb`` GB: hidden from the size, then the
+    MLP width (a multiple of 256) that makes up the rest."""
+    hidden = 1024 * max(1, round(math.sqrt(size_gb)))
+    kv = hidden // 4  # 4 query heads per KV head (GQA), head_dim 64
+    params_per_layer = (size_gb * 1e9 / 2 - 2 * VOCAB * hidden - hidden) / LAYERS
+    inter = max(256, round((params_per_layer - 2 * hidden * hidden - 2 * kv * hidden - 2 * hidden) / (3 * hidden) / 256) * 256)
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
+        "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": LAYERS,
+        "num_attention_heads": hidden // 64, "num_key_value_heads": kv // 64, "head_dim": 64,
+        "vocab_size": VOCAB, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+        "attention_bias": False, "mlp_bias": False, "initializer_range": 0.02, "use_cache": True,
+    }  # fmt: skip
+
+
+def llama_tensors(cfg: dict) -> list[tuple[str, list[int]]]:
+    """Every tensor name and shape, in state-dict order (the order save_pretrained shards in)."""
+    h, i, kv, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_key_value_heads"] * cfg["head_dim"], cfg["vocab_size"]
+    out = [("model.embed_tokens.weight", [v, h])]
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}."
+        out += [(p + "self_attn.q_proj.weight", [h, h]), (p + "self_attn.k_proj.weight", [kv, h]),
+                (p + "self_attn.v_proj.weight", [kv, h]), (p + "self_attn.o_proj.weight", [h, h]),
+                (p + "mlp.gate_proj.weight", [i, h]), (p + "mlp.up_proj.weight", [i, h]),
+                (p + "mlp.down_proj.weight", [h, i]), (p + "input_layernorm.weight", [h]),
+                (p + "post_attention_layernorm.weight", [h])]  # fmt: skip
+    return out + [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
+
+
+def random_bf16(nbytes: int) -> bytes:
+    """Finite bf16 values ~ N(0, 0.02): the top halves of float32s."""
+    f32 = (np.random.default_rng(0).standard_normal(nbytes // 2, dtype=np.float32) * 0.02).view(np.uint32)
+    return (f32 >> 16).astype("<u2").tobytes()
+
+
+def write_shard(path: Path, tensors: list[tuple[str, list[int]]], buf: bytes) -> None:
+    """One safetensors file: u64 header length, JSON header space-padded to 8 bytes, then the data
+    laid out in name order, as the safetensors library does."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in sorted(tensors):
+        nbytes = 2 * math.prod(shape)
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with path.open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        while offset:
+            n = min(offset, len(buf))
+            f.write(buf[:n])
+            offset -= n
+
+
+def ensure_checkpoint(workdir: Path, size_gb: float) -> Path:
+    """The cached synthetic checkpoint for ``size_gb``, built on first use."""
+    cfg = llama_config(size_gb)
+    path = workdir / f"llama-{size_gb:g}gb"
+    marker = path / ".complete"
+    if marker.is_file() and json.loads(marker.read_text()) == cfg:
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    tmp = workdir / f".{path.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shards: list[list[tuple[str, list[int]]]] = [[]]
+    size = 0
+    for name, shape in llama_tensors(cfg):  # split in state-dict order, like save_pretrained
+        nbytes = 2 * math.prod(shape)
+        if shards[-1] and size + nbytes > SOURCE_SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += nbytes
+    print(f"building {path} ({len(shards)} shards) ...", flush=True)
+    buf, weight_map, total = random_bf16(_BUF), {}, 0
+    for k, shard in enumerate(shards, 1):
+        fname = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        write_shard(tmp / fname, shard, buf)
+        weight_map.update((name, fname) for name, _ in shard)
+        total += sum(2 * math.prod(s) for _, s in shard)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    (tmp / ".complete").write_text(json.dumps(cfg))
+    os.rename(tmp, path)
+    return path
+
+
+# --- measuring ---------------------------------------------------------------------------------------
+
+def read_headers(directory: Path) -> dict[str, tuple[Path, int, int]]:
+    """tensor name -> (file, absolute start, nbytes) for every *.safetensors file in ``directory``."""
+    out = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        with f.open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name != "__metadata__":
+                b, e = info["data_offsets"]
+                out[name] = (f, 8 + n + b, e - b)
+    return out
+
+
+def warm(*dirs: Path) -> None:
+    """Read every file once so that the timed run finds them in the page cache; flush dirty pages."""
+    files = [str(p) for d in dirs for p in sorted(d.rglob("*")) if p.is_file()]
+    subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(["sync"], check=True)
+
+
+def measure(cmd: list[str], out: Path, inputs: list[Path], repeats: int, log: Path) -> dict:
+    """Median wall time and max peak RSS of ``cmd`` over ``repeats`` fresh runs, ``out`` removed before each."""
+    walls, rss = [], []
+    for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        warm(*inputs)
+        res = subprocess.run([sys.executable, "-c", WRAPPER, str(log), *cmd], capture_output=True, text=True, check=True)
+        r = json.loads(res.stdout)
+        if r["rc"] != 0:
+            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"{cmd[0]} exited {r['rc']}: {tail[0]}")
+        walls.append(r["wall_s"])
+        rss.append(r["maxrss_kb"] / 1024)
+    return {"wall_s": statistics.median(walls), "walls": walls, "rss_mb": max(rss)}
+
+
+def verify_cut(src: Path, out: Path) -> int:
+    """Check the cut: 24 layers named 0..23, the expected bytes, sampled bytes equal to the source's."""
+    source, got = read_headers(src), read_headers(out)
+    want = {n: v for n, v in source.items() if not n.startswith("model.layers.") or int(n.split(".")[2]) < KEEP}
+    assert set(got) == set(want), f"tensor names differ: {sorted(set(got) ^ set(want))[:4]}"
+    layers = {int(n.split(".")[2]) for n in got if n.startswith("model.layers.")}
+    assert layers == set(range(KEEP)), layers
+    expected = sum(v[2] for v in want.values())
+    assert sum(v[2] for v in got.values()) == expected
+    index = out / "model.safetensors.index.json"
+    if index.is_file():
+        assert json.loads(index.read_text())["metadata"]["total_size"] == expected
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == KEEP
+    for name, (f, start, nbytes) in got.items():
+        sf, sstart, _ = want[name]
+        for off in (0, nbytes - 64):
+            with f.open("rb") as a, sf.open("rb") as b:
+                a.seek(start + off), b.seek(sstart + off)
+                assert a.read(64) == b.read(64), f"{name}: bytes differ from the source at {off}"
+    return expected
+
+
+def ensure_mergekit(workdir: Path) -> Path:
+    """``mergekit-yaml`` from a venv of its own, installed on first use; raises with the reason."""
+    venv = workdir / "mergekit-venv"
+    exe = venv / "bin" / "mergekit-yaml"
+    if exe.is_file():
+        return exe
+    log = workdir / "mergekit-install.log"
+    print(f"installing mergekit into {venv} (log: {log}) ...", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    # torch first, pinned: a bare requirement (mergekit's) would pull the multi-GB CUDA build.
+    steps = [[base, "-m", "venv", str(venv)], [*pip, "torch==2.13.0"], [*pip, "mergekit"]]
+    with log.open("w") as fh:
+        for step in steps:
+            if subprocess.run(step, stdout=fh, stderr=subprocess.STDOUT, timeout=1800).returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise RuntimeError(f"`{' '.join(step[-2:])}` failed, see {log}")
+    return exe
+
+
+def bench_size(size_gb: float, workdir: Path, repeats: int, mergekit: Path | str) -> list[dict]:
+    src = ensure_checkpoint(workdir, size_gb)
+    src_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+    ref, out = workdir / f"ref-{size_gb:g}gb", workdir / f"out-{size_gb:g}gb"
+    log = workdir / f"last-{size_gb:g}gb.log"
+    dc = [sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", f"0-{KEEP - 1}", "--no-progress"]
+    shutil.rmtree(ref, ignore_errors=True)
+    subprocess.run([*dc[:5], str(ref), *dc[6:]], check=True, stdout=subprocess.DEVNULL)
+    kept = verify_cut(src, ref)
+    written = sum(p.stat().st_size for p in ref.iterdir())
+    base = {"size": f"{src_bytes / 1e9:.2f} GB", "kept_gb": kept / 1e9}
+    rows = [{**base, "tool": "downcycle", **measure(dc, out, [src], repeats, log)}]
+    rows.append({**base, "tool": "floor (cp -r)", **measure(["cp", "-r", str(ref), str(out)], out, [ref], repeats, log)})
+    if isinstance(mergekit, str):
+        rows.append({**base, "tool": "mergekit", "error": mergekit})
+    else:
+        cfg = workdir / f"mergekit-{size_gb:g}gb.yaml"
+        cfg.write_text(f"merge_method: passthrough\ndtype: bfloat16\nslices:\n  - sources:\n"
+                       f"      - model: {src}\n        layer_range: [0, {KEEP}]\n")
+        cmd = [str(mergekit), str(cfg), str(out), "--no-copy-tokenizer", "--no-cuda", "--quiet"]
+        try:
+            rows.append({**base, "tool": "mergekit", **measure(cmd, out, [src], repeats, log)})
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            rows.append({**base, "tool": "mergekit", "error": str(e)})
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"  {src}: {src_bytes / 1e9:.2f} GB; cut keeps {kept / 1e9:.3f} GB of tensors, writes {written / 1e9:.3f} GB; output verified", flush=True)
+    return rows
+
+
+def report(rows: list[dict]) -> None:
+    print(f"\n| source | tool | wall s (median) | runs s | GB/s | peak RSS MB |\n|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['size']} | {r['tool']} | unavailable ({r['error']}) | | | |")
+        else:
+            runs = ", ".join(f"{w:.2f}" for w in r["walls"])
+            print(f"| {r['size']} | {r['tool']} | {r['wall_s']:.2f} | {runs} | {r['kept_gb'] / r['wall_s']:.2f} | {r['rss_mb']:.0f} |")
+    print()
+    for size in dict.fromkeys(r["size"] for r in rows):
+        by = {r["tool"].split()[0]: r for r in rows if r["size"] == size}
+        dc, floor, mk = by["downcycle"], by["floor"], by["mergekit"]
+        ratio = dc["wall_s"] / floor["wall_s"]
+        print(f"{size}: downcycle/floor wall {ratio:.2f}x (goal <= 1.2x: {'PASS' if ratio <= 1.2 else 'FAIL'}); "
+              f"downcycle peak RSS {dc['rss_mb']:.0f} MB (goal <= 256: {'PASS' if dc['rss_mb'] <= 256 else 'FAIL'}); ", end="")
+        if "error" in mk:
+            print(f"mergekit: unavailable ({mk['error']})")
+        else:
+            speedup = mk["wall_s"] / dc["wall_s"]
+            print(f"mergekit/downcycle wall {speedup:.1f}x (goal >= 3x: {'PASS' if speedup >= 3 else 'FAIL'}), mergekit peak RSS {mk['rss_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1,4", help="source checkpoint sizes in GB, comma-separated (default: 1,4)")
+    p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "out", help="cache for checkpoints, outputs and the mergekit venv (default: benchmarks/out)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per tool; the median is reported (default: 3)")
+    p.add_argument("--skip-mergekit", action="store_true", help="do not install or run mergekit")
+    args = p.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = args.workdir.resolve()
+    mergekit: Path | str = "skipped (--skip-mergekit)"
+    if not args.skip_mergekit:
+        try:
+            mergekit = ensure_mergekit(workdir)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+            mergekit = str(e)
+    rows = []
+    for size in (float(s) for s in args.sizes.split(",")):
+        rows += bench_size(size, workdir, args.repeats, mergekit)
+    print(f"machine: {os.cpu_count()} CPUs; workdir {workdir}; repeats {args.repeats}; warm page cache")
+    report(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""``downcycle convert``: turn a PyTorch pickle (``.bin``) checkpoint into safetensors, safely.
+
+Pickles can run code when loaded; these are read with ``torch.load(weights_only=True)``, which
+refuses anything but tensors and plain containers. One ``.bin`` shard becomes one safetensors shard.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .checkpoint import atomic_output_dir, write_manifest
+from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
+from .errors import DowncycleError
+from .recipe import ConvertConfig, to_dict
+
+BIN_INDEX = "pytorch_model.bin.index.json"
+_WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
+
+__all__ = ["convert"]
+
+
+def convert(config: ConvertConfig) -> Path:
+    """Convert ``config.source`` (``pytorch_model*.bin``) to a safetensors checkpoint in ``config.out``."""
+    import torch
+    from safetensors.torch import save_file
+
+    src = config.source
+    if not src.is_dir():
+        raise DowncycleError(f"{src}: no such model directory")
+    bins = sorted(src.glob("pytorch_model*.bin"))
+    if not bins:
+        raise DowncycleError(f"{src}: no pytorch_model*.bin weights to convert")
+    with atomic_output_dir(config.out, force=config.force) as tmp:
+        weight_map: dict[str, str] = {}
+        total = 0
+        for k, path in enumerate(bins, 1):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # noqa: BLE001 -- unpicklable or unsafe content, reported in one line
+                raise DowncycleError(f"{path}: cannot be loaded safely (weights_only=True): {str(e).splitlines()[0]}") from None
+            seen: dict[tuple[int, int], str] = {}
+            tensors = {}
+            for name, t in state.items():
+                key = (t.untyped_storage().data_ptr(), t.storage_offset())
+                # safetensors stores no aliases: a tied copy becomes its own tensor
+                tensors[name] = t.clone().contiguous() if key in seen else t.contiguous()
+                seen[key] = name
+                total += t.numel() * t.element_size()
+            name = "model.safetensors" if len(bins) == 1 else f"model-{k:05d}-of-{len(bins):05d}.safetensors"
+            save_file(tensors, tmp / name, metadata={"format": "pt"})
+            weight_map.update((t, name) for t in tensors)
+        if len(bins) > 1:
+            (tmp / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+        for path in src.iterdir():
+            if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES) and path.name != BIN_INDEX:
+                shutil.copy2(path, tmp / path.name)
+        hashes = {p.name: file_sha256(p) for p in bins}
+        write_manifest(tmp, "convert", to_dict(config), {"source_path": str(src.resolve()), "hashes": hashes},
+                       {"shards": sorted(set(weight_map.values())), "tensors": len(weight_map)})
+    return config.out

@@ -1,0 +1,55 @@
+"""The real CLI, end to end, in subprocesses: fast help with no torch import, a cut that loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def _py(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["cut", "--help"]])
+def test_help_is_fast_and_does_not_import_torch(argv):
+    code = (
+        "import sys, contextlib, io\n"
+        "from downcycle.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    try: main({argv!r})\n"
+        "    except SystemExit: pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'safetensors') if m in sys.modules))"
+    )
+    assert _py(code) == "[]"
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "downcycle", *argv], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: downcycle" in done.stdout
+    assert time.perf_counter() - start < 5  # a generous bound for a loaded CI machine; typically ~0.1 s
+
+
+def test_cut_never_imports_torch(tiny_model, tmp_path):
+    src, out = tiny_model("gpt2"), tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from downcycle.cli import main\n"
+        f"assert main(['cut', {str(src)!r}, {str(out)!r}, '--layers', '0-2']) == 0\n"
+        "print('torch' in sys.modules)"
+    )
+    assert _py(code).splitlines()[-1] == "False"
+
+
+@pytest.mark.slow
+def test_python_m_downcycle_cut_end_to_end(tiny_model, tmp_path):
+    src, out = tiny_model("gpt_neox"), tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", "0-1,4-5"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "4 of 6 layers" in done.stdout
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+    bad = subprocess.run([sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", "0-9"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "already exists" in bad.stderr
