@@ -83,3 +83,26 @@ def test_cut_model_generates_with_kv_cache(tiny_model, tmp_path):
     cached = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True, pad_token_id=0)
     uncached = model.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False, pad_token_id=0)
     assert torch.equal(cached, uncached)
+
+
+def test_multimodal_text_config_cut(tmp_path, ids):
+    """Gemma-3 with a vision tower: only the text decoder's layers are cut (nested text_config)."""
+    import transformers
+
+    text = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8, sliding_window=4, initializer_range=0.2,
+                layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=16, patch_size=4)
+    config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                       image_token_index=127, boi_token_index=125, eoi_token_index=126)
+    torch.manual_seed(0)
+    transformers.Gemma3ForConditionalGeneration(config).eval().save_pretrained(tmp_path / "src")
+    cut(CutConfig(source=str(tmp_path / "src"), out=tmp_path / "cut", layers="2,3,5,0"))
+    written = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert written["text_config"]["num_hidden_layers"] == 4 and written["vision_config"]["num_hidden_layers"] == 2
+    source = AutoModelForCausalLM.from_pretrained(tmp_path / "src", dtype=torch.float32).eval()
+    reference = keep_layers_in_memory(source, [2, 3, 5, 0])
+    cut_model = AutoModelForCausalLM.from_pretrained(tmp_path / "cut", dtype=torch.float32).eval()
+    text_ids = ids[:, :12] % 120 + 3  # no image/boi/eoi tokens
+    torch.testing.assert_close(_logits(cut_model, text_ids), _logits(reference, text_ids))
+    assert not torch.allclose(_logits(source, text_ids), _logits(cut_model, text_ids), atol=1e-3)
