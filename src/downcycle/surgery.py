@@ -135,14 +135,18 @@ def _kv_sharing(cfg: Config, kept: list[int], n: int, model_type: str) -> None:
 def tensor_plan(layout: LayerLayout, tensors: dict[str, TensorEntry], kept: list[int]) -> list[tuple[str, TensorEntry]]:
     """Every output tensor and the source bytes it copies, in on-disk order.
 
-    Non-layer tensors come first, then the kept layers in their new order; within each, tensors
-    keep their source order so that runs adjacent in the source stay adjacent (one copy each).
+    Non-layer tensors stored before layer 0 in the source (embeddings, usually) come first, then
+    the kept layers in their new order, then the other non-layer tensors (final norm, head). Each
+    group keeps its source order, so runs adjacent in the source stay adjacent (one copy each).
     """
     by_pos = lambda name: (str(tensors[name].file), tensors[name].start)  # noqa: E731
-    plan = [(name, tensors[name]) for name in sorted(layout.others, key=by_pos)]
+    first_layer = min(by_pos(name) for name in layout.layers[0])
+    others = sorted(layout.others, key=by_pos)
+    plan = [(name, tensors[name]) for name in others if by_pos(name) < first_layer]
     for j, i in enumerate(kept):
         for name in sorted(layout.layers[i], key=by_pos):
             plan.append((layout.layer_name(j, name), tensors[name]))
+    plan += [(name, tensors[name]) for name in others if by_pos(name) > first_layer]
     return plan
 
 

@@ -14,7 +14,7 @@ import json
 import platform
 import subprocess
 import sys
-from importlib import metadata as _md
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,14 @@ MANIFEST_NAME = "downcycle.json"
 SCHEMA_VERSION = 1
 _TRACKED = ("downcycle", "torch", "transformers", "safetensors", "accelerate", "peft", "huggingface_hub")
 
-__all__ = ["MANIFEST_NAME", "write_manifest", "read_manifest", "config_hash", "versions", "git_revision"]
+__all__ = ["MANIFEST_NAME", "prefetch_provenance", "write_manifest", "read_manifest", "config_hash", "versions", "git_revision"]
 
 
+@functools.lru_cache(maxsize=1)
 def versions() -> dict[str, str | None]:
     """Installed versions of the libraries that shape results, read without importing them."""
+    from importlib import metadata as _md
+
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in _TRACKED:
         try:
@@ -51,19 +54,37 @@ def git_revision() -> str | None:
         return None
 
 
+_prefetch: threading.Thread | None = None
+
+
+def prefetch_provenance() -> None:
+    """Start collecting versions and the git revision (tens of milliseconds of metadata scans and
+    subprocesses) in the background, so that a stage pays for them while it does its own work."""
+    global _prefetch
+    if _prefetch is None:
+        _prefetch = threading.Thread(target=lambda: (versions(), git_revision()), daemon=True)
+        _prefetch.start()
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """A stable hash of a stage config (sorted JSON), used to decide whether a stage must re-run."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_manifest(directory: Path, stage: str, config: dict[str, Any], inputs: dict[str, Any],
-                   outputs: dict[str, Any] | None = None) -> Path:
-    """Write ``directory/downcycle.json`` and return its path."""
+                   outputs: dict[str, Any] | None = None, hashed: dict[str, Any] | None = None) -> Path:
+    """Write ``directory/downcycle.json`` and return its path.
+
+    ``config_hash`` is taken over ``hashed`` (the fields that affect the output, see
+    ``recipe.output_dict``) when given, else over the whole config.
+    """
+    if _prefetch is not None:
+        _prefetch.join()
     doc = {
         "schema": SCHEMA_VERSION,
         "stage": stage,
         "config": config,
-        "config_hash": config_hash(config),
+        "config_hash": config_hash(config if hashed is None else hashed),
         "inputs": inputs,
         "outputs": outputs or {},
         "versions": versions(),
