@@ -1,0 +1,105 @@
+"""The model's own fast tokenizer, driven in batches on all cores.
+
+We call the Rust tokenizer (``tokenizers.Tokenizer.encode_batch_fast``) directly: it encodes a batch
+in parallel (rayon, all cores unless ``TOKENIZERS_PARALLELISM=false``) and releases the GIL, and it
+skips the offset bookkeeping that ``transformers``' ``__call__`` pays for. Special tokens are added
+by us, not by the tokenizer's post-processor: BOS where the model's tokenizer would add one, and an
+EOS after every document, so packed documents are always separated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DowncycleError
+
+__all__ = ["TokenizerInfo", "encode_documents", "load_tokenizer", "token_dtype"]
+
+
+@dataclass
+class TokenizerInfo:
+    """What the corpus records about its tokenizer."""
+
+    source: str
+    sha256: str | None  # of tokenizer.json, when the tokenizer has one
+    vocab_size: int  # len(tokenizer): base vocabulary plus added tokens
+    bos_token_id: int | None  # prepended to every document when the model's tokenizer adds BOS
+    eos_token_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "sha256": self.sha256}
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab < 65536), uint32 otherwise; always little-endian."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def _tokenizer_sha256(tok: Any, directory: Path | None) -> str | None:
+    if directory is not None and (directory / "tokenizer.json").is_file():
+        return hashlib.sha256((directory / "tokenizer.json").read_bytes()).hexdigest()
+    # no file to hash (e.g. converted from a slow tokenizer): hash its canonical serialisation
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerInfo]:
+    """Load the fast tokenizer of a model or tokenizer directory (or hub id when online).
+
+    Returns:
+        ``(backend, info)``: the ``tokenizers.Tokenizer`` that does the encoding, and its
+        :class:`TokenizerInfo`.
+
+    Raises:
+        DowncycleError: not found, not loadable, not a fast tokenizer, or without an EOS token.
+    """
+    from transformers import AutoTokenizer
+
+    from ..loading import resolve_source
+
+    directory = resolve_source(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(directory), use_fast=True, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 -- an unloadable tokenizer is the user's input, reported in one line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DowncycleError(f"{name}: no loadable tokenizer ({reason})") from None
+    if not getattr(tok, "is_fast", False):
+        raise DowncycleError(f"{name}: only a slow tokenizer is available; downcycle data needs a fast (tokenizers) one")
+    eos = tok.eos_token_id
+    if eos is None:
+        raise DowncycleError(f"{name}: the tokenizer has no eos_token; set one in tokenizer_config.json")
+    # Does the model expect BOS? Ask the tokenizer itself: encode a probe with special tokens.
+    probe = tok("a", add_special_tokens=True)["input_ids"]
+    bos = tok.bos_token_id if tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id] else None
+    info = TokenizerInfo(source=str(name), sha256=_tokenizer_sha256(tok, directory), vocab_size=len(tok),
+                         bos_token_id=bos, eos_token_id=eos)
+    return tok.backend_tokenizer, info
+
+
+def encode_documents(backend: Any, info: TokenizerInfo, texts: list[str], dtype: np.dtype) -> list[np.ndarray]:
+    """Token ids of each document, ``[BOS] + ids + [EOS]``, as 1-D arrays of ``dtype``.
+
+    Args:
+        backend: a ``tokenizers.Tokenizer``.
+        texts: one batch of documents; encoded in parallel on all cores.
+
+    Returns:
+        one array per document, shape ``(n_tokens,)``.
+    """
+    # encode_batch_fast (tokenizers >= 0.21) skips computing character offsets we would not use
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    encodings = encode(texts, add_special_tokens=False)
+    head = [info.bos_token_id] if info.bos_token_id is not None else []
+    tail = [info.eos_token_id]
+    return [np.array(head + e.ids + tail, dtype=dtype) for e in encodings]
+
+
+def encode_stream(backend: Any, info: TokenizerInfo, batches: Iterable[list[str]], dtype: np.dtype) -> Iterator[list[np.ndarray]]:
+    """:func:`encode_documents` over a stream of batches."""
+    for batch in batches:
+        yield encode_documents(backend, info, batch, dtype)
