@@ -1,0 +1,71 @@
+"""Calibration batches for analysis: documents from any source, tokenized and packed.
+
+Documents come from :func:`downcycle.data.sources.iter_texts` (local files, dataset directories, HF
+ids), are tokenized one at a time, joined with the tokenizer's EOS token and cut into windows of
+``seq_len`` tokens -- the same packed random-segment style of calibration set that ShortGPT, SLEB
+and Gromov et al. draw from C4/WikiText. Windows are taken in source order (deterministic), so no
+padding is ever needed and every token counts. Reading stops as soon as ``samples`` windows are full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import DowncycleError
+
+__all__ = ["Calibration", "load_calibration", "pack_windows"]
+
+
+@dataclass
+class Calibration:
+    """Packed calibration windows and where they came from."""
+
+    input_ids: Any  # (N, S) LongTensor
+    source: str
+    documents: int
+    tokens: int
+
+    def provenance(self) -> dict[str, Any]:
+        return {"source": self.source, "documents": self.documents, "samples": int(self.input_ids.shape[0]),
+                "seq_len": int(self.input_ids.shape[1]), "tokens": self.tokens}
+
+
+def pack_windows(token_lists: Iterable[list[int]], seq_len: int, samples: int, separator: int | None) -> tuple[Any, int]:
+    """Concatenate token lists (``separator`` between documents) into ``samples`` windows of ``seq_len``.
+
+    Returns:
+        ``((N, seq_len) LongTensor, documents read)`` with ``N <= samples`` (fewer if the documents
+        run out; a partial last window is dropped).
+    """
+    import torch
+
+    need = seq_len * samples
+    buf: list[int] = []
+    docs = 0
+    for tokens in token_lists:
+        docs += 1
+        if buf and separator is not None:
+            buf.append(separator)
+        buf.extend(tokens)
+        if len(buf) >= need:
+            break
+    full = min(len(buf), need) // seq_len
+    return torch.tensor(buf[: full * seq_len], dtype=torch.long).reshape(full, seq_len), docs
+
+
+def load_calibration(source: str, tokenizer: Any, *, samples: int, seq_len: int, text_field: str = "text") -> Calibration:
+    """Read ``source`` and pack it into ``samples`` windows of ``seq_len`` tokens.
+
+    Raises:
+        DowncycleError: if the source is unreadable or too short for even one window.
+    """
+    from ..data.sources import iter_texts
+
+    texts = iter_texts(source, text_field=text_field)
+    ids, docs = pack_windows((tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts), seq_len, samples,
+                             tokenizer.eos_token_id)
+    if ids.shape[0] == 0:
+        raise DowncycleError(f"{source}: too little text for one calibration window of {seq_len} tokens (lower --seq-len)")
+    return Calibration(ids, source, docs, int(ids.numel()))

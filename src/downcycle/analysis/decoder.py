@@ -1,0 +1,87 @@
+"""The decoder layers of a model loaded in memory, found generically, and layers skipped in place.
+
+:mod:`downcycle.architecture` finds layers by tensor *names* in a checkpoint; this module finds the
+same thing among the *modules* of a loaded ``transformers`` model: the ``nn.ModuleList`` whose length
+is the text config's layer count (``model.layers``, ``transformer.h``, ``gpt_neox.layers``,
+``model.language_model.layers`` ...). Ties between towers are broken with the same hints as the
+checkpoint inference, never with a per-family name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS
+from ..errors import DowncycleError
+
+__all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers"]
+
+
+def num_decoder_layers(model: Any) -> int:
+    """The decoder's layer count from the model's (text) config."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in LAYER_COUNT_KEYS:
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    raise DowncycleError(f"{type(model).__name__}: its config has no layer count ({' / '.join(LAYER_COUNT_KEYS)})")
+
+
+def find_decoder_layers(model: Any) -> tuple[str, Any]:
+    """The qualified name and the ``nn.ModuleList`` of ``model``'s decoder layers.
+
+    Raises:
+        DowncycleError: if no module list, or more than one outside vision/audio/encoder towers,
+            has exactly as many entries as the config has layers.
+    """
+    import torch
+
+    n = num_decoder_layers(model)
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
+    if len(found) > 1:
+        textual = [(name, m) for name, m in found if not any(h in name.lower() for h in NON_TEXT_HINTS)]
+        found = textual or found
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ambiguous ({', '.join(name for name, _ in found)})"
+        raise DowncycleError(f"{type(model).__name__}: {what} list of {n} decoder layers found among its modules")
+    return found[0]
+
+
+def layer_input(args: tuple, kwargs: dict) -> Any:
+    """The hidden state a decoder layer was called with: its first positional argument, or the
+    ``hidden_states`` keyword (every transformers decoder layer takes it one way or the other)."""
+    if args:
+        return args[0]
+    if "hidden_states" in kwargs:
+        return kwargs["hidden_states"]
+    raise DowncycleError("a decoder layer was called without a hidden state (neither positionally nor as hidden_states=)")
+
+
+@contextmanager
+def skip_layers(layers: Sequence[Any], indices: Sequence[int], tuple_outputs: bool = False) -> Iterator[None]:
+    """Within the block, the layers at ``indices`` return their input unchanged (removed, in effect).
+
+    The module list keeps its length, so per-layer config entries (attention types, cache slots)
+    still line up with the remaining layers exactly as in a cut checkpoint. Skipping replaces the
+    instance's ``forward`` (``nn.Module.__call__`` dispatches to it), so hooks still fire.
+
+    Args:
+        layers: the decoder layer list from :func:`find_decoder_layers`.
+        indices: the layers to skip.
+        tuple_outputs: whether these layers return tuples (older transformers) rather than tensors.
+    """
+
+    def identity(*args: Any, **kwargs: Any) -> Any:
+        hidden = layer_input(args, kwargs)
+        return (hidden,) if tuple_outputs else hidden
+
+    patched = [layers[i] for i in indices]
+    for layer in patched:
+        layer.forward = identity
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer.forward

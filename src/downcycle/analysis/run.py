@@ -1,0 +1,153 @@
+"""``downcycle analyze``: load a model, score its layers on calibration text, write a cut plan.
+
+Writes one directory (atomically, with a ``downcycle.json`` manifest): ``plan.json`` (read by
+``downcycle cut --plan``), ``scores.json`` (every metric) and PNG plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import atomic_output_dir, write_manifest
+from ..checkpoint.safetensors_index import file_sha256
+from ..errors import DowncycleError
+from ..loading import load_model, resolve_source
+from ..plan import PLAN_NAME, Plan
+from ..recipe import AnalyzeConfig, output_dict, to_dict
+from .analyze import Analysis, analyze_model, check_metric, choose_layers
+from .strategies import get_strategy, resolve_keep
+
+SCORES_NAME = "scores.json"
+
+__all__ = ["SCORES_NAME", "AnalyzeResult", "analyze_to_plan", "plan_for_cut", "run_analyze", "write_analysis", "write_files"]
+
+
+@dataclass
+class AnalyzeResult:
+    out: Path
+    plan: Plan
+    files: list[str] = field(default_factory=list)
+
+
+def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
+    """Analyze ``config.model`` on ``config.data`` and write the plan, scores and plots to ``config.out``."""
+    out = Path(config.out)
+    if out.exists() and not config.force:  # fail before loading anything
+        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    src = resolve_source(config.model)
+    analysis, plan = analyze_to_plan(config, src)
+    inputs = {"model": config.model, "model_path": str(src.resolve()), "data": config.data,
+              "hashes": {"config.json": file_sha256(src / "config.json")}}
+    return write_analysis(out, analysis, plan, config=to_dict(config), inputs=inputs, force=config.force, plots=config.plots,
+                          hashed=output_dict(config))
+
+
+def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
+    """Load the model in ``src`` and its tokenizer, read the calibration windows, score every layer
+    (plus the NLL search when the strategy or metric needs it) and choose the kept layers."""
+    import torch
+
+    strategy = get_strategy(config.strategy)
+    metric = check_metric(strategy, config.metric)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
+    from .decoder import num_decoder_layers
+
+    num = num_decoder_layers(model)
+    keep = resolve_keep(config.keep, num)
+    from transformers import AutoTokenizer
+
+    tok_path = config.tokenizer or str(src)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
+    from .calibration import load_calibration
+    from .hidden_stats import as_batches
+
+    calib = load_calibration(config.data, tokenizer, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field)
+    vocab = model.get_input_embeddings().num_embeddings
+    if int(calib.input_ids.max()) >= vocab:
+        raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "
+                             f"{vocab} embeddings (the wrong --tokenizer?)")
+    batches = as_batches(calib.input_ids, config.batch_size)
+    nll_k = num - keep if "nll" in (metric, strategy.name) else None
+    nll_batches = as_batches(calib.input_ids[: config.nll_samples], config.batch_size)
+    analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
+    kept = choose_layers(analysis, strategy.name, keep, metric)
+    details = {
+        "metric": metric,
+        "keep": keep,
+        "dropped_layers": [i for i in range(num) if i not in kept],
+        "score_of_choice": _score_of_choice(analysis, strategy.name, metric, num - keep, kept),
+        "calibration": {**calib.provenance(), "text_field": config.text_field, "tokenizer": tok_path,
+                        "nll_samples": min(config.nll_samples, calib.input_ids.shape[0]) if nll_k is not None else 0},
+        "model": {"source": config.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": device},
+        "scores": SCORES_NAME,
+    }
+    return analysis, Plan(kept, num, strategy.name, details)
+
+
+def plan_for_cut(cut_config: Any, src: Path) -> tuple[Analysis, Plan]:
+    """``downcycle cut SRC OUT --keep K --strategy S --data D``: the analysis ``downcycle analyze``
+    would run with those options (and its defaults for the rest), for the cut to follow."""
+    config = AnalyzeConfig(model=cut_config.source, data=cut_config.data, out=cut_config.out, keep=cut_config.keep,
+                           strategy=cut_config.strategy, progress=cut_config.progress)
+    return analyze_to_plan(config, src)
+
+
+def write_analysis(out: Path, analysis: Analysis, plan: Plan, *, config: dict[str, Any], inputs: dict[str, Any],
+                   force: bool = False, plots: bool = True, hashed: dict[str, Any] | None = None) -> AnalyzeResult:
+    """Write ``plan.json``, ``scores.json``, the plots and the manifest into ``out``, atomically.
+    ``hashed``: the config fields that affect the output (:func:`downcycle.recipe.output_dict`)."""
+    with atomic_output_dir(out, force=force) as tmp:
+        files = write_files(tmp, analysis, plan, plots)
+        write_manifest(tmp, "analyze", config, inputs, {"kept_layers": plan.kept_layers, "source_layers": plan.source_layers,
+                                                       "strategy": plan.strategy, "files": files}, hashed=hashed)
+    return AnalyzeResult(Path(out), plan, files)
+
+
+def write_files(directory: Path, analysis: Analysis, plan: Plan, plots: bool = True) -> list[str]:
+    """``plan.json``, ``scores.json`` and (with ``plots``) the PNGs into an existing ``directory``."""
+    import json
+
+    plan.save(directory / PLAN_NAME)
+    (directory / SCORES_NAME).write_text(json.dumps(analysis.to_json(), indent=1) + "\n")
+    return [PLAN_NAME, SCORES_NAME] + (_plots(directory, analysis, plan) if plots else [])
+
+
+def _score_of_choice(analysis: Analysis, strategy: str, metric: str | None, n: int, kept: list[int]) -> Any:
+    """The score that justified the choice: the dropped block's distance, or the dropped layers' scores."""
+    if metric is None or n == 0:
+        return None
+    dropped = [i for i in range(analysis.num_layers) if i not in kept]
+    values = analysis.metric_values(metric)
+    if metric == "nll":
+        return {"base_nll": values.base_nll, "nll_after_each_removal": [values.steps[i][l] for i, l in enumerate(values.removed[:n])]}
+    if strategy == "block":
+        return {f"d({dropped[0]},{dropped[0] + n})": values[dropped[0]][n - 1]}
+    if values and isinstance(values[0], list):
+        return {str(i): values[i][0] for i in dropped}
+    return {str(i): values[i] for i in dropped}
+
+
+def _plots(tmp: Path, analysis: Analysis, plan: Plan) -> list[str]:
+    from .plots import plot_angular, plot_per_layer
+
+    dropped = plan.details.get("dropped_layers", [])
+    tokens = f"{analysis.stats.sequences} sequences, {analysis.stats.tokens} tokens"
+    plot_angular(analysis.scores["angular-last"], tmp / "angular_distance.png",
+                 f"d(x_l, x_(l+n)), last token ({tokens})", dropped)
+    plot_angular(analysis.scores["angular-mean"], tmp / "angular_distance_mean.png",
+                 f"d(x_l, x_(l+n)), mean over tokens ({tokens})", dropped)
+    plot_per_layer(analysis.scores["bi"], tmp / "block_influence.png", f"Block Influence ({tokens})", "BI = 1 - E[cos]", dropped)
+    files = ["angular_distance.png", "angular_distance_mean.png", "block_influence.png"]
+    if analysis.greedy is not None and analysis.greedy.steps:
+        first, base = analysis.greedy.steps[0], analysis.greedy.base_nll
+        plot_per_layer([first.get(i, float("nan")) - base for i in range(analysis.num_layers)], tmp / "nll.png",
+                       f"calibration NLL increase with one layer removed (full model: {base:.3f} nats/token)",
+                       "NLL - NLL(full model)", dropped)
+        files.append("nll.png")
+    return files
