@@ -1,0 +1,91 @@
+"""Writing the trained model: a normal Hugging Face checkpoint, plus the adapter for LoRA/QLoRA.
+
+The output loads with ``AutoModelForCausalLM.from_pretrained(OUT)`` whatever the method: adapters are
+merged into a full-precision reload of the base (merging into a 4-bit QLoRA base would add its
+quantisation error to the merged weights) and the adapter is kept in ``OUT/adapter/`` for peft users.
+Weights are saved in the source checkpoint's dtype.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ADAPTER_DIR", "save_trained", "source_dtype", "source_inputs"]
+
+ADAPTER_DIR = "adapter"
+
+
+def source_dtype(source: Path) -> str:
+    """The dtype the source checkpoint declares (``float32`` when it declares none)."""
+    from ..loading import read_config
+
+    cfg = read_config(source)
+    declared = cfg.get("dtype") or cfg.get("torch_dtype") or (cfg.get("text_config") or {}).get("dtype")
+    return declared if declared in ("float32", "bfloat16", "float16") else "float32"
+
+
+def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: Path, out: Path, trust_remote_code: bool) -> dict[str, Any]:
+    """Save the trained model to ``out`` (an existing, empty directory). Main process only.
+
+    Args:
+        model: the unwrapped trained model (a ``PeftModel`` when ``adapter``).
+        state_dict: its full state dict, gathered by ``accelerator.get_state_dict`` (FSDP/ZeRO-3 safe).
+        adapter: whether ``model`` is a peft model whose adapter is merged on export.
+        source: the checkpoint training started from (tokenizer files are copied from it).
+
+    Returns:
+        What was written, for the manifest.
+    """
+    import torch
+
+    out = Path(out)
+    dtype_name = source_dtype(source)
+    dtype = getattr(torch, dtype_name)
+    copy_sidecars(source, out)
+    if not adapter:
+        cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
+        model.save_pretrained(out, state_dict=cast)
+        return {"weights": "full", "dtype": dtype_name}
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .methods import quiet_peft
+
+    # peft picks the LoRA tensors out of the full state dict (and strips the adapter name).
+    model.save_pretrained(out / ADAPTER_DIR, state_dict=state_dict)
+    base = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code)
+    with quiet_peft():
+        merged = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).merge_and_unload()
+    merged.to(dtype).save_pretrained(out)
+    return {"weights": "merged base + LoRA adapter", "adapter": ADAPTER_DIR, "dtype": dtype_name}
+
+
+# What is never copied from the source: its weights, config, index, card and provenance (rewritten here).
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", "README.md", "downcycle.json", "mergekit.yaml"}
+
+
+def copy_sidecars(source: Path, out: Path) -> None:
+    """Tokenizer files, special tokens, chat template, licence: the source's top-level files that
+    are not weights, config or provenance."""
+    import shutil
+
+    for path in sorted(Path(source).iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name not in _REWRITTEN and not path.name.endswith(_WEIGHT_SUFFIXES):
+            shutil.copy2(path, Path(out) / path.name)
+
+
+def source_inputs(path: Path | None) -> dict[str, Any]:
+    """Provenance of a model directory: its path and the hashes of its config and safetensors headers."""
+    if path is None:
+        return {}
+    from ..checkpoint import open_checkpoint
+    from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
+
+    path = Path(path)
+    hashes: dict[str, Any] = {"config.json": file_sha256(path / "config.json")}
+    if (path / INDEX_NAME).is_file():
+        hashes[INDEX_NAME] = file_sha256(path / INDEX_NAME)
+    hashes["shard_headers"] = open_checkpoint(path).header_sha256
+    return {"path": str(path.resolve()), "hashes": hashes}

@@ -1,0 +1,281 @@
+"""Training methods as strategies: each loads and prepares the model and computes the loss.
+
+The loop (:mod:`downcycle.training.loop`) is the same for all of them. A method decides which
+parameters train (all, a selection of layers, or LoRA adapters), how the model is loaded (QLoRA: a
+4-bit NF4 base) and what the loss is (the LM loss, or distillation from a teacher mixed with it).
+Losses are returned as sums over predicted tokens with the token count, so the loop can reduce sums
+across micro-batches and processes and divide once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DowncycleError
+from ..recipe import TrainConfig
+from .losses import get_distill_loss, lm_loss_sum
+
+__all__ = ["METHODS", "DistillMethod", "FullMethod", "LoraMethod", "LossSums", "Method", "QLoraMethod", "get_method"]
+
+# Module path segments that hold a decoder layer's feed-forward block, across families
+# (Llama/Qwen/Gemma/GPT-2: "mlp", Mixtral: "block_sparse_moe", others: "feed_forward", "ffn").
+_MLP_SEGMENTS = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
+
+
+@dataclass
+class LossSums:
+    """One micro-batch's losses: ``total`` (backpropagated) and named parts, all sums over ``tokens``."""
+
+    total: Any
+    tokens: int
+    parts: dict[str, Any] = field(default_factory=dict)
+
+
+def forward_logits(model: Any, batch: dict[str, Any]) -> Any:
+    """``(B, T-1, V)`` logits of the positions of ``batch["input_ids"]`` ``(B, T)`` that have a next token.
+
+    Models that accept ``logits_to_keep`` (most transformers causal LMs) apply the LM head to those
+    ``T-1`` positions only, so the logits come out contiguous: no copy of the largest activation
+    (and its gradient) to drop the last position, and ``1/T`` less head compute.
+    """
+    import torch
+
+    ids = batch["input_ids"]
+    if _accepts_logits_to_keep(model):
+        keep = torch.arange(ids.shape[1] - 1, device=ids.device)
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
+        if logits.shape[1] == ids.shape[1] - 1:
+            return logits
+    else:
+        logits = model(input_ids=ids, use_cache=False).logits
+    return logits[:, :-1]
+
+
+_LOGITS_TO_KEEP: dict[type, bool] = {}
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    import inspect
+
+    inner = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
+    cls = type(inner)
+    if cls not in _LOGITS_TO_KEEP:
+        try:
+            _LOGITS_TO_KEEP[cls] = "logits_to_keep" in inspect.signature(inner.forward).parameters
+        except (TypeError, ValueError):
+            _LOGITS_TO_KEEP[cls] = False
+    return _LOGITS_TO_KEEP[cls]
+
+
+class Method:
+    """Full fine-tuning: every parameter trains, or only ``--train-layers`` + ``--train-modules``."""
+
+    name = "full"
+    adapter = False  # True: the trained weights are a peft adapter, merged into the base on export
+
+    def check(self, config: TrainConfig, device: str) -> None:
+        """Refuse a configuration this method cannot run, before any loading."""
+
+    def base_dtype(self, precision: str) -> str:
+        # Trained weights stay float32 (the master copy); bf16 is autocast only.
+        return "float32"
+
+    def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
+        from ..loading import load_model
+
+        return load_model(path, dtype=self.base_dtype(precision), device=device, trust_remote_code=config.trust_remote_code)
+
+    def prepare(self, model: Any, config: TrainConfig) -> Any:
+        if config.train_layers is None:
+            if config.train_modules is not None:
+                raise DowncycleError("--train-modules needs --train-layers (without it every parameter trains)")
+            model.requires_grad_(True)
+            return model
+        prefixes = trainable_prefixes(model, config.train_layers, config.train_modules)
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith(prefixes))
+        return model
+
+    def setup(self, config: TrainConfig, device: Any) -> None:
+        """Load what the loss needs besides the model (the teacher, for distillation)."""
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> LossSums:
+        nll, tokens = lm_loss_sum(forward_logits(model, batch), batch["input_ids"])
+        return LossSums(nll, tokens, {"lm": nll.detach()})
+
+
+FullMethod = Method
+
+
+def trainable_prefixes(model: Any, layers_spec: str, modules: str | None) -> tuple[str, ...]:
+    """Parameter-name prefixes of the selected decoder layers and extra modules.
+
+    Raises:
+        DowncycleError: for a malformed layer spec or a module name that matches no parameter.
+    """
+    from ..architecture import infer_layout
+    from ..layerspec import parse_layers
+
+    names = [n for n, _ in model.named_parameters()]
+    layout = infer_layout(model.config.to_dict(), names)
+    kept = parse_layers(layers_spec, layout.num_layers)
+    prefixes = [f"{layout.prefix}{i}." for i in kept]
+    for module in (m.strip() for m in (modules or "").split(",") if m.strip()):
+        if not any(n == module or n.startswith(module + ".") for n in names):
+            raise DowncycleError(f"--train-modules {module!r}: no parameter of this model is named {module}.*")
+        prefixes.append(module + ".")
+    return tuple(prefixes)
+
+
+def lora_target_modules(model: Any, targets: str) -> str | list[str]:
+    """peft ``target_modules`` for ``--lora-targets``: ``all-linear``, ``mlp`` or a list of names."""
+    if targets == "all-linear":
+        return "all-linear"
+    if targets == "mlp":
+        import torch
+        from transformers.pytorch_utils import Conv1D
+
+        found = [name for name, mod in model.named_modules()
+                 if isinstance(mod, (torch.nn.Linear, Conv1D)) and any(s in name.split(".") for s in _MLP_SEGMENTS)]
+        if not found:
+            raise DowncycleError(f"--lora-targets mlp: no linear layer under {'/'.join(_MLP_SEGMENTS)} in this model")
+        return found
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    module_names = [n for n, _ in model.named_modules()]
+    for t in names:
+        if not any(n == t or n.endswith("." + t) for n in module_names):
+            raise DowncycleError(f"--lora-targets: no module of this model is named {t!r}")
+    return names
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence the FutureWarning peft triggers by reading ``is_gradient_checkpointing`` (deprecated in
+    transformers 5) whenever it wraps a model: not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        yield
+
+
+class LoraMethod(Method):
+    """LoRA through peft: the base is frozen, low-rank adapters train (Hu et al., 2021)."""
+
+    name = "lora"
+    adapter = True
+
+    def check(self, config: TrainConfig, device: str) -> None:
+        if config.train_layers is not None or config.train_modules is not None:
+            raise DowncycleError(f"--train-layers/--train-modules apply to full and distill, not {self.name}")
+
+    def base_dtype(self, precision: str) -> str:
+        # The frozen base may be stored in bf16 when computing in bf16; the adapters stay float32.
+        return "bfloat16" if precision == "bf16" else "float32"
+
+    def prepare(self, model: Any, config: TrainConfig) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=lora_target_modules(model, config.lora_targets), bias="none", task_type="CAUSAL_LM")
+        with quiet_peft():
+            return get_peft_model(model, lora)
+
+
+class QLoraMethod(LoraMethod):
+    """QLoRA: a 4-bit NF4 base (bitsandbytes) with LoRA adapters on top (Dettmers et al., 2023). CUDA only."""
+
+    name = "qlora"
+
+    def check(self, config: TrainConfig, device: str) -> None:
+        super().check(config, device)
+        if not device.startswith("cuda"):
+            raise DowncycleError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit); use --method lora on this machine")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise DowncycleError("--method qlora needs bitsandbytes: pip install 'downcycle[qlora]'") from None
+
+    def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        compute = torch.bfloat16 if precision == "bf16" else torch.float32
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=compute)
+        return AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, dtype=compute, use_safetensors=True,
+                                                    device_map={"": torch.device(device)}, trust_remote_code=config.trust_remote_code)
+
+    def prepare(self, model: Any, config: TrainConfig) -> Any:
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms to float32 and enables input grads; checkpointing is the loop's decision.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return super().prepare(model, config)
+
+
+class DistillMethod(Method):
+    """Distillation from a teacher: ``(1 - alpha) * LM loss + alpha * T^2 * KL(teacher^T || student^T)``."""
+
+    name = "distill"
+
+    def __init__(self) -> None:
+        self.teacher: Any = None
+        self.kd: Any = None
+        self.alpha = 0.5
+        self.temperature = 1.0
+
+    def check(self, config: TrainConfig, device: str) -> None:
+        if config.teacher is None:
+            raise DowncycleError("--method distill needs --teacher MODEL (the uncut reference)")
+        get_distill_loss(config.distill_loss)
+
+    def setup(self, config: TrainConfig, device: Any) -> None:
+        from ..loading import load_model, read_config, resolve_source
+
+        path = resolve_source(config.teacher)
+        read_config(path)
+        self.teacher = load_model(path, dtype=config.teacher_dtype, device=str(config.teacher_device or device),
+                                  trust_remote_code=config.trust_remote_code)
+        self.teacher.requires_grad_(False)
+        self.kd = get_distill_loss(config.distill_loss)
+        self.alpha, self.temperature = config.distill_alpha, config.distill_temperature
+
+    def attach(self, teacher: Any, loss: str = "forward_kl", alpha: float = 0.5, temperature: float = 1.0) -> None:
+        """Use an in-memory ``teacher`` (for tests and notebooks) instead of loading one."""
+        self.teacher, self.kd, self.alpha, self.temperature = teacher.eval().requires_grad_(False), get_distill_loss(loss), alpha, temperature
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> LossSums:
+        import torch
+
+        logits = forward_logits(model, batch)  # (B, T, V)
+        nll, tokens = lm_loss_sum(logits, batch["input_ids"])
+        teacher_device = next(self.teacher.parameters()).device
+        with torch.no_grad():
+            t_logits = forward_logits(self.teacher, {"input_ids": batch["input_ids"].to(teacher_device)}).to(logits.device)
+        if t_logits.shape != logits.shape:
+            raise DowncycleError(f"teacher and student disagree on the vocabulary ({t_logits.shape[-1]} vs {logits.shape[-1]} logits)")
+        vocab = logits.shape[-1]
+        # The same B*(T-1) positions as the LM loss, so both terms are sums over the same tokens.
+        kl = self.kd(logits.reshape(-1, vocab), t_logits.reshape(-1, vocab), self.temperature)
+        total = (1.0 - self.alpha) * nll + self.alpha * kl
+        return LossSums(total, tokens, {"lm": nll.detach(), "kl": kl.detach()})
+
+
+# name -> strategy class (`downcycle ls` lists the names)
+METHODS: dict[str, type[Method]] = {
+    "full": FullMethod,
+    "lora": LoraMethod,
+    "qlora": QLoraMethod,
+    "distill": DistillMethod,
+}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]()
+    except KeyError:
+        raise DowncycleError(f"--method {name!r}: unknown (known: {', '.join(METHODS)})") from None

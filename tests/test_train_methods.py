@@ -1,0 +1,105 @@
+"""Each method trains a tiny model and lowers validation loss; outputs are normal HF checkpoints;
+LoRA changes only adapter weights and its merged model equals base + adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from downcycle.errors import DowncycleError
+from downcycle.training import run_train
+from train_support import TOKENIZER_VOCAB, datasets, train_config, weights
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny matmuls are far faster on one thread than with OpenMP sync on a shared 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _logits(path_or_model, ids):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path_or_model) if not isinstance(path_or_model, torch.nn.Module) else path_or_model
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "distill"])
+def test_method_lowers_validation_loss_on_a_real_corpus_and_writes_a_loadable_checkpoint(method, real_model, real_corpus, tiny_model, tmp_path):
+    extra = {"teacher": str(tiny_model("llama", vocab_size=TOKENIZER_VOCAB, num_hidden_layers=8, seed=3))} if method == "distill" else {}
+    cfg = train_config(real_model, tmp_path / "out", data=real_corpus, method=method, max_steps=12, eval_every=6,
+                       lr=1e-2, eval_max_seqs=64, **extra)
+    result = run_train(cfg)
+    assert result.val_loss < result.val_loss_start - 0.3, (result.val_loss_start, result.val_loss)
+    out = tmp_path / "out"
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "val"] == [0, 6, 12]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 13))
+    assert (out / "loss.png").stat().st_size > 1000
+    manifest = json.loads((out / "downcycle.json").read_text())
+    assert manifest["stage"] == "train" and manifest["config"]["method"] == method
+    assert manifest["inputs"]["model"]["hashes"]["config.json"] and manifest["inputs"]["data"]["hashes"]["corpus.json"]
+    assert manifest["outputs"]["steps"] == 12 and manifest["outputs"]["tokens"] == 12 * 4 * 64
+    assert not (tmp_path / "out.run").exists()  # checkpoints of a finished run are removed
+    assert (out / "tokenizer.json").is_file()
+    ids = torch.randint(3, TOKENIZER_VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(_logits(out, ids), _logits(real_model, ids))  # it loads, and it changed
+
+
+def test_lora_changes_only_adapter_weights_and_merged_equals_base_plus_adapter(tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    src = tiny_model("llama")
+    run_train(train_config(src, tmp_path / "out", method="lora", lr=1e-2, lora_r=4, lora_targets="mlp"), datasets=datasets())
+    out = tmp_path / "out"
+    adapter = weights(out / "adapter", "adapter_model.safetensors")
+    assert adapter and all("lora_" in k and "mlp" in k for k in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero: it trained
+    merged, base = weights(out), weights(src)
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed and all(".mlp." in k for k in changed)  # only weights under an adapter moved
+    ids = torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(src), out / "adapter")
+    torch.testing.assert_close(_logits(out, ids), _logits(with_adapter, ids), rtol=1e-4, atol=1e-4)
+
+
+def test_full_with_train_layers_trains_only_the_last_layer_and_head(tiny_model, tmp_path):
+    src = tiny_model("llama")
+    run_train(train_config(src, tmp_path / "out", train_layers="-1:", train_modules="lm_head", max_steps=3), datasets=datasets())
+    base, trained = weights(src), weights(tmp_path / "out")
+    changed = {k for k in base if not torch.equal(base[k], trained[k])}
+    assert changed == {k for k in base if k.startswith(("model.layers.5.", "lm_head."))}
+
+
+def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path):
+    src = tiny_model("llama")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DowncycleError, match="already exists"):
+        run_train(train_config(src, tmp_path / "out"), datasets=datasets())
+    (tmp_path / "b.run").mkdir()
+    with pytest.raises(DowncycleError, match="pass --resume to continue it or --force to start over"):
+        run_train(train_config(src, tmp_path / "b"), datasets=datasets())
+    run_train(train_config(src, tmp_path / "b", force=True, max_steps=2), datasets=datasets())
+    assert (tmp_path / "b" / "model.safetensors").is_file() and not (tmp_path / "b.run").exists()
+
+
+def test_qlora_on_cpu_is_a_one_line_error(tiny_model, tmp_path):
+    with pytest.raises(DowncycleError, match="needs a CUDA GPU") as err:
+        run_train(train_config(tiny_model("llama"), tmp_path / "out", method="qlora", device="cpu"), datasets=datasets())
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none here")
+def test_qlora_trains_on_cuda(tiny_model, tmp_path):
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'downcycle[qlora]')")
+    src = tiny_model("llama", hidden_size=64, intermediate_size=128)
+    result = run_train(train_config(src, tmp_path / "out", method="qlora", lr=1e-2, max_steps=12), datasets=datasets())
+    assert result.val_loss < result.val_loss_start
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
