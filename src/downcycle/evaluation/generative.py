@@ -1,0 +1,71 @@
+"""Evaluating one generative task (GSM8K) on one model: prompts, greedy generation, answer
+extraction and exact match, each as lm-evaluation-harness does it for ``generate_until`` tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import DowncycleError
+from .encoding import Encoder
+from .generation import greedy_generate
+from .metrics import mean_stat
+from .multiple_choice import McOptions
+from .results import MetricValue, TaskResult
+from .task_data import load_docs
+from .tasks.generative import GenerativeSpec, harness_fewshots
+
+__all__ = ["build_contexts", "evaluate_generative"]
+
+
+def build_contexts(spec: GenerativeSpec, opts: McOptions) -> tuple[list[dict], list[str], int]:
+    """The evaluated documents, their prompts and the number of shots.
+
+    Raises:
+        DowncycleError: no documents, or fewer few-shot examples than shots.
+    """
+    docs = load_docs(spec, spec.split, opts.task_data)
+    if opts.limit is not None:
+        docs = docs[: opts.limit]
+    if not docs:
+        raise DowncycleError(f"task {spec.name}: no documents")
+    k = spec.default_shots if opts.shots is None else opts.shots
+    pool: list[dict] = []
+    if k:
+        if spec.fewshot_split is None:
+            raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
+        pool = load_docs(spec, spec.fewshot_split, opts.task_data)
+        if len(pool) < k + (spec.fewshot_split == spec.split):
+            raise DowncycleError(f"task {spec.name}: --shots {k} needs {k} few-shot examples, "
+                                 f"the {spec.fewshot_split} split has {len(pool)}")
+    shots = harness_fewshots(pool, k, docs, opts.seed, spec.fewshot_split == spec.split)
+    return docs, [spec.context(d, s) for d, s in zip(docs, shots)], k
+
+
+def evaluate_generative(model: Any, encoder: Encoder, spec: GenerativeSpec, opts: McOptions) -> tuple[TaskResult, list[dict]]:
+    """Generate an answer for every document of ``spec`` and score it.
+
+    Prompts are encoded as the harness encodes them (the tokenizer's default special tokens) and
+    left-truncated to ``max_length - max_gen_toks`` tokens so the answer fits the model.
+
+    Returns:
+        The task result (one ``exact_match[<filter>]`` metric per filter, with standard errors) and
+        per-document samples (generation, extracted answers, reference, metrics).
+    """
+    docs, contexts, k = build_contexts(spec, opts)
+    room = encoder.max_length - spec.max_gen_toks
+    if room <= 0:
+        raise DowncycleError(f"task {spec.name}: the model's maximum length {encoder.max_length} leaves no room for "
+                             f"a prompt before {spec.max_gen_toks} generated tokens")
+    prompts = [encoder.encode(c)[-room:] for c in contexts]
+    generations = greedy_generate(model, encoder.tokenizer, prompts, until=spec.until, max_new_tokens=spec.max_gen_toks,
+                                  batch_size=opts.batch_size, progress=opts.progress, desc=spec.name)
+    per_doc: dict[str, list[float]] = {m: [] for m in spec.metrics}
+    samples = []
+    for d, (doc, gen) in enumerate(zip(docs, generations)):
+        extracted, values = spec.score(gen.text, doc)
+        for m, v in values.items():
+            per_doc[m].append(v)
+        samples.append({"doc": d, "question": doc.get("question"), "target": spec.target(doc), "generation": gen.text,
+                        "stop": gen.stop, "new_tokens": len(gen.tokens), "extracted": extracted, **values})
+    metrics = {m: MetricValue(s.value, s.stderr) for m, s in ((m, mean_stat(v)) for m, v in per_doc.items())}
+    return TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics), samples

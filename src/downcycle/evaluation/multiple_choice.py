@@ -1,0 +1,105 @@
+"""Evaluating one multiple-choice task (or a group of them) on one model."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DowncycleError
+from .encoding import Encoder
+from .metrics import Stat, doc_metrics, mean_stat, pool_stats
+from .results import MetricValue, TaskResult
+from .scoring import score_groups
+from .task_data import find_local, load_docs
+from .tasks import TASKS, GroupSpec, MultipleChoiceSpec
+
+__all__ = ["McOptions", "evaluate_group", "evaluate_mc", "fewshot_docs"]
+
+
+@dataclass
+class McOptions:
+    """How to run multiple-choice tasks (from :class:`downcycle.recipe.EvalConfig`)."""
+
+    task_data: Path | None = None
+    limit: int | None = None
+    shots: int | None = None
+    batch_size: int = 32
+    shared_context: bool = True
+    progress: bool = True
+    seed: int = 1234
+
+
+def fewshot_docs(spec: MultipleChoiceSpec, k: int, pool: list[dict], doc_index: int, same_split: bool, seed: int) -> list[dict]:
+    """The ``k`` few-shot examples for document ``doc_index``.
+
+    ``first_n`` takes the first k of the few-shot split (the harness's MMLU); ``random`` draws k with
+    a generator seeded by ``seed`` and the document index, never the document itself.
+    """
+    if k == 0:
+        return []
+    if spec.fewshot_sampler == "first_n":
+        return pool[:k]
+    candidates = [d for i, d in enumerate(pool) if not (same_split and i == doc_index)]
+    return random.Random(seed * 1_000_003 + doc_index).sample(candidates, min(k, len(candidates)))
+
+
+def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: McOptions) -> tuple[TaskResult, list[dict], dict[str, list[float]]]:
+    """Score every document of ``spec``.
+
+    Returns:
+        The task result, per-document samples (log-likelihoods, gold, metrics) and the per-document
+        metric values (for pooling into a group).
+    """
+    docs = load_docs(spec, spec.split, opts.task_data)
+    if opts.limit is not None:
+        docs = docs[: opts.limit]
+    if not docs:
+        raise DowncycleError(f"task {spec.name}: no documents")
+    k = spec.default_shots if opts.shots is None else opts.shots
+    pool: list[dict] = []
+    if k:
+        if spec.fewshot_split is None:
+            raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
+        pool = load_docs(spec, spec.fewshot_split, opts.task_data)
+    same = spec.fewshot_split == spec.split
+    requests = [spec.request(d, fewshot_docs(spec, k, pool, i, same, opts.seed)) for i, d in enumerate(docs)]
+    groups = encoder.groups(requests, shared=opts.shared_context)
+    scores = score_groups(model, groups, opts.batch_size, opts.progress, desc=spec.name, shared=opts.shared_context)
+    per_doc: dict[str, list[float]] = {m: [] for m in spec.metrics}
+    samples = []
+    for d, req in enumerate(requests):
+        lls = [scores[(d, c)][0] for c in range(len(req.choices))]
+        values = spec.score(docs[d], lls) if spec.score else doc_metrics(lls, req.choices, req.gold)
+        for m in spec.metrics:
+            per_doc[m].append(values[m])
+        samples.append({"doc": d, "gold": req.gold, "loglikelihoods": lls,
+                        "is_greedy": [scores[(d, c)][1] for c in range(len(req.choices))],
+                        **{m: values[m] for m in spec.metrics}})
+    metrics = {m: _metric(mean_stat(v)) for m, v in per_doc.items()}
+    return TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics), samples, per_doc
+
+
+def evaluate_group(model: Any, encoder: Encoder, group: GroupSpec, opts: McOptions) -> tuple[TaskResult, dict[str, TaskResult], dict[str, list[dict]]]:
+    """Evaluate a group's subtasks and pool them by size. With ``--task-data``, subtasks without a
+    local file are skipped (the result lists the subtasks used)."""
+    names = list(group.subtasks)
+    if opts.task_data is not None:
+        names = [n for n in names if find_local(opts.task_data, TASKS[n].stem, TASKS[n].split) is not None]
+        if not names:
+            raise DowncycleError(f"{opts.task_data}: no local files for any subtask of {group.name}")
+    subresults, samples, stats = {}, {}, {m: [] for m in group.metrics}
+    for name in names:
+        result, samples[name], per_doc = evaluate_mc(model, encoder, TASKS[name], opts)
+        subresults[name] = result
+        for m in group.metrics:
+            stats[m].append(mean_stat(per_doc[m]))
+    metrics = {m: _metric(pool_stats(s)) for m, s in stats.items()}
+    n_shot = next(iter(subresults.values())).n_shot
+    total = sum(r.n for r in subresults.values())
+    return TaskResult(group.version, group.kind, n_shot, opts.limit, total, metrics, subtasks=names), subresults, samples
+
+
+def _metric(stat: Stat) -> MetricValue:
+    return MetricValue(stat.value, stat.stderr)

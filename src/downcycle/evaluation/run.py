@@ -1,0 +1,144 @@
+"""``downcycle eval``: evaluate one or more models on loss and benchmark tasks.
+
+Writes ``OUT/<model name>/results.json`` (:mod:`downcycle.evaluation.results`),
+``OUT/<model name>/samples/<task>.jsonl`` (per-item log-likelihoods and metrics) and the stage
+manifest ``OUT/downcycle.json``, all through one atomic output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import atomic_output_dir, write_manifest
+from ..checkpoint.manifest import git_revision, versions
+from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
+from ..loading import load_model, resolve_source
+from ..recipe import EvalConfig, to_dict
+from .encoding import Encoder
+from .generative import evaluate_generative
+from .loss import evaluate_loss
+from .multiple_choice import McOptions, evaluate_group, evaluate_mc
+from .results import EvalResults, ModelInfo, TaskResult
+from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
+
+__all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval"]
+_DEFAULT_MAX_LENGTH = 2048  # the harness's default when neither config nor tokenizer says
+
+
+@dataclass
+class EvalOutcome:
+    out: Path
+    models: dict[str, EvalResults]
+    seconds: float
+
+
+def max_length(model: Any, tokenizer: Any) -> int:
+    """The model's maximum sequence length, looked up as the harness does (config fields, then the
+    tokenizer's ``model_max_length``, then 2048)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    tok = getattr(tokenizer, "model_max_length", None)
+    return tok if isinstance(tok, int) and tok < 1e12 else _DEFAULT_MAX_LENGTH
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    from ..errors import DowncycleError
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DowncycleError(f"{path}: no usable tokenizer ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+
+
+def _model_info(name: str, path: Path, model: Any) -> ModelInfo:
+    hashes = {f: file_sha256(path / f) for f in ("config.json", INDEX_NAME) if (path / f).is_file()}
+    return ModelInfo(name, str(path), sum(p.numel() for p in model.parameters()), hashes)
+
+
+def _names(models: list[str]) -> list[str]:
+    """Output subdirectory per model: the directory name, made unique."""
+    names: list[str] = []
+    for m in models:
+        base = Path(m).name or "model"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+def _write_samples(directory: Path, task: str, samples: list[dict]) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / f"{task}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+
+
+def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path) -> EvalResults:
+    """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``."""
+    start = time.perf_counter()
+    path = resolve_source(source)
+    model = load_model(path, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    limit_len = max_length(model, tokenizer)
+    encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
+    opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, cfg.progress, cfg.seed)
+    samples_dir = model_dir / "samples"
+    tasks: dict[str, TaskResult] = {}
+    for task in cfg.task_names:
+        spec = get_task(task)
+        if isinstance(spec, LossSpec):
+            window = min(cfg.window or limit_len, limit_len)
+            tasks[task] = evaluate_loss(model, tokenizer, cfg.data, text_field=cfg.text_field, window=window,
+                                        stride=min(cfg.stride or window, window), limit=cfg.limit, progress=cfg.progress,
+                                        version=spec.version)
+        elif isinstance(spec, GroupSpec):
+            tasks[task], subresults, samples = evaluate_group(model, encoder, spec, opts)
+            for sub, result in subresults.items():
+                tasks.setdefault(sub, result)
+                _write_samples(samples_dir, sub, samples[sub])
+        elif isinstance(spec, GenerativeSpec):
+            tasks[task], samples = evaluate_generative(model, encoder, spec, opts)
+            _write_samples(samples_dir, task, samples)
+        else:
+            tasks[task], samples, _ = evaluate_mc(model, encoder, spec, opts)
+            _write_samples(samples_dir, task, samples)
+    if cfg.harness:
+        from .harness import run_harness_tasks
+
+        names = [t.strip() for t in cfg.harness.split(",") if t.strip()]
+        tasks.update(run_harness_tasks(model, tokenizer, names, limit=cfg.limit, shots=cfg.shots, batch_size=cfg.batch_size,
+                                       device=cfg.device, include_path=cfg.harness_include))
+    results = EvalResults(model=_model_info(name, path, model), tasks=tasks, config=to_dict(cfg), versions=versions(),
+                          git_revision=git_revision(), seconds=time.perf_counter() - start)
+    results.write(model_dir)
+    return results
+
+
+def run_eval(cfg: EvalConfig) -> EvalOutcome:
+    """Evaluate ``cfg.models`` on ``cfg.tasks`` and write ``cfg.out``."""
+    from ..errors import DowncycleError
+
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    if out.exists() and not cfg.force:
+        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    for task in cfg.task_names:  # fail on a typo before loading any model
+        get_task(task)
+    names = _names(cfg.models)
+    results: dict[str, EvalResults] = {}
+    with atomic_output_dir(out, force=cfg.force) as tmp:
+        for source, name in zip(cfg.models, names):
+            (tmp / name).mkdir()
+            results[name] = evaluate_model(cfg, source, name, tmp / name)
+        inputs = {name: {"path": r.model.path, **r.model.hashes} for name, r in results.items()}
+        outputs = {name: f"{name}/results.json" for name in results}
+        write_manifest(tmp, "eval", to_dict(cfg), inputs, outputs)
+    return EvalOutcome(out, results, time.perf_counter() - start)

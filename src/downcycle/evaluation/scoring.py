@@ -1,0 +1,186 @@
+"""Log-likelihood scoring of continuations, all choices of a question from one shared prefix.
+
+One row of a batch packs the prefix the choices share (usually the whole context) followed by each
+choice's remaining input tokens (its continuation without its last token, which is only a target)::
+
+    tokens     c0 c1 c2 | a0 a1 | b0 b1 b2
+    positions   0  1  2 |  3  4 |  3  4  5
+    segment     0  0  0 |  1  1 |  2  2  2
+
+with a 4-D attention mask that lets a token see earlier tokens of the prefix and of its own
+segment only, so every choice is computed exactly as if it followed the context alone. The context
+runs once instead of once per choice, the output layer runs only at the positions whose
+predictions are scored (``logits_to_keep``), and rows holding at most one branch (single-token
+answers like MMLU's " A") need no custom mask at all. A prefix that every question of a task
+shares (MMLU's subject line and five examples) runs once, and its keys/values are reused by every
+batch. Rows are sorted by length so batches carry little padding. Models with sliding-window attention are scored one choice per row with their own
+masks, because a custom mask would bypass their window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .encoding import EncodedGroup, common_prefix_length
+
+__all__ = ["score_groups", "supports_packing"]
+
+
+def supports_packing(model: Any) -> bool:
+    """Whether the shared-context 4-D mask is exact for ``model`` (no sliding-window attention)."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) is not False:
+        return False
+    return not any("sliding" in str(t) for t in (getattr(cfg, "layer_types", None) or []))
+
+
+_MIN_SHARED_PREFIX = 32  # tokens; below this a cached task-wide prefix is not worth a forward pass
+
+
+def _row_length(g: EncodedGroup) -> int:
+    # the last token of a sequence is only ever a target, never an input
+    return len(g.prefix) + sum(max(0, len(t) - 1) for t in g.tails)
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward argument taking a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _task_prefix_length(groups: list[EncodedGroup]) -> int:
+    """Tokens every group starts with (MMLU's subject line and five examples), kept one short of the
+    shortest prefix so every group still feeds the token that predicts its first target."""
+    if len(groups) < 2:
+        return 0
+    n = min(common_prefix_length([g.prefix for g in groups]), min(len(g.prefix) for g in groups) - 1)
+    return n if n >= _MIN_SHARED_PREFIX else 0
+
+
+def _batches(groups: list[EncodedGroup], batch_size: int) -> list[list[EncodedGroup]]:
+    """Groups sorted longest first, cut into batches of at most ``batch_size`` choices."""
+    order = sorted(groups, key=lambda g: -_row_length(g))
+    batches, current, n = [], [], 0
+    for g in order:
+        if current and n + len(g.tails) > batch_size:
+            batches.append(current)
+            current, n = [], 0
+        current.append(g)
+        n += len(g.tails)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any] = (0, None)) -> list[tuple[float, bool]]:
+    """Score every choice of ``batch``; results in batch order, group by group.
+
+    Args:
+        shared: (C, cache): the first C tokens of every group are already in ``cache`` (a
+            transformers cache of batch size 1), so rows start at token C.
+    """
+    import copy
+
+    import torch
+
+    C, cache = shared
+    B, L = len(batch), max(_row_length(g) for g in batch) - C
+    ids = torch.zeros(B, L, dtype=torch.long)
+    pos = torch.zeros(B, L, dtype=torch.long)
+    seg = torch.full((B, L), -1, dtype=torch.long)
+    rows, preds, targets = [], [], []  # one entry per scored token
+    spans: list[tuple[int, int]] = []  # per choice: its slice of the scored tokens
+    need_mask = False  # a 4-D mask is needed only where a row holds two or more branches
+    for b, g in enumerate(batch):
+        P = len(g.prefix)
+        ids[b, :P - C] = torch.tensor(g.prefix[C:])
+        pos[b, :P - C] = torch.arange(C, P)
+        seg[b, :P - C] = 0
+        start, branches = P - C, 0
+        for i, (tail, n) in enumerate(zip(g.tails, g.n_targets)):
+            inputs = tail[:-1]
+            k = len(inputs)
+            if k:
+                ids[b, start:start + k] = torch.tensor(inputs)
+                pos[b, start:start + k] = torch.arange(P, P + k)
+                seg[b, start:start + k] = i + 1
+                branches += 1
+            T = P + len(tail)  # choice i's whole sequence S = prefix + tail; targets S[T-n:T]
+            # S[j] is predicted at S-index j-1: in the prefix, or in this choice's branch
+            at = [j - 1 - C if j - 1 < P else start + (j - 1 - P) for j in range(T - n, T)]
+            spans.append((len(preds), len(preds) + n))
+            rows += [b] * n
+            preds += at
+            targets += tail[len(tail) - n:]
+            start += k
+        need_mask |= branches > 1
+    keep = torch.tensor(sorted(set(preds)), dtype=torch.long)
+    kwargs: dict[str, Any] = {"logits_to_keep": keep}
+    if need_mask:
+        q, k = seg.unsqueeze(2), seg.unsqueeze(1)  # (B, L, 1), (B, 1, L)
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        allowed = causal & ((k == 0) | (k == q))  # (B, L, L); padding (-1) only sees the prefix and padding
+        dtype = next(model.parameters()).dtype
+        allowed = torch.cat([torch.ones(B, L, C, dtype=torch.bool), allowed], dim=2)  # (B, L, C + L): all see the cache
+        mask = torch.zeros(B, 1, L, C + L, dtype=dtype).masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+        kwargs.update(attention_mask=mask, position_ids=pos)
+    else:  # every row is one causal sequence: the model's own (faster) causal attention
+        kwargs.update(attention_mask=torch.cat([torch.ones(B, C, dtype=torch.long), (seg >= 0).long()], dim=1),
+                      position_ids=pos)
+    device = next(model.parameters()).device
+    kwargs = {k: v.to(device) for k, v in kwargs.items()}
+    if cache is not None:
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(B)
+        kwargs[_cache_argument(model)] = past
+    logits = model(input_ids=ids.to(device), **kwargs).logits  # (B, K, V)
+    col = torch.searchsorted(keep, torch.tensor(preds)).to(device)
+    picked = logits[torch.tensor(rows, device=device), col]  # (N, V)
+    picked = picked.to(torch.promote_types(picked.dtype, torch.float32))
+    tgt = torch.tensor(targets, device=device)
+    logp = picked.log_softmax(-1).gather(1, tgt[:, None]).squeeze(1)  # (N,)
+    greedy = picked.argmax(-1) == tgt
+    logp, greedy = logp.cpu(), greedy.cpu()
+    # Summed in float32, as the harness sums: at |ll| ~ 1000 a float32 ulp is 6e-5, so a float64 sum
+    # would differ from the harness's by more than the rounding of any single token's log-probability.
+    return [(float(logp[a:z].sum()), bool(greedy[a:z].all())) for a, z in spans]
+
+
+def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, progress: bool = True,
+                 desc: str = "scoring", shared: bool = True) -> dict[tuple[int, int], tuple[float, bool]]:
+    """Sum of log-probabilities (nats) and greedy flag of every continuation.
+
+    Args:
+        model: a causal LM (eval mode) accepting ``logits_to_keep``.
+        groups: encoded requests (:meth:`Encoder.groups`).
+        batch_size: choices (continuations) per forward pass (the harness's unit).
+        shared: pack each group's choices after their shared prefix; False (or a sliding-window
+            model) scores each choice in its own row.
+
+    Returns:
+        (document index, choice index) -> (log-likelihood, whether every token is the argmax).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if not (shared and supports_packing(model)):
+        groups = [single for g in groups for single in g.split()]
+        C = 0
+    else:
+        C = _task_prefix_length(groups)
+    out: dict[tuple[int, int], tuple[float, bool]] = {}
+    total = sum(len(g.tails) for g in groups)
+    with torch.inference_mode(), tqdm(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
+        cache = None
+        if C:  # the prefix all groups share runs once; its keys/values serve every batch
+            device = next(model.parameters()).device
+            result = model(input_ids=torch.tensor([groups[0].prefix[:C]], device=device), use_cache=True)
+            cache = getattr(result, "cache", None) or result.past_key_values
+        for batch in _batches(groups, batch_size):
+            scores = iter(_forward_batch(model, batch, (C, cache)))
+            for g in batch:
+                for slot in g.slots:
+                    out[slot] = next(scores)
+            bar.update(sum(len(g.tails) for g in batch))
+    return out

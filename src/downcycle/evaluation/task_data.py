@@ -1,0 +1,89 @@
+"""Where a task's documents come from: a local directory of files, or the Hugging Face hub.
+
+Local layout (``--task-data DIR``): ``DIR/<stem>.<split>.jsonl``, ``DIR/<stem>.<split>.parquet`` or a
+``datasets.save_to_disk`` directory ``DIR/<stem>.<split>/`` (its ``*.arrow`` files are read with
+pyarrow). Rows keep the dataset's own Hugging Face schema. Without a local file, the task's
+``hf_path``/``hf_name`` is loaded with the ``datasets`` library (online, or from its cache).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DowncycleError
+from .tasks.spec import Doc, MultipleChoiceSpec
+
+__all__ = ["find_local", "load_docs"]
+
+
+def find_local(data_dir: Path, stem: str, split: str) -> Path | None:
+    """The local file or directory holding ``stem``'s ``split``, or None."""
+    for candidate in (data_dir / f"{stem}.{split}.jsonl", data_dir / f"{stem}.{split}.parquet", data_dir / f"{stem}.{split}"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _read_jsonl(path: Path) -> list[Doc]:
+    docs = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    docs.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DowncycleError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return docs
+
+
+def _read_arrow_table(path: Path) -> list[Doc]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DowncycleError(f"{path}: reading parquet/arrow needs pyarrow (pip install pyarrow)") from None
+    if path.is_file():
+        return pq.read_table(path).to_pylist()
+    files = sorted(path.glob("*.arrow"))
+    if not files:
+        raise DowncycleError(f"{path}: no .arrow files (expected a datasets.save_to_disk directory)")
+    rows: list[Doc] = []
+    for file in files:  # save_to_disk writes Arrow IPC streams
+        with pa.memory_map(str(file)) as f:
+            rows += pa.ipc.open_stream(f).read_all().to_pylist()
+    return rows
+
+
+def _load_hub(spec: MultipleChoiceSpec, split: str) -> list[Doc]:
+    try:
+        import datasets
+    except ImportError:
+        raise DowncycleError(f"task {spec.name}: no local data (--task-data) and the `datasets` library is not installed") from None
+    try:
+        return list(datasets.load_dataset(spec.hf_path, spec.hf_name, split=split))
+    except Exception as e:  # noqa: BLE001 -- offline, unknown or gated: reported the same way
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DowncycleError(f"task {spec.name}: could not load {spec.hf_path} ({split}) from the hub and no local copy was given ({reason})") from None
+
+
+def load_docs(spec: MultipleChoiceSpec, split: str, data_dir: Path | None) -> list[Doc]:
+    """The processed documents of ``spec``'s ``split``.
+
+    Raises:
+        DowncycleError: when neither a local copy nor the hub provides them.
+    """
+    local = find_local(Path(data_dir), spec.stem, split) if data_dir is not None else None
+    if local is not None:
+        docs = _read_jsonl(local) if local.suffix == ".jsonl" else _read_arrow_table(local)
+    elif data_dir is not None and not _hub_allowed():
+        raise DowncycleError(f"{data_dir}: no {spec.stem}.{split}.jsonl/.parquet/ directory for task {spec.name}")
+    else:
+        docs = _load_hub(spec, split)
+    return [spec.process(d) for d in docs] if spec.process else docs
+
+
+def _hub_allowed() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")

@@ -1,0 +1,108 @@
+"""``downcycle eval`` and ``downcycle compare`` end to end on tiny models: outputs, schema, manifest,
+errors, and the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from eval_support import FIXTURES, build_eval_model
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrun")
+    return build_eval_model(root / "reference", seed=0), build_eval_model(root / "cut", seed=1, num_hidden_layers=1)
+
+
+@pytest.fixture(scope="module")
+def evaluated(two_models, tmp_path_factory):
+    from downcycle.evaluation.run import run_eval
+    from downcycle.recipe import EvalConfig
+
+    root = tmp_path_factory.mktemp("evalout")
+    data = root / "val.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["The quick brown fox jumps over the lazy dog.",
+                                                                     "It was a bright cold day in April."]))
+    cfg = EvalConfig(models=[str(p) for p in two_models], out=root / "eval", tasks="loss,arc_easy,mmlu,winogrande",
+                     data=str(data), task_data=FIXTURES, limit=10, batch_size=8, progress=False)
+    return run_eval(cfg)
+
+
+def test_eval_writes_results_samples_and_manifest(evaluated):
+    from downcycle.checkpoint import read_manifest
+    from downcycle.evaluation.results import read_results
+
+    out = evaluated.out
+    manifest = read_manifest(out)
+    assert manifest["stage"] == "eval" and set(manifest["outputs"]) == {"reference", "cut"}
+    res = read_results(out / "reference")
+    assert res.model.parameters > 0 and "config.json" in res.model.hashes
+    assert set(res.tasks) >= {"loss", "arc_easy", "mmlu", "winogrande", "mmlu_anatomy", "mmlu_abstract_algebra"}
+    mmlu = res.tasks["mmlu"]
+    assert mmlu.kind == "group" and mmlu.n_shot == 5 and mmlu.n == 20
+    assert mmlu.subtasks == ["mmlu_abstract_algebra", "mmlu_anatomy"]
+    arc = res.tasks["arc_easy"]
+    assert arc.n == 10 and arc.limit == 10 and arc.version == "1.0" and arc.metrics["acc"].stderr is not None
+    samples = [json.loads(line) for line in (out / "reference" / "samples" / "arc_easy.jsonl").read_text().splitlines()]
+    assert len(samples) == 10
+    assert arc.metrics["acc"].value == pytest.approx(sum(s["acc"] for s in samples) / 10)
+    pooled = [json.loads(x)["acc"] for t in ("mmlu_anatomy", "mmlu_abstract_algebra")
+              for x in (out / "reference" / "samples" / f"{t}.jsonl").read_text().splitlines()]
+    assert mmlu.metrics["acc"].value == pytest.approx(sum(pooled) / 20)
+
+
+def test_eval_refuses_existing_output(two_models, evaluated):
+    from downcycle.errors import DowncycleError
+    from downcycle.evaluation.run import run_eval
+    from downcycle.recipe import EvalConfig
+
+    with pytest.raises(DowncycleError, match="already exists"):
+        run_eval(EvalConfig(models=[str(two_models[0])], out=evaluated.out, tasks="arc_easy"))
+
+
+def test_compare_tables_and_plots(evaluated, tmp_path):
+    from downcycle.recipe import CompareConfig
+    from downcycle.report.compare import run_compare
+
+    result = run_compare(CompareConfig(results=[str(evaluated.out)], out=tmp_path / "cmp", reference="reference"))
+    out = result.out
+    rows = list(csv.DictReader((out / "compare.csv").open()))
+    assert [r["model"] for r in rows] == ["cut", "reference"]
+    ref, cut = rows[1], rows[0]
+    assert float(ref["arc_easy/acc delta"]) == 0.0
+    assert float(cut["arc_easy/acc delta"]) == pytest.approx(float(cut["arc_easy/acc"]) - float(ref["arc_easy/acc"]))
+    assert float(cut["parameters"]) < float(ref["parameters"])
+    table = json.loads((out / "compare.json").read_text())
+    assert table["reference"] == "reference" and "loss/bits_per_byte" in table["columns"]
+    assert "| reference (reference) |" in result.markdown
+    for task in ("loss", "arc_easy", "mmlu", "winogrande"):
+        assert (out / f"{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_unknown_reference(evaluated, tmp_path):
+    from downcycle.errors import DowncycleError
+    from downcycle.recipe import CompareConfig
+    from downcycle.report.compare import run_compare
+
+    with pytest.raises(DowncycleError, match="--reference 'nope'"):
+        run_compare(CompareConfig(results=[str(evaluated.out)], out=tmp_path / "c", reference="nope"))
+
+
+def test_cli_eval_and_compare(two_models, tmp_path, capsys):
+    from downcycle.cli import main
+
+    out = tmp_path / "cli-eval"
+    assert main(["eval", str(two_models[0]), str(two_models[1]), "--out", str(out), "--tasks", "piqa", "--limit", "4",
+                 "--task-data", str(FIXTURES), "--no-progress"]) == 0
+    assert "piqa acc=" in capsys.readouterr().out
+    assert main(["compare", str(out / "reference" / "results.json"), str(out / "cut"), "--out", str(tmp_path / "cmp"),
+                 "--no-plots"]) == 0
+    assert (tmp_path / "cmp" / "compare.md").is_file()
+    assert main(["eval", str(two_models[0]), "--out", str(tmp_path / "x"), "--tasks", "helaswag"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("downcycle: error: unknown task 'helaswag'") and err.count("\n") == 1
+    assert main(["eval", str(two_models[0]), "--out", str(tmp_path / "y"), "--tasks", "loss"]) == 1
+    assert "needs --data" in capsys.readouterr().err
