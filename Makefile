@@ -23,6 +23,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cut.py --sizes 1,4
+	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_analyze.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_eval.py --e2e
 
 clean:
 	rm -rf $(VENV) demo-out benchmarks/out

@@ -5,16 +5,18 @@ sharded safetensors with an index, a LlamaConfig ``config.json``) under ``--work
 random finite bf16 bytes behind hand-written safetensors headers so that no model is ever held in
 memory. It then cuts it to 24 layers (``--layers 0-23``) and measures, each in a fresh subprocess:
 
-* ``downcycle``: ``python -m downcycle cut SRC OUT --layers 0-23`` (Python start-up included);
-* ``floor``: ``cp -r`` of a reference cut's output directory, i.e. the very bytes and files the cut
-  writes (kept tensors + new headers + small JSON files), copied by coreutils' ``cp`` with one
-  kernel copy (copy_file_range) per file. Nothing that writes these bytes can do less work;
+* ``downcycle``: ``python -m downcycle cut SRC OUT --layers 0-23``, as a user runs it (defaults,
+  Python start-up and imports included);
+* ``floor``: ``cp -r`` of a reference cut's output directory: the very bytes and files the cut writes
+  (kept tensors + new headers + small JSON files), copied by coreutils' ``cp`` with one in-kernel
+  ``copy_file_range`` per whole file, from offset 0 to offset 0 (page-aligned on both sides);
 * ``mergekit``: ``mergekit-yaml`` passthrough of the same slice (layer_range [0, 24]), run from its
   own venv (``WORKDIR/mergekit-venv``, created on first use with the CPU build of torch).
 
 Every timing runs on a warm page cache (the inputs are read once with ``cat > /dev/null`` first),
 after ``sync`` so that write-back of an earlier run is not charged to it; the output is deleted
-between repeats and the median of ``--repeats`` runs is reported. Peak RSS is the ``ru_maxrss`` of
+between repeats. After one untimed round the tools take turns, and the median of ``--repeats`` runs
+is reported, with CPU time (user + system), which other load on the machine disturbs less. Peak RSS is the ``ru_maxrss`` of
 the measured process tree, read by a wrapper process that runs only that command. The cut's output
 is checked: 24 layers, the expected bytes, and sampled tensor bytes equal to the source's.
 
@@ -32,6 +34,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +43,15 @@ LAYERS, KEEP = 32, 24
 VOCAB = 32000
 SOURCE_SHARD_BYTES = 512 * 2**20  # the source's largest shard, as save_pretrained(max_shard_size=...)
 _BUF = 16 * 2**20
-# Runs argv[2:] with its output to the log file argv[1]; prints {"wall_s", "maxrss_kb", "rc"}.
+FORMAT = 2  # bump when the synthetic checkpoints change, so cached ones are rebuilt
+# Runs argv[2:] with its output to the log file argv[1]; prints {"wall_s", "cpu_s", "maxrss_kb", "rc"}.
+# A wrapper of its own per run, because RUSAGE_CHILDREN's maxrss is a maximum over all waited-for children.
 WRAPPER = (
     "import json,resource,subprocess,sys,time\n"
     "log=open(sys.argv[1],'w'); t=time.perf_counter()\n"
     "rc=subprocess.run(sys.argv[2:],stdout=log,stderr=subprocess.STDOUT).returncode\n"
-    "dt=time.perf_counter()-t\n"
-    "print(json.dumps({'wall_s':dt,'maxrss_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,'rc':rc}))\n"
+    "dt=time.perf_counter()-t; u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(json.dumps({'wall_s':dt,'cpu_s':u.ru_utime+u.ru_stime,'maxrss_kb':u.ru_maxrss,'rc':rc}))\n"
 )
 
 
@@ -80,7 +85,7 @@ def llama_tensors(cfg: dict) -> list[tuple[str, list[int]]]:
                 (p + "mlp.gate_proj.weight", [i, h]), (p + "mlp.up_proj.weight", [i, h]),
                 (p + "mlp.down_proj.weight", [h, i]), (p + "input_layernorm.weight", [h]),
                 (p + "post_attention_layernorm.weight", [h])]  # fmt: skip
-    return out + [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
+    return [*out, ("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
 
 
 def random_bf16(nbytes: int) -> bytes:
@@ -91,7 +96,8 @@ def random_bf16(nbytes: int) -> bytes:
 
 def write_shard(path: Path, tensors: list[tuple[str, list[int]]], buf: bytes) -> None:
     """One safetensors file: u64 header length, JSON header space-padded to 8 bytes, then the data
-    laid out in name order, as the safetensors library does."""
+    laid out in name order, as the safetensors library does. Each tensor starts with a stamp of its
+    name (finite bf16 values), so that a tensor copied from the wrong place is caught."""
     header: dict = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, shape in sorted(tensors):
@@ -100,20 +106,24 @@ def write_shard(path: Path, tensors: list[tuple[str, list[int]]], buf: bytes) ->
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
+    view, pos = memoryview(buf), 0
     with path.open("wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
-        while offset:
-            n = min(offset, len(buf))
-            f.write(buf[:n])
-            offset -= n
+        for name, shape in sorted(tensors):
+            f.write(struct.pack("<II", zlib.crc32(name.encode()) & 0x3F3F3F3F, 0))
+            left = 2 * math.prod(shape) - 8
+            while left:
+                n = min(left, len(buf) - pos)
+                f.write(view[pos : pos + n])
+                pos, left = (pos + n) % len(buf), left - n
 
 
 def ensure_checkpoint(workdir: Path, size_gb: float) -> Path:
     """The cached synthetic checkpoint for ``size_gb``, built on first use."""
     cfg = llama_config(size_gb)
     path = workdir / f"llama-{size_gb:g}gb"
-    marker = path / ".complete"
-    if marker.is_file() and json.loads(marker.read_text()) == cfg:
+    marker, stamp = path / ".complete", {"config": cfg, "format": FORMAT}
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
         return path
     shutil.rmtree(path, ignore_errors=True)
     tmp = workdir / f".{path.name}.tmp"
@@ -138,7 +148,7 @@ def ensure_checkpoint(workdir: Path, size_gb: float) -> Path:
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    (tmp / ".complete").write_text(json.dumps(cfg))
+    (tmp / ".complete").write_text(json.dumps(stamp))
     os.rename(tmp, path)
     return path
 
@@ -166,20 +176,43 @@ def warm(*dirs: Path) -> None:
     subprocess.run(["sync"], check=True)
 
 
-def measure(cmd: list[str], out: Path, inputs: list[Path], repeats: int, log: Path) -> dict:
-    """Median wall time and max peak RSS of ``cmd`` over ``repeats`` fresh runs, ``out`` removed before each."""
-    walls, rss = [], []
-    for _ in range(repeats):
-        shutil.rmtree(out, ignore_errors=True)
-        warm(*inputs)
-        res = subprocess.run([sys.executable, "-c", WRAPPER, str(log), *cmd], capture_output=True, text=True, check=True)
-        r = json.loads(res.stdout)
-        if r["rc"] != 0:
-            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"{cmd[0]} exited {r['rc']}: {tail[0]}")
-        walls.append(r["wall_s"])
-        rss.append(r["maxrss_kb"] / 1024)
-    return {"wall_s": statistics.median(walls), "walls": walls, "rss_mb": max(rss)}
+def run_once(cmd: list[str], out: Path, inputs: list[Path], log: Path) -> dict:
+    """One fresh run of ``cmd`` on a warm cache, ``out`` removed first: its wall time and peak RSS."""
+    shutil.rmtree(out, ignore_errors=True)
+    warm(*inputs)
+    res = subprocess.run([sys.executable, "-c", WRAPPER, str(log), *cmd], capture_output=True, text=True, check=True)
+    r = json.loads(res.stdout)
+    shutil.rmtree(out, ignore_errors=True)
+    if r["rc"] != 0:
+        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{Path(cmd[0]).name} exited {r['rc']}: {tail[0]}")
+    return r
+
+
+def measure(tools: dict[str, tuple[list[str], list[Path]]], out: Path, repeats: int, log: Path) -> dict[str, dict]:
+    """Median wall time and max peak RSS of each tool over ``repeats`` runs.
+
+    The tools take turns (a, b, c, a, b, c, ...) after one untimed round, so that drift in the
+    machine (first touches of fresh guest memory, write-back, a noisy neighbour) is shared fairly
+    instead of landing on whichever tool runs first. A tool that fails gets its error instead.
+    """
+    runs: dict[str, list[dict]] = {name: [] for name in tools}
+    errors: dict[str, str] = {}
+    for rep in range(repeats + 1):
+        for name, (cmd, inputs) in tools.items():
+            if name in errors:
+                continue
+            try:
+                r = run_once(cmd, out, inputs, log)
+            except (RuntimeError, subprocess.CalledProcessError, json.JSONDecodeError) as e:
+                errors[name] = str(e)
+                continue
+            if rep:
+                runs[name].append(r)
+    return {name: {"error": errors[name]} if name in errors else {
+        "wall_s": statistics.median(r["wall_s"] for r in rs), "walls": [r["wall_s"] for r in rs],
+        "cpu_s": statistics.median(r["cpu_s"] for r in rs), "rss_mb": max(r["maxrss_kb"] for r in rs) / 1024}
+        for name, rs in runs.items()}
 
 
 def verify_cut(src: Path, out: Path) -> int:
@@ -218,7 +251,7 @@ def ensure_mergekit(workdir: Path) -> Path:
     steps = [[base, "-m", "venv", str(venv)], [*pip, "torch==2.13.0"], [*pip, "mergekit"]]
     with log.open("w") as fh:
         for step in steps:
-            if subprocess.run(step, stdout=fh, stderr=subprocess.STDOUT, timeout=1800).returncode != 0:
+            if subprocess.run(step, check=False, stdout=fh, stderr=subprocess.STDOUT, timeout=1800).returncode != 0:
                 shutil.rmtree(venv, ignore_errors=True)
                 raise RuntimeError(f"`{' '.join(step[-2:])}` failed, see {log}")
     return exe
@@ -229,56 +262,63 @@ def bench_size(size_gb: float, workdir: Path, repeats: int, mergekit: Path | str
     src_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
     ref, out = workdir / f"ref-{size_gb:g}gb", workdir / f"out-{size_gb:g}gb"
     log = workdir / f"last-{size_gb:g}gb.log"
-    dc = [sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", f"0-{KEEP - 1}", "--no-progress"]
+    dc = [sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", f"0-{KEEP - 1}"]
     shutil.rmtree(ref, ignore_errors=True)
-    subprocess.run([*dc[:5], str(ref), *dc[6:]], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*dc[:5], str(ref), *dc[6:]], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kept = verify_cut(src, ref)
     written = sum(p.stat().st_size for p in ref.iterdir())
-    base = {"size": f"{src_bytes / 1e9:.2f} GB", "kept_gb": kept / 1e9}
-    rows = [{**base, "tool": "downcycle", **measure(dc, out, [src], repeats, log)}]
-    rows.append({**base, "tool": "floor (cp -r)", **measure(["cp", "-r", str(ref), str(out)], out, [ref], repeats, log)})
-    if isinstance(mergekit, str):
-        rows.append({**base, "tool": "mergekit", "error": mergekit})
-    else:
+    tools = {"downcycle": (dc, [src]), "floor (cp -r)": (["cp", "-r", str(ref), str(out)], [ref])}
+    if not isinstance(mergekit, str):
         cfg = workdir / f"mergekit-{size_gb:g}gb.yaml"
         cfg.write_text(f"merge_method: passthrough\ndtype: bfloat16\nslices:\n  - sources:\n"
                        f"      - model: {src}\n        layer_range: [0, {KEEP}]\n")
-        cmd = [str(mergekit), str(cfg), str(out), "--no-copy-tokenizer", "--no-cuda", "--quiet"]
-        try:
-            rows.append({**base, "tool": "mergekit", **measure(cmd, out, [src], repeats, log)})
-        except (RuntimeError, subprocess.CalledProcessError) as e:
-            rows.append({**base, "tool": "mergekit", "error": str(e)})
+        tools["mergekit"] = ([str(mergekit), str(cfg), str(out), "--no-copy-tokenizer", "--no-cuda", "--quiet"], [src])
+    results = measure(tools, out, repeats, log)
+    if isinstance(mergekit, str):
+        results["mergekit"] = {"error": mergekit}
+    base = {"size": f"{src_bytes / 1e9:.2f} GB", "kept_gb": kept / 1e9}
+    rows = [{**base, "tool": name, **r} for name, r in results.items()]
     shutil.rmtree(out, ignore_errors=True)
-    print(f"  {src}: {src_bytes / 1e9:.2f} GB; cut keeps {kept / 1e9:.3f} GB of tensors, writes {written / 1e9:.3f} GB; output verified", flush=True)
+    print(f"  {src}: {src_bytes / 1e9:.2f} GB; the cut keeps {kept / 1e9:.3f} GB of tensors and writes "
+          f"{written / 1e9:.3f} GB; its output was verified", flush=True)
     return rows
 
 
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
 def report(rows: list[dict]) -> None:
-    print(f"\n| source | tool | wall s (median) | runs s | GB/s | peak RSS MB |\n|---|---|---|---|---|---|")
+    print("\n| source | tool | wall s (median) | wall s (each run) | CPU s (median) | GB/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['size']} | {r['tool']} | unavailable ({r['error']}) | | | |")
-        else:
-            runs = ", ".join(f"{w:.2f}" for w in r["walls"])
-            print(f"| {r['size']} | {r['tool']} | {r['wall_s']:.2f} | {runs} | {r['kept_gb'] / r['wall_s']:.2f} | {r['rss_mb']:.0f} |")
+            print(f"| {r['size']} | {r['tool']} | unavailable ({r['error']}) | | | | |")
+            continue
+        runs = ", ".join(f"{w:.2f}" for w in r["walls"])
+        print(f"| {r['size']} | {r['tool']} | {r['wall_s']:.2f} | {runs} | {r['cpu_s']:.2f} "
+              f"| {r['kept_gb'] / r['wall_s']:.2f} | {r['rss_mb']:.0f} |")
     print()
     for size in dict.fromkeys(r["size"] for r in rows):
         by = {r["tool"].split()[0]: r for r in rows if r["size"] == size}
         dc, floor, mk = by["downcycle"], by["floor"], by["mergekit"]
         ratio = dc["wall_s"] / floor["wall_s"]
-        print(f"{size}: downcycle/floor wall {ratio:.2f}x (goal <= 1.2x: {'PASS' if ratio <= 1.2 else 'FAIL'}); "
-              f"downcycle peak RSS {dc['rss_mb']:.0f} MB (goal <= 256: {'PASS' if dc['rss_mb'] <= 256 else 'FAIL'}); ", end="")
+        print(f"{size}: downcycle/floor wall {ratio:.2f}x, goal <= 1.2x: {verdict(ratio <= 1.2)} "
+              f"(best run {min(dc['walls']) / min(floor['walls']):.2f}x, CPU {dc['cpu_s'] / floor['cpu_s']:.2f}x)")
+        print(f"{size}: downcycle peak RSS {dc['rss_mb']:.0f} MB, goal <= 256 MB: {verdict(dc['rss_mb'] <= 256)}")
         if "error" in mk:
-            print(f"mergekit: unavailable ({mk['error']})")
+            print(f"{size}: mergekit: unavailable ({mk['error']})")
         else:
             speedup = mk["wall_s"] / dc["wall_s"]
-            print(f"mergekit/downcycle wall {speedup:.1f}x (goal >= 3x: {'PASS' if speedup >= 3 else 'FAIL'}), mergekit peak RSS {mk['rss_mb']:.0f} MB")
+            print(f"{size}: mergekit/downcycle wall {speedup:.1f}x, goal >= 3x: {verdict(speedup >= 3)} "
+                  f"(mergekit peak RSS {mk['rss_mb']:.0f} MB)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1,4", help="source checkpoint sizes in GB, comma-separated (default: 1,4)")
-    p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "out", help="cache for checkpoints, outputs and the mergekit venv (default: benchmarks/out)")
+    p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "out",
+                   help="cache for checkpoints, outputs and the mergekit venv (default: benchmarks/out)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per tool; the median is reported (default: 3)")
     p.add_argument("--skip-mergekit", action="store_true", help="do not install or run mergekit")
     args = p.parse_args(argv)
@@ -290,10 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             mergekit = ensure_mergekit(workdir)
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             mergekit = str(e)
+    load = os.getloadavg()[0]
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
         rows += bench_size(size, workdir, args.repeats, mergekit)
-    print(f"machine: {os.cpu_count()} CPUs; workdir {workdir}; repeats {args.repeats}; warm page cache")
+    print(f"machine: {os.cpu_count()} CPUs; workdir {workdir}; repeats {args.repeats}; warm page cache; "
+          f"1-min load average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other work skews timings)")
     report(rows)
     return 0
 

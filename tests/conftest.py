@@ -67,3 +67,27 @@ def keep_layers_in_memory(model, kept: list[int]):
     else:
         cfg.num_hidden_layers = len(kept)
     return ref
+
+
+@pytest.fixture(scope="session")
+def real_corpus(tmp_path_factory):
+    """A small real corpus (King James Bible from examples/corpus, tokenized by examples/tokenizer):
+    64-token packed sequences, 10% held out, built once per session by `downcycle data`'s library entry."""
+    from downcycle.data.corpus import build_corpus
+    from downcycle.recipe import DataConfig
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    out = tmp_path_factory.mktemp("corpus") / "kjv"
+    return build_corpus(DataConfig(tokenizer=str(examples / "tokenizer"), source=[str(examples / "corpus" / "kjv.jsonl.gz")],
+                                   out=out, tokens="120K", seq_len=64, val=0.1, progress=False))
+
+
+@pytest.fixture(scope="session")
+def real_model(tiny_model):
+    """A tiny Llama with examples/tokenizer's 8192-token vocabulary and its tokenizer files beside it."""
+    import shutil
+
+    path = tiny_model("llama", vocab_size=8192)
+    for f in (Path(__file__).resolve().parent.parent / "examples" / "tokenizer").iterdir():
+        shutil.copy2(f, path / f.name)
+    return path

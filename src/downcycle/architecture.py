@@ -23,7 +23,7 @@ Config = dict[str, Any]
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
 # Prefixes of towers that are not the text decoder, used only to break ties between layer groups.
-_NON_TEXT_HINTS = ("vision", "visual", "audio", "encoder", "mtp", "speech")
+NON_TEXT_HINTS = ("vision", "visual", "audio", "encoder", "mtp", "speech")
 # Output heads that, when present, mean the embeddings are not tied.
 _HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
 
@@ -152,7 +152,7 @@ def infer_layout(config: Config, tensor_names: list[str]) -> LayerLayout:
             groups.setdefault(prefix, {}).setdefault(int(m[2]), []).append(name)
     matching = [p for p, g in groups.items() if set(range(n)) <= set(g)]
     if len(matching) > 1:
-        textual = [p for p in matching if not any(h in p.lower() for h in _NON_TEXT_HINTS)]
+        textual = [p for p in matching if not any(h in p.lower() for h in NON_TEXT_HINTS)]
         matching = textual if len(textual) == 1 else matching
     if not matching:
         found = ", ".join(f"{p}N ({len(g)} layers)" for p, g in groups.items()) or "none"

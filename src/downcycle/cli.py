@@ -17,7 +17,17 @@ from typing import Any
 
 from . import __version__
 from .errors import DowncycleError
-from .recipe import ConvertConfig, CutConfig, DemoConfig
+from .recipe import (
+    AnalyzeConfig,
+    CompareConfig,
+    ConvertConfig,
+    CutConfig,
+    DataConfig,
+    DemoConfig,
+    EvalConfig,
+    LsConfig,
+    TrainConfig,
+)
 
 
 def _run_cut(cfg: CutConfig) -> None:
@@ -42,11 +52,80 @@ def _run_demo(cfg: DemoConfig) -> None:
     run_demo(cfg)
 
 
+def _run_train(cfg: TrainConfig) -> None:
+    from .training import run_train
+
+    result = run_train(cfg)
+    if not result.main_process:  # in a distributed run only the main process reports
+        return
+    for note in result.notes:
+        print(f"  note: {note}")
+    val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+    print(f"wrote {result.out}: {result.method}, {result.steps} steps, {result.tokens:,} tokens, "
+          f"train loss {result.train_loss:.4f}{val} ({result.tokens_per_second:,.0f} tokens/s)")
+
+
+def _run_analyze(cfg: AnalyzeConfig) -> None:
+    from .analysis.run import run_analyze
+
+    result = run_analyze(cfg)
+    plan = result.plan
+    print(f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
+          f"drops {plan.details['dropped_layers']} ({', '.join(result.files)})")
+    print(f"  next: downcycle cut {cfg.model} OUT --plan {result.out / 'plan.json'}")
+
+
+def _run_ls(cfg: LsConfig) -> None:
+    from .registries import list_registries
+
+    for registry, entries in list_registries(cfg.registry).items():
+        print(f"{registry}:")
+        width = max((len(name) for name in entries), default=0)
+        for name, text in entries.items():
+            print(f"  {name:<{width}}  {text}")
+
+
+def _run_eval(cfg: EvalConfig) -> None:
+    from .evaluation.run import run_eval
+
+    result = run_eval(cfg)
+    for name, res in result.models.items():
+        parts = [f"{task} {m}={v.value:.4f}" for task, t in res.tasks.items() for m, v in t.metrics.items()
+                 if m in ("acc", "acc_norm", "perplexity", "bits_per_byte") or m.startswith("exact_match")]
+        print(f"{name}: " + ", ".join(parts))
+    print(f"wrote {result.out} ({result.seconds:.1f} s)")
+
+
+def _run_compare(cfg: CompareConfig) -> None:
+    from .report.compare import run_compare
+
+    result = run_compare(cfg)
+    print(result.markdown)
+    print(f"wrote {result.out}: {', '.join(result.files)}")
+
+
+def _run_data(cfg: DataConfig) -> None:
+    from .data.corpus import build_corpus
+    from .data.shards import read_corpus_meta
+
+    out = build_corpus(cfg)
+    meta = read_corpus_meta(out)
+    parts = [f"{s} {v['sequences']:,} x {meta['seq_len']} = {v['tokens']:,} tokens from {v['documents']:,} documents"
+             for s, v in meta["splits"].items()]
+    print(f"wrote {out}: " + "; ".join(parts) + f" ({meta['token_dtype']})")
+
+
 # name -> (config class, runner)
 COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "cut": (CutConfig, _run_cut),
     "convert": (ConvertConfig, _run_convert),
     "demo": (DemoConfig, _run_demo),
+    "train": (TrainConfig, _run_train),
+    "analyze": (AnalyzeConfig, _run_analyze),
+    "ls": (LsConfig, _run_ls),
+    "eval": (EvalConfig, _run_eval),
+    "compare": (CompareConfig, _run_compare),
+    "data": (DataConfig, _run_data),
 }
 
 
@@ -65,7 +144,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         meta, tp = f.metadata, _unwrap(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         if meta.get("positional"):
-            parser.add_argument(f.name, type=tp, help=meta["help"], metavar=meta.get("metavar"))
+            optional = {"nargs": "?", "default": default} if f.default is not dataclasses.MISSING else {}
+            if meta.get("nargs"):  # a list field: MODEL... (its items' type)
+                optional, tp = {"nargs": meta["nargs"]}, (typing.get_args(tp) or (str,))[0]
+            parser.add_argument(f.name, type=tp, help=meta["help"], metavar=meta.get("metavar"), **optional)
+        elif typing.get_origin(tp) is list:  # a repeatable option: --source A --source B
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action="append", type=(typing.get_args(tp) or (str,))[0],
+                                metavar=meta.get("metavar"), help=f"{meta['help']}")
         elif tp is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=default, help=meta["help"])

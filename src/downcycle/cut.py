@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .architecture import LayerLayout, infer_layout
 from .checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, write_manifest, write_shards
+from .checkpoint.manifest import prefetch_provenance
 from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
 from .errors import DowncycleError
 from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
 from .loading import read_config, resolve_source
 from .plan import load_plan
-from .recipe import CutConfig, to_dict
+from .recipe import CutConfig, output_dict, to_dict
 from .surgery import cut_config, describe, tensor_plan
 
 MERGEKIT_NAME = "mergekit.yaml"
+ANALYSIS_DIR = "analysis"  # cut --keep: plan.json, scores.json and plots of the analysis
 _PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 # Files never copied beside the new weights: the old weights, their index, the old card and provenance.
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
@@ -62,13 +65,19 @@ def cut(config: CutConfig) -> CutResult:
     out = Path(config.out)
     if out.exists() and not config.force:  # fail before any work; atomic_output_dir checks again
         raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    prefetch_provenance()
     src = resolve_source(config.source)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
     source_config = read_config(src)
     ckpt = open_checkpoint(src)
     layout = infer_layout(source_config, list(ckpt.tensors))
-    kept = select_layers(config, layout.num_layers)
+    planned = None
+    if config.keep is not None:  # --keep: choose the layers with `analyze` first (imports torch)
+        from .analysis.run import plan_for_cut
+
+        planned = plan_for_cut(config, src)
+    kept = planned[1].kept_layers if planned is not None else select_layers(config, layout.num_layers)
     new_config, notes = cut_config(source_config, layout, kept)
     shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_size(config.max_shard_size))
     total = sum(s.nbytes for s in shards)
@@ -78,6 +87,11 @@ def cut(config: CutConfig) -> CutResult:
         names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None)
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
         _copy_sidecars(src, tmp)
+        if planned is not None:  # the analysis that chose the layers, beside the weights
+            from .analysis.run import write_files
+
+            (tmp / ANALYSIS_DIR).mkdir()
+            write_files(tmp / ANALYSIS_DIR, *planned)
         (tmp / MERGEKIT_NAME).write_text(mergekit_yaml(config.source, kept, _dtype(source_config, ckpt.tensors, layout)))
         inputs = {
             "source": config.source,
@@ -98,7 +112,7 @@ def cut(config: CutConfig) -> CutResult:
             "shards": names,
             "config_notes": notes,
         }
-        write_manifest(tmp, "cut", to_dict(config), inputs, outputs)
+        write_manifest(tmp, "cut", to_dict(config), inputs, outputs, hashed=output_dict(config))
     return CutResult(out, kept, layout.num_layers, total, names, notes)
 
 
@@ -136,13 +150,16 @@ class _progress:
     """A tqdm bar over bytes for large cuts; None (no bar) for small ones."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.bar = total, enabled and total >= _PROGRESS_MIN_BYTES, None
+        # only on a terminal: tqdm's import is not free, and a log file gains nothing from a bar
+        self.total, self.bar = total, None
+        self.enabled = enabled and total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty()
 
     def __enter__(self):
         if self.enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024, desc="cut", leave=False)
+            # decimal units, as the summary line
+            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1000, desc="cut", leave=False)
         return self.bar
 
     def __exit__(self, *exc: object) -> None:

@@ -17,7 +17,7 @@ import re
 from .errors import SpecError
 
 _INT = r"-?\d+"
-_RANGE = re.compile(rf"^(\d+)-(\d+)$")
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
 _SLICE = re.compile(rf"^({_INT})?:({_INT})?$")
 _SINGLE = re.compile(r"^\d+$")
 

@@ -7,12 +7,12 @@ imported inside the functions that need them, so the CLI starts fast.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from .errors import DowncycleError
+from .jsonfile import read_json
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
@@ -47,12 +47,7 @@ def resolve_source(source: str | Path) -> Path:
 
 def read_config(directory: Path) -> dict[str, Any]:
     path = Path(directory) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DowncycleError(f"{path}: not found (is {directory} a Hugging Face model directory?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DowncycleError(f"{path}: not valid JSON ({e})") from None
+    config = read_json(path, f"is {directory} a Hugging Face model directory?")
     if not isinstance(config, dict):
         raise DowncycleError(f"{path}: not a JSON object")
     return config

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DowncycleError
+from .jsonfile import read_json
 
 PLAN_NAME = "plan.json"
 
@@ -30,12 +31,7 @@ class Plan:
 def load_plan(path: Path) -> Plan:
     """Read a plan; a missing file, bad JSON or a missing/invalid ``kept_layers`` is a one-line error."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DowncycleError(f"{path}: plan file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DowncycleError(f"{path}: not a valid plan ({e})") from None
+    doc = read_json(path, "expected a plan.json written by `downcycle analyze`")
     kept = doc.get("kept_layers") if isinstance(doc, dict) else None
     if not isinstance(kept, list) or not kept or not all(isinstance(i, int) and not isinstance(i, bool) for i in kept):
         raise DowncycleError(f"{path}: 'kept_layers' must be a non-empty list of layer indices")
