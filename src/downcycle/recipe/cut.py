@@ -54,8 +54,11 @@ class ConvertConfig:
 class DemoConfig:
     """Run the embedded default experiment in miniature, offline, on a CPU."""
 
-    out: Path = arg("output directory of the demo", Path("demo-out"))
-    force: bool = arg("replace the output directory if it exists", False)
+    out: Path = arg("output directory of the demo", Path("demo-out"), affects_output=False)
+    force: bool = arg("replace the output directory if it exists", False, affects_output=False)
+    tokens: str = arg("token budget of the demo corpus", "1M")
+    pretrain_steps: int = arg("optimizer steps pretraining the reference from scratch", 400)
+    heal_steps: int = arg("optimizer steps of each healing run", 80)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
