@@ -8,7 +8,6 @@ Memory use is independent of the model's size, and torch is never imported.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from .architecture import LayerLayout, infer_layout
 from .checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, write_manifest, write_shards
 from .checkpoint.manifest import prefetch_provenance
+from .checkpoint.sidecars import copy_sidecars
 from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
 from .errors import DowncycleError
 from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
@@ -27,9 +27,6 @@ from .surgery import cut_config, describe, tensor_plan
 MERGEKIT_NAME = "mergekit.yaml"
 ANALYSIS_DIR = "analysis"  # cut --keep: plan.json, scores.json and plots of the analysis
 _PROGRESS_MIN_BYTES = 256 * 1024 * 1024
-# Files never copied beside the new weights: the old weights, their index, the old card and provenance.
-_SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
-_SKIP_NAMES = {"config.json", INDEX_NAME, "README.md", "downcycle.json", MERGEKIT_NAME}
 
 __all__ = ["cut", "CutResult", "select_layers"]
 
@@ -86,7 +83,7 @@ def cut(config: CutConfig) -> CutResult:
     with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar:
         names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None)
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
-        _copy_sidecars(src, tmp)
+        copy_sidecars(src, tmp, rewritten={"config.json", MERGEKIT_NAME})
         if planned is not None:  # the analysis that chose the layers, beside the weights
             from .analysis.run import write_files
 
@@ -136,14 +133,6 @@ def _dtype(config: dict, tensors: dict, layout: LayerLayout) -> str | None:
         return declared
     first = layout.layers[0][0]
     return _ST_DTYPES.get(tensors[first].dtype)
-
-
-def _copy_sidecars(src: Path, dst: Path) -> None:
-    """Tokenizer files, special tokens, chat template, generation config, licence: everything at the
-    top level that is not weights, the old config, the old card or provenance."""
-    for path in sorted(src.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.name not in _SKIP_NAMES and not path.name.endswith(_SKIP_SUFFIXES):
-            shutil.copy2(path, dst / path.name)
 
 
 class _progress:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint.sidecars import copy_sidecars
+
 __all__ = ["ADAPTER_DIR", "save_trained", "source_dtype", "source_inputs"]
 
 ADAPTER_DIR = "adapter"
@@ -42,7 +44,7 @@ def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: 
     out = Path(out)
     dtype_name = source_dtype(source)
     dtype = getattr(torch, dtype_name)
-    copy_sidecars(source, out)
+    copy_sidecars(source, out, rewritten={"config.json", "generation_config.json", "mergekit.yaml"})
     if not adapter:
         cast = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
         model.save_pretrained(out, state_dict=cast)
@@ -59,21 +61,6 @@ def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: 
         merged = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).merge_and_unload()
     merged.to(dtype).save_pretrained(out)
     return {"weights": "merged base + LoRA adapter", "adapter": ADAPTER_DIR, "dtype": dtype_name}
-
-
-# What is never copied from the source: its weights, config, index, card and provenance (rewritten here).
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
-_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", "README.md", "downcycle.json", "mergekit.yaml"}
-
-
-def copy_sidecars(source: Path, out: Path) -> None:
-    """Tokenizer files, special tokens, chat template, licence: the source's top-level files that
-    are not weights, config or provenance."""
-    import shutil
-
-    for path in sorted(Path(source).iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.name not in _REWRITTEN and not path.name.endswith(_WEIGHT_SUFFIXES):
-            shutil.copy2(path, Path(out) / path.name)
 
 
 def source_inputs(path: Path | None) -> dict[str, Any]:
