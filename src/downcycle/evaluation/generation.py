@@ -79,6 +79,8 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, unt
     import torch
     from tqdm.auto import tqdm
 
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     eos = eos_token_ids(model, tokenizer) if eos_ids is None else set(eos_ids)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)

@@ -2,7 +2,7 @@
 parameter counts, as Markdown, CSV and JSON, plus one bar chart per task (PNG).
 
 Charts show each task's headline metric (``acc_norm`` where the task has it, else ``acc``; the
-validation loss for ``loss``) per model, with standard-error bars, reference first, as the seed's
+validation loss for ``loss``; ``exact_match[strict-match]`` for GSM8K) per model, with standard-error bars, reference first, as the seed's
 "reference vs cut vs healed" figures do.
 """
 
@@ -21,6 +21,7 @@ from ..recipe import CompareConfig, to_dict
 
 __all__ = ["CompareResult", "collect", "headline", "run_compare", "table_rows"]
 _SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte")
+_SHOWN_PREFIXES = ("exact_match",)  # generative tasks: exact_match[<filter>]
 _LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte"}
 
 
@@ -53,7 +54,10 @@ def headline(task: str, metrics: dict) -> str:
     """The metric a task is charted by."""
     if task == "loss" or "nll" in metrics:
         return "nll"
-    return "acc_norm" if "acc_norm" in metrics else "acc"
+    for m in ("acc_norm", "acc", "exact_match[strict-match]"):
+        if m in metrics:
+            return m
+    return next(iter(metrics))
 
 
 def table_rows(results: list[EvalResults], reference: str) -> tuple[list[str], list[dict]]:
@@ -62,7 +66,7 @@ def table_rows(results: list[EvalResults], reference: str) -> tuple[list[str], l
     for r in results:
         for task, t in r.tasks.items():
             for m in t.metrics:
-                if m in _SHOWN and f"{task}/{m}" not in columns:
+                if (m in _SHOWN or m.startswith(_SHOWN_PREFIXES)) and f"{task}/{m}" not in columns:
                     columns.append(f"{task}/{m}")
     ref = next(r for r in results if r.model.name == reference)
     rows = []
