@@ -11,7 +11,7 @@ from .generation import greedy_generate
 from .metrics import mean_stat
 from .multiple_choice import McOptions
 from .results import MetricValue, TaskResult
-from .task_data import load_docs
+from .task_data import docs_and_fewshot_pool
 from .tasks.generative import GenerativeSpec, harness_fewshots
 
 __all__ = ["build_contexts", "evaluate_generative"]
@@ -23,17 +23,8 @@ def build_contexts(spec: GenerativeSpec, opts: McOptions) -> tuple[list[dict], l
     Raises:
         DowncycleError: no documents, or fewer few-shot examples than shots.
     """
-    docs = load_docs(spec, spec.split, opts.task_data)
-    if opts.limit is not None:
-        docs = docs[: opts.limit]
-    if not docs:
-        raise DowncycleError(f"task {spec.name}: no documents")
-    k = spec.default_shots if opts.shots is None else opts.shots
-    pool: list[dict] = []
+    docs, k, pool = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots)
     if k:
-        if spec.fewshot_split is None:
-            raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
-        pool = load_docs(spec, spec.fewshot_split, opts.task_data)
         if len(pool) < k + (spec.fewshot_split == spec.split):
             raise DowncycleError(f"task {spec.name}: --shots {k} needs {k} few-shot examples, "
                                  f"the {spec.fewshot_split} split has {len(pool)}")

@@ -12,7 +12,7 @@ from .encoding import Encoder
 from .metrics import Stat, doc_metrics, mean_stat, pool_stats
 from .results import MetricValue, TaskResult
 from .scoring import score_groups
-from .task_data import find_local, load_docs
+from .task_data import docs_and_fewshot_pool, find_local
 from .tasks import TASKS, GroupSpec, MultipleChoiceSpec
 
 __all__ = ["McOptions", "evaluate_group", "evaluate_mc", "fewshot_docs"]
@@ -52,17 +52,7 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
         The task result, per-document samples (log-likelihoods, gold, metrics) and the per-document
         metric values (for pooling into a group).
     """
-    docs = load_docs(spec, spec.split, opts.task_data)
-    if opts.limit is not None:
-        docs = docs[: opts.limit]
-    if not docs:
-        raise DowncycleError(f"task {spec.name}: no documents")
-    k = spec.default_shots if opts.shots is None else opts.shots
-    pool: list[dict] = []
-    if k:
-        if spec.fewshot_split is None:
-            raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
-        pool = load_docs(spec, spec.fewshot_split, opts.task_data)
+    docs, k, pool = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots)
     same = spec.fewshot_split == spec.split
     requests = [spec.request(d, fewshot_docs(spec, k, pool, i, same, opts.seed)) for i, d in enumerate(docs)]
     groups = encoder.groups(requests, shared=opts.shared_context)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import DowncycleError
 from .tasks.spec import Doc, MultipleChoiceSpec
@@ -81,6 +82,27 @@ def load_docs(spec: MultipleChoiceSpec, split: str, data_dir: Path | None) -> li
     else:
         docs = _load_hub(spec, split)
     return [spec.process(d) for d in docs] if spec.process else docs
+
+
+def docs_and_fewshot_pool(spec: Any, data_dir: Path | None, limit: int | None, shots: int | None) -> tuple[list[Doc], int, list[Doc]]:
+    """What one task evaluates: its documents (the first ``limit``), the number of shots (the
+    task's default unless ``shots`` is given) and the documents few-shot examples are drawn from.
+
+    Raises:
+        DowncycleError: no documents, or shots asked of a task without a few-shot split.
+    """
+    docs = load_docs(spec, spec.split, data_dir)
+    if limit is not None:
+        docs = docs[:limit]
+    if not docs:
+        raise DowncycleError(f"task {spec.name}: no documents")
+    k = spec.default_shots if shots is None else shots
+    pool: list[Doc] = []
+    if k:
+        if spec.fewshot_split is None:
+            raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
+        pool = load_docs(spec, spec.fewshot_split, data_dir)
+    return docs, k, pool
 
 
 def _hub_allowed() -> bool:
