@@ -53,10 +53,24 @@ def read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False) -> Any:
-    """Load a causal LM from safetensors only (``use_safetensors=True``)."""
+def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False,
+               load_in_4bit: bool = False) -> Any:
+    """Load a causal LM from safetensors only (``use_safetensors=True``).
+
+    With ``load_in_4bit`` the linear weights are quantised to NF4 with double quantisation
+    (bitsandbytes, CUDA only; QLoRA, Dettmers et al. 2023) and ``dtype`` is the compute dtype.
+    """
+    import torch
     from transformers import AutoModelForCausalLM
 
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute = getattr(torch, dtype) if dtype != "auto" else torch.bfloat16
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=compute)
+        return AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, dtype=compute, use_safetensors=True,
+                                                    device_map={"": torch.device(device)}, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )

@@ -200,14 +200,10 @@ class QLoraMethod(LoraMethod):
             raise DowncycleError("--method qlora needs bitsandbytes: pip install 'downcycle[qlora]'") from None
 
     def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
-        import torch
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from ..loading import load_model
 
-        compute = torch.bfloat16 if precision == "bf16" else torch.float32
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=compute)
-        return AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, dtype=compute, use_safetensors=True,
-                                                    device_map={"": torch.device(device)}, trust_remote_code=config.trust_remote_code)
+        compute = "bfloat16" if precision == "bf16" else "float32"
+        return load_model(path, dtype=compute, device=device, trust_remote_code=config.trust_remote_code, load_in_4bit=True)
 
     def prepare(self, model: Any, config: TrainConfig) -> Any:
         from peft import prepare_model_for_kbit_training
