@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..answers import ExactMatch, RegexExtract
-from .spec import Doc
+from .spec import Doc, TaskSource
 
 __all__ = ["GenerativeSpec", "harness_fewshots"]
 
 
 @dataclass(frozen=True)
-class GenerativeSpec:
+class GenerativeSpec(TaskSource):
     """One generative task (``downcycle eval --tasks NAME``).
 
     Attributes:
@@ -36,12 +36,6 @@ class GenerativeSpec:
         metric: how an extracted answer is compared with the reference.
     """
 
-    name: str
-    version: str
-    hf_path: str
-    hf_name: str | None
-    split: str
-    stem: str
     text: Callable[[Doc], str]
     target: Callable[[Doc], str]
     filters: dict[str, RegexExtract]

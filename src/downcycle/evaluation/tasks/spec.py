@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 Doc = dict[str, Any]
 
-__all__ = ["Doc", "GroupSpec", "MultipleChoiceSpec", "Request"]
+__all__ = ["Doc", "GroupSpec", "MultipleChoiceSpec", "Request", "TaskSource"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,20 @@ class Request:
 
 
 @dataclass(frozen=True)
-class MultipleChoiceSpec:
+class TaskSource:
+    """Where a task's items come from and which version of their handling this is; shared by every
+    kind of task (see the Attributes of :class:`MultipleChoiceSpec`)."""
+
+    name: str
+    version: str
+    hf_path: str
+    hf_name: str | None
+    split: str
+    stem: str
+
+
+@dataclass(frozen=True)
+class MultipleChoiceSpec(TaskSource):
     """One multiple-choice task.
 
     Attributes:
@@ -59,12 +72,6 @@ class MultipleChoiceSpec:
             (TruthfulQA MC2); None uses :func:`downcycle.evaluation.metrics.doc_metrics`.
     """
 
-    name: str
-    version: str
-    hf_path: str
-    hf_name: str | None
-    split: str
-    stem: str
     text: Callable[[Doc], Any]
     choices: Callable[[Doc], list[str]]
     gold: Callable[[Doc], int]
