@@ -330,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
             mergekit = ensure_mergekit(workdir)
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             mergekit = str(e)
+    # Byte-compile downcycle as `pip install` does for a regular install: with PYTHONDONTWRITEBYTECODE
+    # set (as on this machine) an editable install would otherwise recompile every module on every run.
+    import compileall
+
+    import downcycle
+
+    compileall.compile_dir(str(Path(downcycle.__file__).parent), quiet=1)
     load = os.getloadavg()[0]
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):

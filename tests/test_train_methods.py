@@ -103,3 +103,23 @@ def test_qlora_trains_on_cuda(tiny_model, tmp_path):
     result = run_train(train_config(src, tmp_path / "out", method="qlora", lr=1e-2, max_steps=12), datasets=datasets())
     assert result.val_loss < result.val_loss_start
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_tensorboard_events_hold_the_same_scalars_as_the_jsonl_log(tiny_model, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (it is in the dev extra, so CI has it)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from downcycle.training.logging import read_log
+
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    run_train(train_config(tiny_model("llama"), out, max_steps=4, eval_every=2), datasets=datasets())
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    records = read_log(out / "train_log.jsonl")
+    for split, name in (("train", "loss"), ("train", "lr"), ("val", "loss")):
+        logged = [(r["step"], r[name]) for r in records if r["split"] == split and name in r]
+        scalars = [(e.step, e.value) for e in events.Scalars(f"{split}/{name}")]
+        assert len(logged) == len(scalars) > 0, (split, name)
+        for (s1, v1), (s2, v2) in zip(logged, scalars):
+            assert s1 == s2 and v2 == pytest.approx(v1, rel=1e-6), (split, name)
