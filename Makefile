@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/downcycle demo --out demo-out --force
+	$(BIN)/downcycle demo --out demo-out
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -33,7 +33,8 @@ def test_sidecars_copied_and_manifest_written(tiny_model, tmp_path):
     out = tmp_path / "out"
     cut(CutConfig(source=str(src), out=out, layers="0-2,4"))
     names = {p.name for p in out.iterdir()}
-    assert set(sidecars) | {"generation_config.json", "config.json", "model.safetensors", "downcycle.json", "mergekit.yaml"} == names
+    assert set(sidecars) | {"generation_config.json", "config.json", "model.safetensors", "downcycle.json", "mergekit.yaml", "README.md"} == names
+    assert "the source's card" not in (out / "README.md").read_text()  # downcycle's card, not the source's
     manifest = json.loads((out / "downcycle.json").read_text())
     assert manifest["stage"] == "cut" and manifest["config"]["layers"] == "0-2,4"
     assert manifest["outputs"]["kept_layers"] == [0, 1, 2, 4] and manifest["outputs"]["dropped_layers"] == [3, 5]

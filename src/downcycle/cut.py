@@ -22,6 +22,7 @@ from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layer
 from .loading import read_config, resolve_source
 from .plan import load_plan
 from .recipe import CutConfig, output_dict, to_dict
+from .report.card import write_card
 from .surgery import cut_config, describe, tensor_plan
 
 MERGEKIT_NAME = "mergekit.yaml"
@@ -110,6 +111,7 @@ def cut(config: CutConfig) -> CutResult:
             "config_notes": notes,
         }
         write_manifest(tmp, "cut", to_dict(config), inputs, outputs, hashed=output_dict(config))
+        write_card(tmp)  # README.md from the manifest just written (the source's card is never copied)
     return CutResult(out, kept, layout.num_layers, total, names, notes)
 
 

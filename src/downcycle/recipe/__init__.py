@@ -6,13 +6,16 @@ One module per stage; everything is re-exported here.
 """
 
 from .analyze import AnalyzeConfig, LsConfig
-from .cut import ConvertConfig, CutConfig, DemoConfig
+from .cut import ConvertConfig, CutConfig
 from .data import DataConfig
 from .evaluate import CompareConfig, EvalConfig
 from .fields import arg, output_dict, parse_count, to_dict
+from .generate import GenerateConfig
+from .report import CardConfig, ReportConfig
+from .run import DemoConfig, RunConfig, SweepConfig
 from .train import TrainConfig
 
 __all__ = [
-    "AnalyzeConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "LsConfig",
-    "TrainConfig", "arg", "output_dict", "parse_count", "to_dict",
+    "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "LsConfig",
+    "ReportConfig", "RunConfig", "SweepConfig", "TrainConfig", "arg", "output_dict", "parse_count", "to_dict",
 ]  # fmt: skip

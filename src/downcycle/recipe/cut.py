@@ -1,4 +1,4 @@
-"""Configs of checkpoint surgery: `cut`, `convert`, and the embedded `demo`."""
+"""Configs of checkpoint surgery: `cut` and `convert`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import DowncycleError
 from .fields import arg
 
-__all__ = ["CutConfig", "ConvertConfig", "DemoConfig"]
+__all__ = ["CutConfig", "ConvertConfig"]
 
 
 @dataclass
@@ -48,17 +48,3 @@ class ConvertConfig:
 
     def __post_init__(self) -> None:
         self.source, self.out = Path(self.source), Path(self.out)
-
-
-@dataclass
-class DemoConfig:
-    """Run the embedded default experiment in miniature, offline, on a CPU."""
-
-    out: Path = arg("output directory of the demo", Path("demo-out"), affects_output=False)
-    force: bool = arg("replace the output directory if it exists", False, affects_output=False)
-    tokens: str = arg("token budget of the demo corpus", "1M")
-    pretrain_steps: int = arg("optimizer steps pretraining the reference from scratch", 400)
-    heal_steps: int = arg("optimizer steps of each healing run", 80)
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)

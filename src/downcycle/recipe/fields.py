@@ -13,13 +13,14 @@ __all__ = ["arg", "to_dict", "output_dict", "parse_count"]
 
 
 def arg(help: str, default: Any = None, positional: bool = False, metavar: str | None = None, affects_output: bool = True,
-        **kw: Any) -> Any:
+        flag: str | None = None, **kw: Any) -> Any:
     """A dataclass field with CLI help; ``positional`` fields become positional arguments.
 
     ``affects_output=False`` marks operational fields (output path, --force, progress bars) that
     are recorded but left out of the config hash that decides whether a stage must re-run.
+    ``flag`` overrides the option's name (``--from`` for a field that cannot be called ``from``).
     """
-    meta = {"help": help, "positional": positional, "metavar": metavar, "affects_output": affects_output}
+    meta = {"help": help, "positional": positional, "metavar": metavar, "affects_output": affects_output, "flag": flag}
     if "default_factory" in kw:
         return field(default_factory=kw.pop("default_factory"), metadata=meta)
     if positional and default is None:

@@ -109,6 +109,7 @@ def _check_vocab(config: TrainConfig, model_config: dict[str, Any], train_set: A
 def _write_output(trainer: Any, source: Path, requested: str, result: TrainResult) -> None:
     """Gather the weights (all processes), then write ``OUT`` from the main process."""
     from ..checkpoint import atomic_output_dir, write_manifest
+    from ..report.card import write_card
     from .export import save_trained, source_inputs
     from .logging import plot_losses
 
@@ -135,6 +136,7 @@ def _write_output(trainer: Any, source: Path, requested: str, result: TrainResul
                        "trainable_parameters": trainer.trainable, "parameters": trainer.total_params,
                        "log": LOG_NAME, "plot": PLOT_NAME if plotted else None, "notes": result.notes}
             write_manifest(tmp, "train", to_dict(cfg), inputs, outputs)
+            write_card(tmp)  # README.md from the manifest just written
         shutil.rmtree(trainer.run_dir, ignore_errors=True)
     acc.wait_for_everyone()
 

@@ -1,0 +1,287 @@
+"""Reading a recipe YAML into typed, validated sections, before any work starts.
+
+A recipe names the reference model and one section per stage; each section's keys are the options
+of that stage's command (``downcycle data``, ``analyze``, ``train``, ``eval``...), in snake_case or
+kebab-case, minus the ones the pipeline sets itself (input and output directories, ``force``).
+Every mistake is reported with its place in the recipe, e.g. ``recipe.yaml: heal[1].lr: expected a
+number, got 'fast'``. Relative paths are relative to the recipe file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DowncycleError
+from ..recipe import AnalyzeConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
+
+__all__ = ["Recipe", "CutSpec", "HealSpec", "load_recipe", "parse_recipe"]
+
+TOP_KEYS = ("name", "description", "reference", "out", "data", "analyze", "cuts", "heal", "eval", "report")
+# Options the pipeline sets itself in each section (inputs, outputs, overwriting, progress bars).
+OWNED = {
+    "data": {"out", "force", "resume", "progress"},
+    "analyze": {"model", "out", "force", "progress", "keep", "strategy", "metric"},
+    "heal": {"model", "data", "out", "force", "resume", "progress"},
+    "eval": {"models", "out", "force", "progress"},
+    "report": {"dir"},
+}
+# Fields naming local files or directories, resolved against the recipe's directory.
+PATH_FIELDS = {"data": {"tokenizer", "source"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
+               "eval": {"data", "task_data", "harness_include"}}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class CutSpec:
+    """One cut variant: explicit ``layers``, or ``keep`` layers chosen by ``strategy`` from the analysis."""
+
+    name: str
+    keep: str | None = None
+    strategy: str = "block"
+    metric: str | None = None
+    layers: str | None = None
+
+
+@dataclass
+class HealSpec:
+    """One healing run applied to each of ``cuts``: ``options`` are ``downcycle train`` options."""
+
+    name: str
+    cuts: list[str]
+    options: dict[str, Any]
+
+
+@dataclass
+class Recipe:
+    path: Path
+    reference: str
+    data: dict[str, Any]
+    cuts: list[CutSpec]
+    heal: list[HealSpec] = field(default_factory=list)
+    analyze: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] | None = field(default_factory=dict)
+    out: Path | None = None
+    name: str | None = None
+    description: str | None = None
+
+
+class _Where:
+    """Formats errors as ``FILE: key[1].sub: message``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, where: str, message: str) -> DowncycleError:
+        return DowncycleError(f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}")
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read and validate ``path``; every problem is a one-line :class:`DowncycleError` naming its place."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DowncycleError(f"{path}: no such recipe file")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise DowncycleError(f"{path}: not valid YAML: {at}{getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError:
+        raise DowncycleError(f"{path}: not UTF-8 text") from None
+    return parse_recipe(doc, path)
+
+
+def parse_recipe(doc: Any, path: Path) -> Recipe:
+    """Validate an already-parsed recipe document; ``path`` is where it came from (for messages and paths)."""
+    w = _Where(path)
+    base = path.resolve().parent
+    if not isinstance(doc, dict):
+        raise w.error("", "a recipe must be a mapping of sections (reference, data, cuts, heal, eval, ...)")
+    _unknown(w, "", doc, TOP_KEYS)
+    for required in ("reference", "data", "cuts"):
+        if doc.get(required) is None:
+            raise w.error(required, "missing (every recipe needs reference, data and cuts)")
+    reference = _path(w, "reference", _scalar(w, "reference", doc["reference"]), base, hub=True)
+    data = _section(w, "data", doc["data"], DataConfig, base)
+    data.setdefault("tokenizer", reference)
+    analyze = _section(w, "analyze", doc.get("analyze") or {}, AnalyzeConfig, base)
+    analyze.setdefault("data", (data.get("source") or [None])[0])
+    cuts = _cuts(w, doc["cuts"])
+    heal = _heal(w, doc.get("heal") or [], [c.name for c in cuts], base)
+    evaluation = _section(w, "eval", doc.get("eval") or {}, EvalConfig, base)
+    report = doc.get("report", {})
+    if report is not None:  # null: no report
+        report = _section(w, "report", report, ReportConfig, base)
+    out = doc.get("out")
+    return Recipe(path, reference, data, cuts, heal, analyze, evaluation, report,
+                  Path(os.path.normpath(base / _scalar(w, "out", out))) if out is not None else None,
+                  _opt_str(w, "name", doc.get("name")), _opt_str(w, "description", doc.get("description")))
+
+
+def _cuts(w: _Where, items: Any) -> list[CutSpec]:
+    from ..analysis.strategies import STRATEGIES
+
+    if not isinstance(items, list) or not items:
+        raise w.error("cuts", "expected a non-empty list of cuts, e.g. [{strategy: first, keep: 0.75}]")
+    specs = []
+    allowed = tuple(f.name for f in dataclasses.fields(CutSpec))
+    for i, item in enumerate(items):
+        where = f"cuts[{i}]"
+        if not isinstance(item, dict):
+            raise w.error(where, f"expected a mapping (strategy, keep, layers, name), got {_kind(item)}")
+        _unknown(w, where, item, allowed)
+        values = {k.replace("-", "_"): (None if v is None else _scalar(w, f"{where}.{k}", v)) for k, v in item.items()}
+        if (values.get("layers") is None) == (values.get("keep") is None):
+            raise w.error(where, "give exactly one of `layers` (e.g. 0-8) or `keep` (a count or a fraction, with a strategy)")
+        strategy = values.get("strategy") or "block"
+        if strategy not in STRATEGIES:
+            raise w.error(f"{where}.strategy", f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+        name = values.get("name") or (strategy if values.get("keep") is not None else f"layers{i}")
+        _check_name(w, f"{where}.name", name, [s.name for s in specs])
+        specs.append(CutSpec(name, values.get("keep"), strategy, values.get("metric"), values.get("layers")))
+    return specs
+
+
+def _heal(w: _Where, items: Any, cut_names: list[str], base: Path) -> list[HealSpec]:
+    if not isinstance(items, list):
+        raise w.error("heal", f"expected a list of healing runs, got {_kind(items)}")
+    specs: list[HealSpec] = []
+    for i, item in enumerate(items):
+        where = f"heal[{i}]"
+        if not isinstance(item, dict):
+            raise w.error(where, f"expected a mapping of `downcycle train` options, got {_kind(item)}")
+        item = dict(item)
+        name, cuts = item.pop("name", None), item.pop("cuts", None)
+        options = _section(w, where, item, TrainConfig, base, owned_key="heal")
+        name = _scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
+        _check_name(w, f"{where}.name", name, [s.name for s in specs])
+        if cuts is None:
+            cuts = list(cut_names)
+        cuts = [cuts] if isinstance(cuts, str) else cuts
+        if not isinstance(cuts, list) or not cuts:
+            raise w.error(f"{where}.cuts", "expected a list of cut names")
+        for c in cuts:
+            if c not in cut_names:
+                raise w.error(f"{where}.cuts", f"no cut named {c!r} (the recipe's cuts: {', '.join(cut_names)})")
+        specs.append(HealSpec(name, [str(c) for c in cuts], options))
+    return specs
+
+
+def _section(w: _Where, where: str, doc: Any, cls: type, base: Path, owned_key: str | None = None) -> dict[str, Any]:
+    """A section's options checked against ``cls``'s fields and types; paths resolved."""
+    key = owned_key or where
+    if not isinstance(doc, dict):
+        raise w.error(where, f"expected a mapping of `downcycle {key}` options, got {_kind(doc)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    owned = OWNED.get(key, set())
+    values: dict[str, Any] = {}
+    for raw, value in doc.items():
+        name = str(raw).replace("-", "_")
+        if name in owned:
+            raise w.error(f"{where}.{raw}", "set by the pipeline itself; remove it from the recipe")
+        if name not in names:
+            raise _unknown_key(w, where, str(raw), [n for n in names if n not in owned])
+        values[name] = _coerce(w, f"{where}.{raw}", value, hints[name])
+        if name in PATH_FIELDS.get(key, ()) and values[name] is not None:
+            v = values[name]
+            hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval") and name == "data")
+            values[name] = [_path(w, f"{where}.{raw}", s, base, hub=False) for s in v] if isinstance(v, list) \
+                else _path(w, f"{where}.{raw}", str(v), base, hub=hub)
+    return values
+
+
+def _coerce(w: _Where, where: str, value: Any, tp: Any) -> Any:
+    """``value`` as the field type ``tp`` wants it; YAML numbers become strings where a field takes text."""
+    optional = False
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = len(args) < len(typing.get_args(tp)), (args[0] if len(args) == 1 else str)
+    if value is None:
+        if optional:
+            return None
+        raise w.error(where, "must not be empty")
+    if typing.get_origin(tp) is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(w, f"{where}[{i}]", v, typing.get_args(tp)[0] if typing.get_args(tp) else str) for i, v in enumerate(items)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise w.error(where, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise w.error(where, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise w.error(where, f"expected a number, got {value!r}")
+        try:
+            return float(value)  # YAML reads 1e-3 as text; accept it as the number it is
+        except (TypeError, ValueError):
+            raise w.error(where, f"expected a number, got {value!r}") from None
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        raise w.error(where, f"expected a single value, got {_kind(value)}")
+    return Path(str(value)) if tp is Path else str(value)
+
+
+def _path(w: _Where, where: str, value: str, base: Path, hub: bool) -> str:
+    """A local path resolved against the recipe's directory (checked to exist), or a hub/dataset id as is."""
+    if value.startswith("hf:"):
+        return value
+    p = Path(value).expanduser()
+    p = Path(os.path.normpath(p if p.is_absolute() else base / p))  # "recipes/../reference" -> "reference"
+    if any(c in value for c in "*?["):
+        if not glob.glob(str(p)):
+            raise w.error(where, f"{value}: no file matches (relative to {base})")
+        return str(p)
+    if p.exists():
+        return str(p)
+    if hub and _HUB_ID.match(value) and not value.startswith("."):
+        return value  # a hub id: resolved (and reported when unreachable) by the stage that loads it
+    raise w.error(where, f"{value}: no such file or directory (relative to {base})")
+
+
+def _scalar(w: _Where, where: str, value: Any) -> str:
+    if isinstance(value, (dict, list)) or isinstance(value, bool) or value is None:
+        raise w.error(where, f"expected a single value, got {_kind(value)}")
+    return str(value)
+
+
+def _opt_str(w: _Where, where: str, value: Any) -> str | None:
+    return None if value is None else _scalar(w, where, value)
+
+
+def _check_name(w: _Where, where: str, name: str, taken: list[str]) -> None:
+    if not _NAME.match(name):
+        raise w.error(where, f"{name!r}: use letters, digits, '.', '_' and '-' (it becomes a directory name)")
+    if name in taken:
+        raise w.error(where, f"{name!r} is used twice; give each entry its own `name`")
+
+
+def _unknown(w: _Where, where: str, doc: dict, allowed: tuple[str, ...]) -> None:
+    for key in doc:
+        if str(key).replace("-", "_") not in allowed:
+            raise _unknown_key(w, where, str(key), list(allowed))
+
+
+def _unknown_key(w: _Where, where: str, key: str, allowed: list[str]) -> DowncycleError:
+    close = difflib.get_close_matches(key.replace("-", "_"), allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+    return w.error(f"{where}.{key}" if where else key, f"unknown key{hint}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", bool: "a boolean", type(None): "nothing"}.get(type(value), type(value).__name__)

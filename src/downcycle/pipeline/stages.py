@@ -1,0 +1,166 @@
+"""The stages of a recipe, in the order they run, each with its typed config and its inputs.
+
+Stage directories under the experiment's output directory (the layout ``downcycle report`` reads):
+
+    corpus/                          data       the packed training corpus
+    analysis/                        analyze    layer scores of the reference, heatmaps
+    plans/<cut>.json                            each strategy's choice, derived from analysis/scores.json
+    cut-<name>[-<depth>]/            cut        one per cut (per depth in a sweep)
+    healed-<cut>-<heal>/             train      one per healing run and cut it applies to
+    eval/                            eval       every model's results.json
+    compare/                         compare    the side-by-side table and charts
+    sweep/                           sweep      (sweeps only) size-versus-quality curves
+    report.html, report.md, report/  report
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DowncycleError
+from ..recipe import AnalyzeConfig, CompareConfig, CutConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
+from .recipe_file import CutSpec, Recipe
+
+__all__ = ["Stage", "build_stages", "SCORE_FREE_STRATEGIES"]
+
+SCORE_FREE_STRATEGIES = ("first", "first-last", "uniform")
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline.
+
+    Attributes:
+        name: its directory under the experiment directory (also how ``--from`` names it).
+        kind: data, analyze, cut, train, eval, compare, sweep or report.
+        config: the stage's typed config (``force`` and ``progress`` are set when it runs).
+        after: names of the stages whose outputs it reads; when one of them re-runs, so does it.
+        choice: for cuts chosen by a strategy: what the plan is derived from (strategy, keep, metric).
+        info: labels for reports (cut name, depth, healing method, kept layers).
+    """
+
+    name: str
+    kind: str
+    config: Any
+    after: list[str] = field(default_factory=list)
+    choice: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None
+
+
+def _wrap(where: str, build: Any) -> Any:
+    """Build a stage config; its own validation errors are reported at their place in the recipe."""
+    try:
+        return build()
+    except DowncycleError as e:
+        raise DowncycleError(f"{where}: {e}") from None
+
+
+def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> list[Stage]:
+    """Every stage of ``recipe`` writing under ``out``; with ``depths`` (a sweep) each cut is made at each depth."""
+    from ..analysis.strategies import resolve_keep
+    from ..layerspec import parse_layers
+    from ..loading import read_config, resolve_source
+
+    where = str(recipe.path)
+    ref_dir = _wrap(f"{where}: reference", lambda: resolve_source(recipe.reference))
+    ref_config = read_config(ref_dir)
+    text = ref_config.get("text_config") or {}
+    num_layers = ref_config.get("num_hidden_layers") or text.get("num_hidden_layers") or ref_config.get("n_layer")
+    if not isinstance(num_layers, int):
+        raise DowncycleError(f"{where}: reference: {ref_dir}/config.json has no num_hidden_layers")
+
+    stages = [Stage("corpus", "data", _wrap(f"{where}: data", lambda: DataConfig(**recipe.data, out=out / "corpus")))]
+    corpus = out / "corpus"
+
+    cuts: list[tuple[CutSpec, str | None]] = []
+    for spec in recipe.cuts:
+        if depths and spec.keep is not None:
+            cuts.extend((spec, d) for d in depths)
+        else:
+            cuts.append((spec, None))
+    keeps = []
+    for i, (spec, depth) in enumerate(cuts):
+        keep = depth or spec.keep
+        if keep is not None:
+            keeps.append(_wrap(f"{where}: cuts[{recipe.cuts.index(spec)}].keep", lambda k=keep: resolve_keep(k, num_layers)))
+    need_nll = any(spec.strategy == "nll" or spec.metric == "nll" for spec, _ in cuts)
+    analyze_keep = str(min(keeps)) if keeps else str(max(1, round(0.75 * num_layers)))
+    analyze = _wrap(f"{where}: analyze", lambda: AnalyzeConfig(
+        model=recipe.reference, out=out / "analysis", keep=analyze_keep, strategy="nll" if need_nll else "block",
+        **recipe.analyze))
+    stages.append(Stage("analysis", "analyze", analyze))
+
+    models: list[tuple[str, str, dict[str, Any]]] = [("reference", recipe.reference, {"role": "reference", "layers": num_layers})]
+    cut_stages: dict[str, list[Stage]] = {}
+    for spec, depth in cuts:
+        name = f"cut-{spec.name}" + (f"-{depth}" if depth else "")
+        index = recipe.cuts.index(spec)
+        info = {"role": "cut", "cut": spec.name, "strategy": spec.strategy if spec.layers is None else "layers", "depth": depth}
+        if spec.layers is not None:
+            kept = _wrap(f"{where}: cuts[{index}].layers", lambda s=spec: parse_layers(s.layers, num_layers))
+            config = CutConfig(source=recipe.reference, out=out / name, layers=spec.layers)
+            stage = Stage(name, "cut", config, info={**info, "layers": len(kept)})
+        else:
+            keep = depth or spec.keep
+            count = resolve_keep(keep, num_layers)
+            config = CutConfig(source=recipe.reference, out=out / name, plan=out / "plans" / f"{name}.json")
+            choice = {"strategy": spec.strategy, "keep": count, "metric": spec.metric, "num_layers": num_layers}
+            after = [] if spec.strategy in SCORE_FREE_STRATEGIES and spec.metric is None else ["analysis"]
+            stage = Stage(name, "cut", config, after, choice, {**info, "layers": count})
+        stages.append(stage)
+        cut_stages.setdefault(spec.name, []).append(stage)
+        models.append((name, str(out / name), stage.info))
+
+    for h_index, heal in enumerate(recipe.heal):
+        for cut_name in heal.cuts:
+            for cut_stage in cut_stages[cut_name]:
+                name = f"healed-{cut_stage.name.removeprefix('cut-')}-{heal.name}"
+                options = dict(heal.options)
+                if options.get("method") == "distill" and options.get("teacher") is None:
+                    options["teacher"] = recipe.reference
+                options.setdefault("save_every", _save_every(options))
+                config = _wrap(f"{where}: heal[{h_index}]", lambda o=options, n=name, c=cut_stage: TrainConfig(
+                    model=str(out / c.name), data=corpus, out=out / n, **o))
+                after = ["corpus", cut_stage.name]
+                info = {**cut_stage.info, "role": "healed", "heal": heal.name, "method": config.method, "from": cut_stage.name}
+                stages.append(Stage(name, "train", config, after, info=info))
+                models.append((name, str(out / name), info))
+
+    eval_options = dict(recipe.eval)
+    eval_options.setdefault("data", str(corpus))
+    if eval_options.get("window") is None and eval_options["data"] == str(corpus):
+        eval_options["window"] = stages[0].config.seq_len
+    evaluation = _wrap(f"{where}: eval", lambda: EvalConfig(models=[m for _, m, _ in models], out=out / "eval", **eval_options))
+    stages.append(Stage("eval", "eval", evaluation, [s.name for s in stages if s.kind in ("data", "cut", "train")],
+                        info={"models": {n: {**i, "eval_name": Path(m).name} for n, m, i in models}}))
+    results = [str(out / "eval" / Path(m).name / "results.json") for _, m, _ in models]
+    stages.append(Stage("compare", "compare", CompareConfig(results=results, out=out / "compare", reference=Path(recipe.reference).name),
+                        ["eval"]))
+    if recipe.report is not None:
+        report = _wrap(f"{where}: report", lambda: ReportConfig(dir=out, **recipe.report))
+        stages.append(Stage("report", "report", report, [s.name for s in stages if s.kind in ("analyze", "train", "eval", "compare")]))
+    fingerprint = reference_fingerprint(ref_dir)
+    for stage in stages:
+        stage.reference = fingerprint
+    return stages
+
+
+def reference_fingerprint(directory: Path) -> str:
+    """A cheap identity of a checkpoint directory: its config.json bytes and its weight files' names,
+    sizes and modification times (a retrained or replaced reference changes it)."""
+    import hashlib
+
+    h = hashlib.sha256((directory / "config.json").read_bytes())
+    for f in sorted(directory.glob("*.safetensors")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _save_every(options: dict[str, Any]) -> int:
+    """A resumable checkpoint about four times per run (every 200 steps when the length is not in steps)."""
+    steps = options.get("max_steps")
+    return max(10, steps // 4) if isinstance(steps, int) else 200

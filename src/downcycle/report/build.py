@@ -1,0 +1,91 @@
+"""``downcycle report DIR``: the experiment report, ``DIR/report.html`` (self-contained) and
+``DIR/report.md`` (pictures in ``DIR/report/``), plus refreshed model cards.
+
+The report is a derived view of the stage directories: every run rewrites it. ``DIR/report/`` is
+replaced atomically (its ``samples.json`` read first and carried over), then the two documents are
+each written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..checkpoint import atomic_output_dir, write_manifest
+from ..errors import DowncycleError
+from ..recipe import ReportConfig, to_dict
+from .experiment import REPORT_DIR, discover
+
+__all__ = ["ReportResult", "run_report"]
+HTML_NAME, MD_NAME = "report.html", "report.md"
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    markdown: Path
+    figures: list[str]
+    models: list[str]
+    verdicts: list[str]
+    cards: list[str] = field(default_factory=list)
+    generated: list[str] = field(default_factory=list)  # models whose samples were generated (not cached)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_report(cfg: ReportConfig) -> ReportResult:
+    """Discover the experiment in ``cfg.dir`` and write its report (and refresh its models' cards)."""
+    from .figures import analysis_figures, loss_figures
+    from .html import render_html
+    from .markdown import render_markdown
+    from .samples import SAMPLES_NAME, read_samples, sample_generations
+    from .summary import summarize
+
+    root = Path(cfg.dir)
+    if not root.is_dir():
+        raise DowncycleError(f"{root}: not a directory (expected an experiment directory, e.g. `downcycle demo`'s output)")
+    exp = discover(root)
+    if not exp.models:
+        raise DowncycleError(f"{root}: no models found (no downcycle.json of a cut or train stage under it)")
+    summary = summarize(exp)
+    notes = []
+    unevaluated = [m.name for m in exp.models if m.results is None]
+    if unevaluated:
+        notes.append(f"Not evaluated (no eval stage's results.json for them): {', '.join(unevaluated)}.")
+    if not exp.of_kind("analyze"):
+        notes.append("No analyze stage in this directory: no layer-distance heatmap.")
+    cache = read_samples(root / REPORT_DIR / SAMPLES_NAME)
+    samples, generated = None, []
+    if cfg.samples:
+        samples = sample_generations(exp, list(cfg.prompt), cfg.new_tokens, cache, regenerate=cfg.regenerate, device=cfg.device)
+        generated = [name for name, entry in samples["models"].items() if cache.get("models", {}).get(name) is not entry]
+    title = f"downcycle experiment report: {root.resolve().name}"
+    with atomic_output_dir(root / REPORT_DIR, force=True) as tmp:
+        analysis, losses = analysis_figures(exp, tmp), loss_figures(exp, tmp)
+        kept = samples if samples is not None else cache if cache.get("models") else None  # --no-samples keeps the cache
+        if kept is not None:
+            (tmp / SAMPLES_NAME).write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
+        md = render_markdown(title, summary, analysis, losses, samples, REPORT_DIR, notes)
+        page = render_html(title, summary, analysis, losses, samples, tmp, notes)
+        figures = [f.file for f in analysis + losses]
+        inputs = {s.name: {"stage": s.kind, "config_hash": s.manifest.get("config_hash")} for s in exp.stages}
+        write_manifest(tmp, "report", to_dict(cfg), inputs,
+                       {"files": [HTML_NAME, MD_NAME], "figures": figures, "verdicts": summary.verdicts,
+                        "healed": summary.healed})
+    _write_atomic(root / MD_NAME, md)
+    _write_atomic(root / HTML_NAME, page)
+    cards = []
+    if cfg.cards:
+        from .card import write_card
+
+        for m in exp.models:
+            if m.stage is not None and m.stage.kind in ("cut", "train"):
+                write_card(m.path, m.results)
+                cards.append(m.name)
+    return ReportResult(root / HTML_NAME, root / MD_NAME, figures, [m.name for m in exp.models], summary.verdicts, cards, generated)

@@ -1,0 +1,47 @@
+"""``report.md``: the experiment report as Markdown, its pictures in ``report/`` referenced relatively."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .figures import Figure
+from .summary import Summary
+from .tables import healed_table, model_table
+
+__all__ = ["md_table", "render_markdown"]
+GAP_NOTE = ("Gap recovered = (loss_cut − loss_healed) / (loss_cut − loss_ref) on the validation loss: "
+            "0% means healing did nothing, 100% that the healed model matches the reference.")
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(title: str, summary: Summary, analysis: list[Figure], losses: list[Figure], samples: dict[str, Any] | None,
+                    figure_dir: str, notes: list[str]) -> str:
+    """The whole report; ``figure_dir`` is the pictures' directory relative to the report."""
+    out = [f"# {title}", ""]
+    if summary.verdicts:
+        out += ["## Verdict", ""] + [f"- {v}" for v in summary.verdicts] + [""]
+    out += ["## Models", "", md_table(*model_table(summary)), "",
+            "Parameters as evaluated (tied embeddings counted once); weights on disk: the `*.safetensors` files.", ""]
+    if summary.healed:
+        out += ["## Healing", "", md_table(*healed_table(summary)), "", GAP_NOTE, ""]
+    for heading, figures in (("Layer analysis", analysis), ("Loss curves", losses)):
+        if figures:
+            out += [f"## {heading}", ""]
+            for f in figures:
+                out += [f"### {f.title}", "", f"![{f.title}]({figure_dir}/{f.file})", "", f.caption, ""]
+    if samples and samples.get("models"):
+        out += ["## Sample generations", "",
+                f"Greedy decoding, {samples['new_tokens']} new tokens at most; the same prompts for every model.", ""]
+        for i, prompt in enumerate(samples["prompts"]):
+            rows = [[name, entry["texts"][i] if "texts" in entry else f"(not generated: {entry.get('error')})"]
+                    for name, entry in samples["models"].items()]
+            out += [f"### “{prompt}”", "", md_table(["model", f"{prompt} …"], rows), ""]
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)
