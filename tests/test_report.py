@@ -224,3 +224,18 @@ def test_analysis_plots_redrawn_from_scores_when_missing(experiment, tmp_path): 
         assert (out / f.file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plan = json.loads((copy / "plan.json").read_text())
     assert f"kept {plan['kept_layers']} of 6 layers by strategy block" in figures[0].caption
+
+
+def test_a_moved_experiment_is_read_the_same(experiment, tmp_path):  # noqa: F811
+    """Manifests and results record absolute paths; a copied experiment directory still links each
+    healed model to its cut and each model to its results (cuts of equal depth share a config.json)."""
+    import shutil
+
+    from downcycle.report.experiment import discover
+
+    moved = tmp_path / "elsewhere" / experiment.name
+    shutil.copytree(experiment, moved, ignore=shutil.ignore_patterns(".sweep.tmp-*"))
+    before = {m.name: (m.role, m.parent, m.results.tasks["loss"].metrics["nll"].value) for m in discover(experiment).models}
+    after = {m.name: (m.role, m.parent, m.results.tasks["loss"].metrics["nll"].value if m.results else None)
+             for m in discover(moved).models}
+    assert after == before

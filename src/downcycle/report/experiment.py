@@ -101,6 +101,20 @@ def _resolved(path: str | Path | None, base: Path | None = None) -> Path | None:
     return p.resolve()
 
 
+def _relocated(path: Path, root: Path, candidates: list[Path]) -> Path | None:
+    """The candidate under ``root`` that ``path`` (recorded before the experiment directory was moved
+    or copied) names: the one whose path relative to ``root`` is the longest tail of ``path``."""
+    best, best_len = None, 0
+    for c in candidates:
+        try:
+            rel = c.relative_to(root).parts
+        except ValueError:
+            continue
+        if rel and Path(path).parts[-len(rel):] == rel and len(rel) > best_len:
+            best, best_len = c, len(rel)
+    return best
+
+
 def discover(root: Path) -> Experiment:
     """Read the stages, models and evaluation results of the experiment in ``root``."""
     root = Path(root).resolve()
@@ -119,6 +133,8 @@ def discover(root: Path) -> Experiment:
         if s.path.resolve() in cut_sources:
             continue
         parent = _resolved(s.manifest.get("inputs", {}).get("model", {}).get("path"))
+        if parent is not None and parent not in names:
+            parent = _relocated(parent, root, list(names)) or parent
         exp.models.append(Model(s.name, s.path, "healed", s, parent=names.get(parent) if parent else None))
     _attach_results(exp)
     return exp
@@ -142,5 +158,8 @@ def _attach_results(exp: Experiment) -> None:
         match = [m for m in exp.models if m.path.resolve() == path]
         if not match:
             match = [m for m in exp.models if r.model.hashes.get("config.json") and config_hash.get(m.name) == r.model.hashes["config.json"]]
+            if len(match) > 1:  # equal configs (two cuts of the same depth): where it was evaluated decides
+                moved = _relocated(Path(r.model.path), exp.root, [m.path.resolve() for m in match])
+                match = [m for m in match if m.path.resolve() == moved]
         if len(match) == 1:
             match[0].results = r
