@@ -24,8 +24,8 @@ class RunConfig:
     """Run a YAML recipe: data, analyze, cut, heal, eval, compare and report, skipping stages already done."""
 
     recipe: Path = arg("the recipe YAML (see examples/recipes/)", positional=True, metavar="RECIPE")
-    out: Path | None = arg("output directory, one subdirectory per stage (default: the recipe's `out`)", metavar="DIR",
-                           affects_output=False)
+    out: Path | None = arg("output directory, one subdirectory per stage (default: the recipe's `out`; a sweep's gets a "
+                           "-sweep suffix)", metavar="DIR", affects_output=False)
     from_stage: str | None = arg(f"re-run from this stage on: a kind ({', '.join(STAGE_KINDS)}) or a stage directory name "
                                  "(e.g. cut-block)", metavar="STAGE", flag="--from")
     dry_run: bool = arg("validate the recipe and print the stages and whether each would run or be skipped, without running them", False)
@@ -39,22 +39,14 @@ class RunConfig:
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(RunConfig):
     """Run a recipe at several depths: a family of smaller models and a size-versus-quality curve."""
 
-    recipe: Path = arg("the recipe YAML (see examples/recipes/)", positional=True, metavar="RECIPE")
     depths: str = arg("kept depths, comma-separated: fractions of the reference's layers (0.75) or layer counts (9)",
                       "0.75,0.625,0.5", metavar="D,D,...")
-    out: Path | None = arg("output directory (default: the recipe's `out` with a -sweep suffix)", metavar="DIR", affects_output=False)
-    from_stage: str | None = arg(f"re-run from this stage on: a kind ({', '.join(STAGE_KINDS)}) or a stage directory name", metavar="STAGE", flag="--from")
-    dry_run: bool = arg("validate and print the stages without running them", False)
-    progress: bool = arg("show progress bars", True, affects_output=False)
 
     def __post_init__(self) -> None:
-        self.recipe = Path(self.recipe)
-        if self.out is not None:
-            self.out = Path(self.out)
-        _check_from(self.from_stage)
+        super().__post_init__()
         values = [d.strip() for d in str(self.depths).split(",") if d.strip()]
         if not values:
             raise DowncycleError("--depths: give at least one depth, e.g. 0.75,0.5")
