@@ -12,8 +12,8 @@ from downcycle.demo import RECIPE, run_demo
 from downcycle.pipeline import load_recipe
 from downcycle.recipe import DemoConfig
 
-STAGES = ("corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora", "healed-block-distill", "eval",
-          "compare")
+STAGES = ("corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora", "healed-first-distill",
+          "healed-block-distill", "eval", "compare")
 
 
 def test_the_embedded_recipe_is_valid_and_uses_the_shipped_reference():
@@ -36,8 +36,8 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     plans = {name: json.loads((out / "plans" / f"cut-{name}.json").read_text()) for name in ("first", "block")}
     assert plans["first"]["kept_layers"] == list(range(9)) and len(plans["block"]["kept_layers"]) == 9
     table = json.loads((out / "compare" / "compare.json").read_text())
-    assert {row["model"] for row in table["rows"]} == {"reference", *STAGES[2:7]}
+    assert {row["model"] for row in table["rows"]} == {"reference", *STAGES[2:8]}
     printed = capsys.readouterr().out
     assert "gap recovered" in printed and f"report: {out / 'report.html'}" in printed
     again = run_demo(DemoConfig(out=out, heal_steps=2, eval_limit=8, progress=False))
-    assert again == report and "10 were already done" in capsys.readouterr().out
+    assert again == report and "11 were already done" in capsys.readouterr().out
