@@ -1,4 +1,4 @@
-"""``downcycle demo``: the seed's experiment in miniature, offline, on a CPU, in about ten minutes.
+"""``downcycle demo``: the seed's experiment in miniature, offline, on a CPU, in about twelve minutes.
 
 It runs the embedded recipe ``examples/recipes/demo.yaml`` through the same pipeline as
 ``downcycle run`` (so a re-run continues where it stopped) on the shipped reference model
@@ -7,7 +7,7 @@ It runs the embedded recipe ``examples/recipes/demo.yaml`` through the same pipe
 1. ``corpus/``: the shipped corpus packed with the reference's tokenizer (its own pretraining split);
 2. ``analysis/``: layer distances, Block Influence and the SLEB search on calibration text;
 3. ``cut-first/`` (the seed's first-k) and ``cut-block/`` (Gromov et al.'s best block), 75% depth;
-4. ``healed-*``: each cut healed by LoRA, the block cut also by distillation from the reference;
+4. ``healed-*``: each cut healed by LoRA and by distillation from the reference;
 5. ``eval/`` and ``compare/``: validation loss, perplexity and bits per byte of every model;
 6. ``report.html`` and ``report.md``: heatmap, loss curves, tables, gap recovered, sample generations.
 """
