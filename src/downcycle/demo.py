@@ -5,7 +5,7 @@ It runs the embedded recipe ``examples/recipes/demo.yaml`` through the same pipe
 ``examples/reference/`` (a 12-layer Llama that downcycle pretrained on the shipped corpus):
 
 1. ``corpus/``: the shipped corpus packed with the reference's tokenizer (its own pretraining split);
-2. ``analysis/``: layer distances, Block Influence and the SLEB search on calibration text;
+2. ``analysis/``: layer distances and Block Influence on calibration text;
 3. ``cut-first/`` (the seed's first-k) and ``cut-block/`` (Gromov et al.'s best block), 75% depth;
 4. ``healed-*``: each cut healed by LoRA and by distillation from the reference;
 5. ``eval/`` and ``compare/``: validation loss, perplexity and bits per byte of every model;
