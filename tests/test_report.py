@@ -239,3 +239,12 @@ def test_a_moved_experiment_is_read_the_same(experiment, tmp_path):  # noqa: F81
     after = {m.name: (m.role, m.parent, m.results.tasks["loss"].metrics["nll"].value if m.results else None)
              for m in discover(moved).models}
     assert after == before
+
+
+def test_distillation_curves_show_the_lm_term_beside_validation_loss():
+    from downcycle.report.figures import train_series
+
+    records = [{"step": 0, "split": "val", "tokens": 0, "loss": 4.9},
+               {"step": 1, "split": "train", "tokens": 4096, "loss": 2.4, "lm_loss": 4.8, "kl": 0.04},
+               {"step": 2, "split": "train", "tokens": 8192, "loss": 4.7}]
+    assert train_series(records) == [(4096, 4.8), (8192, 4.7)]

@@ -73,6 +73,12 @@ def _trained(exp: Experiment) -> list[tuple[Model, Stage]]:
     return [(m, m.stage) for m in exp.models if m.stage is not None and m.stage.kind == "train" and (m.stage.path / LOG_NAME).is_file()]
 
 
+def train_series(records: list[dict]) -> list[tuple[int, float]]:
+    """(tokens, loss) of a run's train records, comparable with its validation loss: the LM term
+    (``lm_loss``) where the objective adds more (distillation's KL), else the loss itself."""
+    return [(r["tokens"], r.get("lm_loss", r["loss"])) for r in records if r.get("split") == "train" and "loss" in r]
+
+
 def loss_figures(exp: Experiment, out: Path) -> list[Figure]:
     """All healing runs' loss curves overlaid (train loss lines, validation loss markers, one colour a
     run), then one figure per training run (the reference's pretraining included)."""
@@ -89,7 +95,7 @@ def loss_figures(exp: Experiment, out: Path) -> list[Figure]:
         colors = plt.get_cmap("tab10").colors
         for i, (model, stage) in enumerate(healed):
             records, color = read_log(stage.path / LOG_NAME), colors[i % 10]
-            train = [(r["tokens"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r]
+            train = train_series(records)
             val = [(r["tokens"], r["loss"]) for r in records if r.get("split") == "val" and "loss" in r]
             if train:
                 ax.plot(*zip(*train), "-", color=color, alpha=0.55, linewidth=1.0, label=f"{model.name} train")
@@ -104,7 +110,8 @@ def loss_figures(exp: Experiment, out: Path) -> list[Figure]:
         fig.savefig(out / "loss_all.png")
         plt.close(fig)
         figures.append(Figure("loss_all.png", "loss curves of every healing run",
-                              "Train loss per logged step and validation loss at each evaluation, against tokens trained."))
+                              "Train loss per logged step (for distillation its LM term, without the KL term) and validation loss at each "
+                              "evaluation, against tokens trained."))
     for model, stage in runs:
         target = f"loss-{_slug(model.name)}.png"
         method = stage.manifest["config"].get("method")
