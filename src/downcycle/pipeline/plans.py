@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..analysis.strategies import get_strategy
 from ..errors import DowncycleError
 from ..plan import Plan
 
@@ -21,7 +22,6 @@ __all__ = ["plan_from_scores", "write_plan"]
 def plan_from_scores(scores: dict[str, Any], strategy: str, keep: int, metric: str | None = None) -> Plan:
     """The plan ``strategy`` makes from ``scores`` (a parsed ``scores.json``) keeping ``keep`` layers."""
     from ..analysis.analyze import check_metric
-    from ..analysis.strategies import get_strategy
 
     strat = get_strategy(strategy)
     metric = check_metric(strat, metric)
@@ -47,7 +47,7 @@ def write_plan(analysis_dir: Path, path: Path, strategy: str, keep: int, num_lay
     """Derive the plan from ``analysis_dir/scores.json`` (when the strategy ranks by scores) and write
     it to ``path`` atomically; returns the kept layers."""
     scores: dict[str, Any] = {"num_layers": num_layers}
-    if metric is not None or strategy not in ("first", "first-last", "uniform"):
+    if metric is not None or get_strategy(strategy).metric_kinds:  # it ranks by the analysis's scores
         scores_path = Path(analysis_dir) / "scores.json"
         if not scores_path.is_file():
             raise DowncycleError(f"{scores_path}: missing; the analysis stage must run first")

@@ -101,7 +101,7 @@ def run_stages(recipe: Recipe, out: Path, stages: list[Stage], from_stage: str |
     state["recipe"] = str(recipe.path.resolve())
     start = time.perf_counter()
     for i, stage in enumerate(stages, 1):
-        if not must[stage.name] and not any(a in result.ran for a in stage.after):
+        if not must[stage.name]:
             print(f"[{i}/{len(stages)}] {stage.name}: done, skipped", flush=True)
             result.skipped.append(stage.name)
             continue
@@ -126,7 +126,7 @@ def marker(stage: Stage, out: Path) -> Path:
 def stage_key(stage: Stage, out: Path) -> str:
     """What decides a stage's output: its config, its strategy choice, and the manifests it reads."""
     config = output_dict(stage.config) if dataclasses.is_dataclass(stage.config) else stage.config
-    upstream = {a: _sha(out / a / MANIFEST_NAME) for a in stage.after if a != "report"}
+    upstream = {a: _sha(out / a / MANIFEST_NAME) for a in stage.after}
     doc = {"kind": stage.kind, "config": config, "choice": stage.choice, "upstream": upstream, "reference": stage.reference}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 

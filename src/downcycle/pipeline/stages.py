@@ -23,9 +23,7 @@ from ..errors import DowncycleError
 from ..recipe import AnalyzeConfig, CompareConfig, CutConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
 from .recipe_file import CutSpec, Recipe
 
-__all__ = ["Stage", "build_stages", "SCORE_FREE_STRATEGIES"]
-
-SCORE_FREE_STRATEGIES = ("first", "first-last", "uniform")
+__all__ = ["Stage", "build_stages"]
 
 
 @dataclass
@@ -60,7 +58,7 @@ def _wrap(where: str, build: Any) -> Any:
 
 def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> list[Stage]:
     """Every stage of ``recipe`` writing under ``out``; with ``depths`` (a sweep) each cut is made at each depth."""
-    from ..analysis.strategies import resolve_keep
+    from ..analysis.strategies import get_strategy, resolve_keep
     from ..layerspec import parse_layers
     from ..loading import read_config, resolve_source
 
@@ -75,18 +73,15 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     stages = [Stage("corpus", "data", _wrap(f"{where}: data", lambda: DataConfig(**recipe.data, out=out / "corpus")))]
     corpus = out / "corpus"
 
-    cuts: list[tuple[CutSpec, str | None]] = []
+    cuts: list[tuple[CutSpec, str | None, int | None]] = []  # (spec, sweep depth, layers kept when chosen by `keep`)
     for spec in recipe.cuts:
-        if depths and spec.keep is not None:
-            cuts.extend((spec, d) for d in depths)
-        else:
-            cuts.append((spec, None))
-    keeps = []
-    for i, (spec, depth) in enumerate(cuts):
-        keep = depth or spec.keep
-        if keep is not None:
-            keeps.append(_wrap(f"{where}: cuts[{recipe.cuts.index(spec)}].keep", lambda k=keep: resolve_keep(k, num_layers)))
-    need_nll = any(spec.strategy == "nll" or spec.metric == "nll" for spec, _ in cuts)
+        for depth in (depths if depths and spec.keep is not None else [None]):
+            keep = depth or spec.keep
+            count = None if keep is None else _wrap(f"{where}: cuts[{recipe.cuts.index(spec)}].keep",
+                                                    lambda k=keep: resolve_keep(k, num_layers))
+            cuts.append((spec, depth, count))
+    keeps = [count for _, _, count in cuts if count is not None]
+    need_nll = any(spec.strategy == "nll" or spec.metric == "nll" for spec, _, _ in cuts)
     analyze_keep = str(min(keeps)) if keeps else str(max(1, round(0.75 * num_layers)))
     analyze = _wrap(f"{where}: analyze", lambda: AnalyzeConfig(
         model=recipe.reference, out=out / "analysis", keep=analyze_keep, strategy="nll" if need_nll else "block",
@@ -95,7 +90,7 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
 
     models: list[tuple[str, str, dict[str, Any]]] = [("reference", recipe.reference, {"role": "reference", "layers": num_layers})]
     cut_stages: dict[str, list[Stage]] = {}
-    for spec, depth in cuts:
+    for spec, depth, count in cuts:
         name = f"cut-{spec.name}" + (f"-{depth}" if depth else "")
         index = recipe.cuts.index(spec)
         info = {"role": "cut", "cut": spec.name, "strategy": spec.strategy if spec.layers is None else "layers", "depth": depth}
@@ -104,11 +99,10 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
             config = CutConfig(source=recipe.reference, out=out / name, layers=spec.layers)
             stage = Stage(name, "cut", config, info={**info, "layers": len(kept)})
         else:
-            keep = depth or spec.keep
-            count = resolve_keep(keep, num_layers)
             config = CutConfig(source=recipe.reference, out=out / name, plan=out / "plans" / f"{name}.json")
             choice = {"strategy": spec.strategy, "keep": count, "metric": spec.metric, "num_layers": num_layers}
-            after = [] if spec.strategy in SCORE_FREE_STRATEGIES and spec.metric is None else ["analysis"]
+            scored = spec.metric is not None or bool(get_strategy(spec.strategy).metric_kinds)  # ranks by the analysis's scores
+            after = ["analysis"] if scored else []
             stage = Stage(name, "cut", config, after, choice, {**info, "layers": count})
         stages.append(stage)
         cut_stages.setdefault(spec.name, []).append(stage)
