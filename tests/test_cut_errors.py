@@ -164,8 +164,9 @@ def test_not_enough_disk_space(capsys, src, tmp_path, monkeypatch):
     assert_clean_failure(code, err, tmp_path / "out", "not enough free disk space")
 
 
+@pytest.mark.parametrize("sharding", [[], ["--max-shard-size", "10KB", "--threads", "3"]], ids=["one-file", "concurrent-shards"])
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, OSError])
-def test_failure_mid_write_leaves_nothing(capsys, src, tmp_path, monkeypatch, exc):
+def test_failure_mid_write_leaves_nothing(capsys, src, tmp_path, monkeypatch, exc, sharding):
     calls = []
 
     def boom(*args, **kwargs):
@@ -175,10 +176,10 @@ def test_failure_mid_write_leaves_nothing(capsys, src, tmp_path, monkeypatch, ex
     monkeypatch.setattr(writer, "_copy_range", boom)
     out = tmp_path / "out"
     if exc is KeyboardInterrupt:
-        code, err = run(capsys, "cut", src, out, "--layers", "0-3")
+        code, err = run(capsys, "cut", src, out, "--layers", "0-3", *sharding)
         assert code == 130 and "interrupted" in err
     else:
-        code, err = run(capsys, "cut", src, out, "--layers", "0-3")
+        code, err = run(capsys, "cut", src, out, "--layers", "0-3", *sharding)
         assert_clean_failure(code, err, out, "simulated I/O failure")
     assert calls and not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
@@ -187,3 +188,8 @@ def test_failure_mid_write_leaves_nothing(capsys, src, tmp_path, monkeypatch, ex
 def test_output_inside_source_refused(capsys, src):
     code, err = run(capsys, "cut", src, src / "sub", "--layers", "0-3")
     assert_clean_failure(code, err, src / "sub", "must not be the source")
+
+
+def test_negative_threads(capsys, src, tmp_path):
+    code, err = run(capsys, "cut", src, tmp_path / "out", "--layers", "0-3", "--threads", "-1")
+    assert_clean_failure(code, err, tmp_path / "out", "--threads", "-1")

@@ -17,22 +17,7 @@ from typing import Any
 
 from . import __version__
 from .errors import DowncycleError
-from .recipe import (
-    AnalyzeConfig,
-    CardConfig,
-    CompareConfig,
-    ConvertConfig,
-    CutConfig,
-    DataConfig,
-    DemoConfig,
-    EvalConfig,
-    GenerateConfig,
-    LsConfig,
-    ReportConfig,
-    RunConfig,
-    SweepConfig,
-    TrainConfig,
-)
+from . import recipe
 
 
 def _run_cut(cfg: CutConfig) -> None:
@@ -172,23 +157,29 @@ def _pipeline_summary(result: Any, dry_run: bool) -> None:
         print(f"report: {report}")
 
 
-# name -> (config class, runner)
-COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
-    "cut": (CutConfig, _run_cut),
-    "convert": (ConvertConfig, _run_convert),
-    "demo": (DemoConfig, _run_demo),
-    "train": (TrainConfig, _run_train),
-    "analyze": (AnalyzeConfig, _run_analyze),
-    "ls": (LsConfig, _run_ls),
-    "eval": (EvalConfig, _run_eval),
-    "compare": (CompareConfig, _run_compare),
-    "data": (DataConfig, _run_data),
-    "generate": (GenerateConfig, _run_generate),
-    "report": (ReportConfig, _run_report),
-    "card": (CardConfig, _run_card),
-    "run": (RunConfig, _run_run),
-    "sweep": (SweepConfig, _run_sweep),
+# name -> (config class name in downcycle.recipe, runner); a class is imported when its command is
+# built, so that a run imports the one config module it uses
+COMMANDS: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "cut": ("CutConfig", _run_cut),
+    "convert": ("ConvertConfig", _run_convert),
+    "demo": ("DemoConfig", _run_demo),
+    "train": ("TrainConfig", _run_train),
+    "analyze": ("AnalyzeConfig", _run_analyze),
+    "ls": ("LsConfig", _run_ls),
+    "eval": ("EvalConfig", _run_eval),
+    "compare": ("CompareConfig", _run_compare),
+    "data": ("DataConfig", _run_data),
+    "generate": ("GenerateConfig", _run_generate),
+    "report": ("ReportConfig", _run_report),
+    "card": ("CardConfig", _run_card),
+    "run": ("RunConfig", _run_run),
+    "sweep": ("SweepConfig", _run_sweep),
 }
+
+
+def config_class(command: str) -> type:
+    """The config dataclass of ``command``."""
+    return getattr(recipe, COMMANDS[command][0])
 
 
 def _unwrap(tp: Any) -> Any:
@@ -227,9 +218,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="downcycle", description="Make smaller language models out of big pretrained ones, and prove how good they are.")
     parser.add_argument("--version", action="version", version=f"downcycle {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (cls, _) in COMMANDS.items():
+    for name in COMMANDS:
         if only is not None and name != only:
             continue
+        cls = config_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         add_config_arguments(sub.add_parser(name, help=doc, description=doc), cls)
     return parser
@@ -243,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``downcycle`` and ``python -m downcycle``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     args = vars(build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv))
-    cls, runner = COMMANDS[args.pop("command")]
+    command = args.pop("command")
+    cls, runner = config_class(command), COMMANDS[command][1]
     signal.signal(signal.SIGTERM, _sigterm)  # so a killed run cleans up like Ctrl-C
     try:
         runner(cls(**args))
@@ -260,4 +253,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "config_class", "COMMANDS"]

@@ -8,6 +8,7 @@ Memory use is independent of the model's size, and torch is never imported.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def cut(config: CutConfig) -> CutResult:
     check_free_space(out, total)
     metadata = {"format": "pt", **ckpt.metadata}
     with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar:
-        names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None)
+        names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=_threads(config.threads))
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
         copy_sidecars(src, tmp, rewritten={"config.json", MERGEKIT_NAME})
         if planned is not None:  # the analysis that chose the layers, beside the weights
@@ -135,6 +136,14 @@ def _dtype(config: dict, tensors: dict, layout: LayerLayout) -> str | None:
         return declared
     first = layout.layers[0][0]
     return _ST_DTYPES.get(tensors[first].dtype)
+
+
+def _threads(requested: int) -> int:
+    """``--threads``, with 0 meaning one per usable CPU core (at most 8)."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, 8)
 
 
 class _progress:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,7 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     parent = out.absolute().parent
     if not parent.is_dir():
         raise DowncycleError(f"{parent}: parent directory of the output does not exist")
-    tag = uuid.uuid4().hex[:8]
+    tag = os.urandom(4).hex()
     tmp = parent / f".{out.name}.tmp-{tag}"
     tmp.mkdir()
     try:

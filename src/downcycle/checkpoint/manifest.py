@@ -7,15 +7,14 @@ matches its config can be skipped.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ def versions() -> dict[str, str | None]:
     ``sys.path``, first match winning as it does for ``importlib.metadata`` (which this avoids: its
     import alone costs more than a small cut), falling back to ``importlib.metadata`` for a library
     installed another way (e.g. an egg-info)."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": "{}.{}.{}".format(*sys.version_info[:3])}
     found: dict[str, str] = {}
     for entry in sys.path:
         try:
@@ -111,7 +110,7 @@ def write_manifest(directory: Path, stage: str, config: dict[str, Any], inputs: 
         "versions": versions(),
         "git_revision": git_revision(),
         "command": sys.argv,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),  # ISO 8601, UTC (no datetime import)
     }
     path = Path(directory) / MANIFEST_NAME
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

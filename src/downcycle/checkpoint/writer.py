@@ -3,7 +3,9 @@
 Each output shard is a fresh header followed by the kept tensors' bytes, copied file-to-file with
 ``os.copy_file_range`` (in-kernel, reflinks where the filesystem can), ``os.sendfile`` where that is
 refused, and a buffered copy as the last resort. Runs of tensors that are adjacent in the source are
-copied with one call, so a decoder layer usually costs one system call.
+copied with one call, so a decoder layer usually costs one system call. Output shards are written
+concurrently, one thread per file (an in-kernel copy releases the GIL, and two streams move more
+bytes per second than one, both through the page cache and on NVMe).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import errno
 import json
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,25 +113,74 @@ def _dominant_residue(shard: OutShard) -> int | None:
     return best if best % _ALIGN == 0 else None
 
 
-def write_shards(out_dir: Path, shards: list[OutShard], metadata: dict[str, str], progress: Progress | None = None) -> list[str]:
-    """Write ``shards`` into ``out_dir`` (plus the index when there are several).
+def write_shards(
+    out_dir: Path, shards: list[OutShard], metadata: dict[str, str], progress: Progress | None = None, threads: int = 1
+) -> list[str]:
+    """Write ``shards`` into ``out_dir`` (plus the index when there are several), up to ``threads``
+    files at a time, largest first. The first error (or Ctrl-C) stops every copy within one chunk
+    and is raised here, after all threads have finished with ``out_dir``.
 
     Returns:
         The shard file names written.
     """
     names = shard_names(len(shards))
-    weight_map: dict[str, str] = {}
-    for name, shard in zip(names, shards):
-        with (out_dir / name).open("wb") as dst:
-            dst.write(encode_header(shard, metadata))
-            dst.flush()
-            for src, start, length in _runs(shard.tensors):
-                _copy_range(src, start, length, dst.fileno(), progress)
-        weight_map.update((t, name) for t, _ in shard.tensors)
+    jobs = sorted(zip(names, shards), key=lambda job: -job[1].nbytes)
+    workers = max(1, min(threads, len(jobs)))
+    if workers == 1:
+        for name, shard in jobs:
+            _write_shard(out_dir / name, shard, metadata, progress, None)
+    else:
+        _write_concurrently(out_dir, jobs, metadata, progress, workers)
     if len(shards) > 1:
+        weight_map = {t: name for name, shard in zip(names, shards) for t, _ in shard.tensors}
         index = {"metadata": {"total_size": sum(s.nbytes for s in shards)}, "weight_map": weight_map}
         (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     return names
+
+
+def _write_shard(path: Path, shard: OutShard, metadata: dict[str, str], progress: Progress | None, stop: threading.Event | None) -> None:
+    with path.open("wb") as dst:
+        dst.write(encode_header(shard, metadata))
+        dst.flush()
+        for src, start, length in _runs(shard.tensors):
+            _copy_range(src, start, length, dst.fileno(), progress, stop)
+
+
+def _write_concurrently(out_dir: Path, jobs: list[tuple[str, OutShard]], metadata: dict[str, str], progress: Progress | None, workers: int) -> None:
+    pending, lock, stop = iter(jobs), threading.Lock(), threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                job = next(pending, None)
+            if job is None:
+                return
+            try:
+                _write_shard(out_dir / job[0], job[1], metadata, progress, stop)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread below
+                if not isinstance(e, _Stopped):
+                    errors.append(e)
+                stop.set()
+                return
+
+    pool = [threading.Thread(target=work, name=f"downcycle-copy-{i}", daemon=True) for i in range(workers)]
+    for t in pool:
+        t.start()
+    try:
+        for t in pool:
+            t.join()
+    except BaseException:  # Ctrl-C (or SIGTERM) in the main thread: stop the copies, then clean up
+        stop.set()
+        for t in pool:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+
+
+class _Stopped(Exception):
+    """Another copy failed or was interrupted: this one gives up between chunks."""
 
 
 def _runs(tensors: list[tuple[str, TensorEntry]]) -> list[tuple[Path, int, int]]:
@@ -142,11 +194,13 @@ def _runs(tensors: list[tuple[str, TensorEntry]]) -> list[tuple[Path, int, int]]
     return runs
 
 
-def _copy_range(src: Path, start: int, length: int, dst_fd: int, progress: Progress | None) -> None:
+def _copy_range(src: Path, start: int, length: int, dst_fd: int, progress: Progress | None, stop: threading.Event | None = None) -> None:
     with src.open("rb") as f:
         fd, done = f.fileno(), 0
         position = os.lseek(dst_fd, 0, os.SEEK_CUR)
         while done < length:
+            if stop is not None and stop.is_set():
+                raise _Stopped
             # end each call on a 64 KiB destination boundary, so the next one starts on one
             n = min(_CHUNK - (position + done) % _BLOCK, length - done)
             copied = _copy_chunk(fd, start + done, n, dst_fd)

@@ -23,6 +23,7 @@ class CutConfig:
     force: bool = arg("replace OUT if it exists", False, affects_output=False)
     max_shard_size: str = arg("largest output shard, e.g. 5GB or 500MiB", "5GB")
     progress: bool = arg("show a progress bar on large cuts", True, affects_output=False)
+    threads: int = arg("output shards copied at once (0: one per CPU core, at most 8)", 0, affects_output=False)
     keep: str | None = arg("instead of a selection: analyze SRC on --data first and keep this many layers (24) or this fraction (0.75)", metavar="K")
     strategy: str = arg("with --keep: how the analysis chooses (first, first-last, uniform, block, bi, nll; see `downcycle ls`)", "block")
     data: str | None = arg("with --keep: calibration text for the analysis (see `downcycle analyze`)", metavar="DATA")
@@ -31,6 +32,8 @@ class CutConfig:
         given = [name for name in ("layers", "drop", "plan", "keep") if getattr(self, name) is not None]
         if len(given) != 1:
             raise DowncycleError("cut needs exactly one of --layers, --drop or --plan (or --keep with --data)" + (f" (got {', '.join('--' + g for g in given)})" if given else ""))
+        if self.threads < 0:
+            raise DowncycleError(f"--threads: {self.threads} must be 0 (one per CPU core) or more")
         if self.keep is not None and self.data is None:
             raise DowncycleError("cut --keep needs --data (calibration text for the analysis that chooses the layers)")
         self.out = Path(self.out)
