@@ -6,6 +6,10 @@ Both train the same tiny Llama (built locally, ``--hidden``/``--layers``, the ex
 steps, AdamW (each tool's default: torch's fused AdamW on both), cosine schedule, clipping at 1.0, fp32 on the CPU, a loss record every 10 steps, no
 evaluation and no checkpoints. LoRA: r=16, alpha=32, dropout 0.05, all linear layers, on both.
 
+A third run, ``bare``, is the floor: the same model, batches, AdamW, schedule and clipping in a
+plain PyTorch loop with nothing around it (no logging, checkpoints, progress or accounting); its speed
+bounds what any tool running this arithmetic can reach.
+
 Each timed run is a fresh subprocess with ``torch.set_num_threads(--threads)``; the clock covers the
 training loop only (``Trainer.train()`` on both sides: model loading and saving excluded). The tools
 take turns for ``--repeats`` rounds and the best run of each is compared (the machine is shared, so
@@ -54,6 +58,35 @@ def _worker(args: argparse.Namespace) -> dict:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         trainer.logger.close()
         loss = trainer.last_train_loss
+    elif args.impl == "bare":  # the floor: the same arithmetic with no framework around it
+        from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+
+        model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
+        if args.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                                                     target_modules="all-linear", task_type="CAUSAL_LM"))
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=True)
+        sched = get_cosine_schedule_with_warmup(opt, 0, steps)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+        keep, loss_value = torch.arange(train.seq_len - 1), float("nan")
+        start, cpu = time.perf_counter(), time.process_time()
+        for step in range(steps):
+            ids = torch.stack([torch.as_tensor(train[int(i)]["input_ids"]) for i in order[step * batch : (step + 1) * batch]]).long()
+            logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if (step + 1) % 10 == 0:
+                loss_value = loss.item()
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        loss = loss_value
     else:
         from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, default_data_collator
 
@@ -132,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         best: dict[str, dict] = {}
         cpu_best: dict[str, float] = {}
         for _ in range(args.repeats):
-            for impl in ("downcycle", "hf-trainer"):
+            for impl in ("downcycle", "hf-trainer", "bare"):
                 with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
                     cmd = [sys.executable, __file__, "--impl", impl, "--method", method, "--model", str(model), "--corpus", str(corpus),
                            "--out", str(Path(tmp) / "out"), "--steps", str(args.steps), "--micro-batch", str(args.micro_batch),
@@ -145,12 +178,15 @@ def main(argv: list[str] | None = None) -> int:
                 if impl not in best or run["tokens_per_s"] > best[impl]["tokens_per_s"]:
                     best[impl] = run
                 cpu_best[impl] = max(cpu_best.get(impl, 0.0), run["tokens_per_cpu_s"])
-        d, h = best["downcycle"], best["hf-trainer"]
+        d, h, b = best["downcycle"], best["hf-trainer"], best["bare"]
         print(f"{method:5s}  downcycle {d['tokens_per_s']:9,.0f} tok/s (loss {d['loss']:.3f})   "
               f"HF Trainer{' + peft' if method == 'lora' else ''} {h['tokens_per_s']:9,.0f} tok/s (loss {h['loss']:.3f})   "
               f"ratio {d['tokens_per_s'] / h['tokens_per_s']:.2f}x   "
               f"(per CPU second: {cpu_best['downcycle']:,.0f} vs {cpu_best['hf-trainer']:,.0f}, "
               f"ratio {cpu_best['downcycle'] / cpu_best['hf-trainer']:.2f}x)")
+        print(f"{'':5s}  floor (bare loop, same arithmetic) {b['tokens_per_s']:9,.0f} tok/s (loss {b['loss']:.3f}), "
+              f"{cpu_best['bare']:,.0f} per CPU second: downcycle reaches {cpu_best['downcycle'] / cpu_best['bare']:.2f}x of it; "
+              f"no tool doing this arithmetic can beat the Trainer by more than {cpu_best['bare'] / cpu_best['hf-trainer']:.2f}x (CPU)")
     return 0
 
 
