@@ -45,6 +45,9 @@ class TrainConfig:
     log_every: int = arg("write a train-loss record every N optimizer steps", 1)
     # numerics and memory
     precision: str = arg("auto (bf16 autocast on a GPU that supports it, else fp32), bf16 or fp32", "auto")
+    lm_loss: str = arg("LM loss over the vocabulary: full (the model's logits), chunked (the output layer and cross-entropy a few "
+                       "hundred positions at a time, the logits never held whole) or auto (chunked when a micro-batch's float32 "
+                       "logits would exceed 1 GiB)", "auto")
     gradient_checkpointing: bool = arg("recompute activations in the backward pass to save memory", False)
     train_layers: str | None = arg("full/distill: train only these decoder layers, e.g. '-4:' (the last four); all when unset", metavar="SPEC")
     train_modules: str | None = arg("full/distill: also train these module name prefixes, e.g. 'lm_head,model.norm' (only with --train-layers)", metavar="NAMES")
@@ -71,7 +74,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, Path(getattr(self, name)))
         choices = {"optimizer": ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"),
-                   "schedule": ("cosine", "linear", "constant"), "precision": ("auto", "bf16", "fp32"),
+                   "schedule": ("cosine", "linear", "constant"), "precision": ("auto", "bf16", "fp32"), "lm_loss": ("auto", "full", "chunked"),
                    "teacher_dtype": ("auto", "bfloat16", "float16", "float32"), "device": ("auto", "cpu", "cuda")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

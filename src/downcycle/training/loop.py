@@ -19,8 +19,7 @@ from ..recipe import TrainConfig, to_dict
 from .batches import StepPlan, collate, eval_batches
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .logging import build_loggers
-from .losses import lm_loss_sum
-from .methods import Method, forward_logits
+from .methods import Method
 
 __all__ = ["Trainer", "TrainingDiverged", "resolve_precision", "run_dir_for"]
 
@@ -99,6 +98,9 @@ class Trainer:
 
         optimizer = build_optimizer(cfg.optimizer, list(model.parameters()), cfg.lr, cfg.weight_decay)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        note = self.method.configure_lm_loss(self.model, cfg, self.seq_len)
+        if note:
+            self.notes.append(note)
         # Not acc.prepare'd: accelerate would step it once per process per optimizer step.
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.warmup_steps, cfg.schedule)
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -232,7 +234,7 @@ class Trainer:
         with torch.no_grad(), self.acc.autocast():
             for indices in eval_batches(len(self.val_set), self.config.micro_batch, self.rank, self.world, self.config.eval_max_seqs):
                 batch = collate(self.val_set, indices, self.acc.device)
-                nll, tokens = lm_loss_sum(forward_logits(self.model, batch), batch["input_ids"])
+                nll, tokens = self.method.lm_loss(self.model, batch)
                 sums += torch.tensor([nll.item(), float(tokens)], dtype=torch.float64, device=self.acc.device)
         self.model.train(was_training)
         total = self.acc.reduce(sums, reduction="sum")
