@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from downcycle.checkpoint import open_checkpoint, plan_shards, write_shards
-from downcycle.checkpoint import writer
+from downcycle.checkpoint import open_checkpoint, plan_shards, write_shards, writer
 from downcycle.checkpoint.writer import parse_size
 
 

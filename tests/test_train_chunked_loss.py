@@ -14,13 +14,7 @@ from downcycle.training import methods, run_train
 from downcycle.training.losses import chunked_lm_loss_sum
 from train_support import datasets, train_config, weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(n=37, hidden=16, vocab=50, bias=True, seed=0):

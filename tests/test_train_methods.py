@@ -12,14 +12,7 @@ from downcycle.errors import DowncycleError
 from downcycle.training import run_train
 from train_support import TOKENIZER_VOCAB, datasets, train_config, weights
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matmuls are far faster on one thread than with OpenMP sync on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _logits(path_or_model, ids):

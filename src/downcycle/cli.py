@@ -13,11 +13,28 @@ import sys
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, recipe
 from .errors import DowncycleError
-from . import recipe
+
+if TYPE_CHECKING:
+    from .recipe import (
+        AnalyzeConfig,
+        CardConfig,
+        CompareConfig,
+        ConvertConfig,
+        CutConfig,
+        DataConfig,
+        DemoConfig,
+        EvalConfig,
+        GenerateConfig,
+        LsConfig,
+        ReportConfig,
+        RunConfig,
+        SweepConfig,
+        TrainConfig,
+    )
 
 
 def _run_cut(cfg: CutConfig) -> None:
