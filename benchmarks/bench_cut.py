@@ -278,7 +278,9 @@ def bench_size(size_gb: float, workdir: Path, repeats: int, mergekit: Path | str
     subprocess.run([*dc[:5], str(ref), *dc[6:]], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kept = verify_cut(src, ref)
     written = sum(p.stat().st_size for p in ref.iterdir())
-    streams = copy_streams()
+    from downcycle.cut import copy_threads
+
+    streams = copy_threads()  # as many cp processes as files downcycle copies at once by default
     tools = {"downcycle": (dc, [src]), "floor (cp -r)": (["cp", "-r", str(ref), str(out)], [ref]),
              f"floor ({streams} x cp)": (parallel_cp(ref, out, streams), [ref])}
     if not isinstance(mergekit, str):
@@ -295,11 +297,6 @@ def bench_size(size_gb: float, workdir: Path, repeats: int, mergekit: Path | str
     print(f"  {src}: {src_bytes / 1e9:.2f} GB; the cut keeps {kept / 1e9:.3f} GB of tensors and writes "
           f"{written / 1e9:.3f} GB; its output was verified", flush=True)
     return rows
-
-
-def copy_streams() -> int:
-    """How many files ``downcycle cut`` copies at once by default: one per usable core, at most 8."""
-    return min(len(os.sched_getaffinity(0)), 8)
 
 
 def parallel_cp(ref: Path, out: Path, streams: int) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from downcycle.errors import DowncycleError
-from downcycle.training import methods, run_train
+from downcycle.training import lm_loss, run_train
 from downcycle.training.losses import chunked_lm_loss_sum
 from train_support import datasets, train_config, weights
 
@@ -97,7 +97,7 @@ def test_auto_chunks_only_large_logits(tiny_model, tmp_path, monkeypatch):
     src = tiny_model("llama")
     small = run_train(train_config(src, tmp_path / "a", max_steps=1), datasets=datasets())
     assert not any("LM loss chunked" in n for n in small.notes)  # 4 x 31 x 128 float32 logits: tiny
-    monkeypatch.setattr(methods, "AUTO_CHUNK_FROM_BYTES", 1000)
+    monkeypatch.setattr(lm_loss, "AUTO_CHUNK_FROM_BYTES", 1000)
     large = run_train(train_config(src, tmp_path / "b", max_steps=1), datasets=datasets())
     assert any("LM loss chunked" in n for n in large.notes)
 
@@ -126,6 +126,6 @@ def test_the_probe_catches_a_head_it_does_not_know(tiny_model, tmp_path, monkeyp
     src = tiny_model("llama")
     with pytest.raises(DowncycleError, match="--lm-loss chunked: this model's loss is not"):
         run_train(train_config(src, tmp_path / "a", lm_loss="chunked", max_steps=1), datasets=datasets())
-    monkeypatch.setattr(methods, "AUTO_CHUNK_FROM_BYTES", 1000)
+    monkeypatch.setattr(lm_loss, "AUTO_CHUNK_FROM_BYTES", 1000)
     result = run_train(train_config(src, tmp_path / "b", max_steps=1), datasets=datasets())
     assert not any("LM loss chunked" in n for n in result.notes)  # trained on the model's own (scaled) loss

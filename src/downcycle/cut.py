@@ -30,7 +30,7 @@ MERGEKIT_NAME = "mergekit.yaml"
 ANALYSIS_DIR = "analysis"  # cut --keep: plan.json, scores.json and plots of the analysis
 _PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 
-__all__ = ["cut", "CutResult", "select_layers"]
+__all__ = ["cut", "copy_threads", "CutResult", "select_layers"]
 
 
 @dataclass
@@ -83,7 +83,7 @@ def cut(config: CutConfig) -> CutResult:
     check_free_space(out, total)
     metadata = {"format": "pt", **ckpt.metadata}
     with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar:
-        names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=_threads(config.threads))
+        names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=copy_threads(config.threads))
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
         copy_sidecars(src, tmp, rewritten={"config.json", MERGEKIT_NAME})
         if planned is not None:  # the analysis that chose the layers, beside the weights
@@ -138,7 +138,7 @@ def _dtype(config: dict, tensors: dict, layout: LayerLayout) -> str | None:
     return _ST_DTYPES.get(tensors[first].dtype)
 
 
-def _threads(requested: int) -> int:
+def copy_threads(requested: int = 0) -> int:
     """``--threads``, with 0 meaning one per usable CPU core (at most 8)."""
     if requested:
         return requested

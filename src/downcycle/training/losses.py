@@ -8,6 +8,7 @@ a Neural Network" (2015): both distributions are softened by ``T`` and the KL te
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ def lm_loss_sum(logits: Any, input_ids: Any) -> tuple[Any, int]:
 
     Args:
         logits: ``(B, T-1, V)`` scores of the positions that have a next token (see
-            :func:`downcycle.training.methods.forward_logits`), or ``(B, T, V)`` for all positions.
+            :func:`downcycle.training.lm_loss.forward_logits`), or ``(B, T, V)`` for all positions.
         input_ids: ``(B, T)`` tokens; the labels are the same tokens shifted left by one.
 
     Returns:
@@ -65,7 +66,7 @@ def chunked_lm_loss_sum(hidden: Any, weight: Any, bias: Any, targets: Any, chunk
     import torch
 
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
-        return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk_rows)
+        return _chunked_function().apply(hidden, weight, bias, targets, chunk_rows)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_rows):
         logits = _chunk_logits(hidden[start : start + chunk_rows], weight, bias)
@@ -80,7 +81,9 @@ def _chunk_logits(hidden: Any, weight: Any, bias: Any) -> Any:
     return F.linear(hidden, weight, bias).float()  # in the autocast dtype when autocast is on, as the model's head
 
 
-def _make_chunked_function() -> Any:
+@functools.cache
+def _chunked_function() -> Any:
+    """The autograd Function, built on first use (this module does not import torch at import time)."""
     import torch
 
     class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -120,19 +123,6 @@ def _make_chunked_function() -> Any:
     return ChunkedLinearCrossEntropy
 
 
-class _Lazy:
-    """The autograd Function, built on first use (this module does not import torch at import time)."""
-
-    fn: Any = None
-
-    @classmethod
-    def apply(cls, *args: Any) -> Any:
-        if cls.fn is None:
-            cls.fn = _make_chunked_function()
-        return cls.fn.apply(*args)
-
-
-_ChunkedLinearCrossEntropy = _Lazy
 
 
 def forward_kl(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
