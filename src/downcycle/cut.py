@@ -8,22 +8,19 @@ Memory use is independent of the model's size, and torch is never imported.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .architecture import LayerLayout, infer_layout
-from .checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, write_manifest, write_shards
-from .checkpoint.manifest import prefetch_provenance
-from .checkpoint.sidecars import copy_sidecars
-from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
+from .checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, start_shards
+from .checkpoint.safetensors_index import INDEX_NAME
+from .checkpoint.writer import usable_cores
 from .errors import DowncycleError
 from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
 from .loading import read_config, resolve_source
 from .plan import load_plan
 from .recipe import CutConfig, output_dict, to_dict
-from .report.card import write_card
 from .surgery import cut_config, describe, tensor_plan
 
 MERGEKIT_NAME = "mergekit.yaml"
@@ -60,11 +57,15 @@ def select_layers(config: CutConfig, num_layers: int) -> list[int]:
 
 
 def cut(config: CutConfig) -> CutResult:
-    """Cut ``config.source`` down (or up) to the selected layers and write it to ``config.out``."""
+    """Cut ``config.source`` down (or up) to the selected layers and write it to ``config.out``.
+
+    Only what the copy needs is done (and imported) before the shards start copying, in background
+    threads; the small files, hashes and provenance are written meanwhile, on a core that no copy
+    is using.
+    """
     out = Path(config.out)
     if out.exists() and not config.force:  # fail before any work; atomic_output_dir checks again
         raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
-    prefetch_provenance()
     src = resolve_source(config.source)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
@@ -82,8 +83,16 @@ def cut(config: CutConfig) -> CutResult:
     total = sum(s.nbytes for s in shards)
     check_free_space(out, total)
     metadata = {"format": "pt", **ckpt.metadata}
-    with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar:
-        names = write_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=copy_threads(config.threads))
+    threads = copy_threads(config.threads)
+    with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar, \
+            start_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=threads) as copying:
+        copying.wait_for_spare_core()  # then the small files below take no CPU time from the copies
+        from .checkpoint.manifest import prefetch_provenance, write_manifest
+        from .checkpoint.safetensors_index import file_sha256
+        from .checkpoint.sidecars import copy_sidecars
+        from .report.card import write_card
+
+        prefetch_provenance()
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
         copy_sidecars(src, tmp, rewritten={"config.json", MERGEKIT_NAME})
         if planned is not None:  # the analysis that chose the layers, beside the weights
@@ -108,12 +117,12 @@ def cut(config: CutConfig) -> CutResult:
             "layer_prefix": layout.prefix,
             "lm_head": "tied" if layout.tied_embeddings else "separate",
             "bytes": total,
-            "shards": names,
+            "shards": copying.names,
             "config_notes": notes,
         }
         write_manifest(tmp, "cut", to_dict(config), inputs, outputs, hashed=output_dict(config))
         write_card(tmp)  # README.md from the manifest just written (the source's card is never copied)
-    return CutResult(out, kept, layout.num_layers, total, names, notes)
+    return CutResult(out, kept, layout.num_layers, total, copying.names, notes)
 
 
 def mergekit_yaml(source: str, kept: list[int], dtype: str | None) -> str:
@@ -142,8 +151,7 @@ def copy_threads(requested: int = 0) -> int:
     """``--threads``, with 0 meaning one per usable CPU core (at most 8)."""
     if requested:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cores, 8)
+    return min(usable_cores(), 8)
 
 
 class _progress:

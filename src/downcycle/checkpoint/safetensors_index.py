@@ -8,11 +8,11 @@ surgery is in the headers, so opening a 100 GB checkpoint reads a few kilobytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import DowncycleError
@@ -51,18 +51,25 @@ class Checkpoint:
     tensors: dict[str, TensorEntry]
     metadata: dict[str, str]
     shards: list[Path]
-    header_sha256: dict[str, str]  # shard file name -> sha256 of its header bytes (cheap identity)
+    raw_headers: dict[str, bytes] = field(repr=False)  # shard file name -> its JSON header bytes
+
+    @cached_property
+    def header_sha256(self) -> dict[str, str]:
+        """Shard file name -> sha256 of its header bytes: a cheap identity of the weights' layout."""
+        import hashlib  # here, not at import: loading OpenSSL is a few ms of a fast cut's start-up
+
+        return {name: hashlib.sha256(raw).hexdigest() for name, raw in self.raw_headers.items()}
 
     @property
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
 
-def read_header(path: Path) -> tuple[dict, int, str]:
+def read_header(path: Path) -> tuple[dict, int, bytes]:
     """Parse and validate one safetensors file's header.
 
     Returns:
-        (header without metadata plus ``__metadata__`` if present, absolute data start, header sha256)
+        (header: tensors plus ``__metadata__`` if present, absolute data start, the header's JSON bytes)
 
     Raises:
         DowncycleError: naming the file, if it is truncated or its header is corrupt.
@@ -90,7 +97,7 @@ def read_header(path: Path) -> tuple[dict, int, str]:
         if name == METADATA_KEY:
             continue
         _validate_entry(path, name, info, size - data_start)
-    return header, data_start, hashlib.sha256(raw).hexdigest()
+    return header, data_start, raw
 
 
 def _validate_entry(path: Path, name: str, info: object, data_size: int) -> None:
@@ -131,12 +138,12 @@ def open_checkpoint(directory: Path) -> Checkpoint:
         weight_map = {}
     tensors: dict[str, TensorEntry] = {}
     metadata: dict[str, str] = {}
-    hashes: dict[str, str] = {}
+    raw_headers: dict[str, bytes] = {}
     for shard in shard_names:
         path = directory / shard
         if not path.is_file():
             raise DowncycleError(f"{path}: shard named in {INDEX_NAME} is missing")
-        header, data_start, hashes[shard] = read_header(path)
+        header, data_start, raw_headers[shard] = read_header(path)
         metadata = metadata or dict(header.get(METADATA_KEY) or {})
         for name, info in header.items():
             if name == METADATA_KEY or (weight_map and weight_map.get(name) != shard):
@@ -148,7 +155,7 @@ def open_checkpoint(directory: Path) -> Checkpoint:
         shard = weight_map[missing[0]]
         raise DowncycleError(f"{directory / shard}: missing tensor {missing[0]!r} named in {INDEX_NAME}"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    return Checkpoint(directory, tensors, metadata, [directory / s for s in shard_names], hashes)
+    return Checkpoint(directory, tensors, metadata, [directory / s for s in shard_names], raw_headers)
 
 
 def _raise_no_weights(directory: Path) -> None:
@@ -163,4 +170,6 @@ def _raise_no_weights(directory: Path) -> None:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a small file (configs, indexes)."""
+    import hashlib
+
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -3,7 +3,6 @@ tokens, chat template, generation config, licence."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Collection
 from pathlib import Path
 
@@ -23,6 +22,8 @@ def copy_sidecars(source: Path, out: Path, rewritten: Collection[str] = ()) -> l
     Returns:
         The names copied.
     """
+    import shutil  # here: a cut calls this while its shards are being copied, not before
+
     copied = []
     for path in sorted(Path(source).iterdir()):
         name = path.name
