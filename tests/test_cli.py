@@ -48,8 +48,10 @@ def test_python_m_downcycle_cut_end_to_end(tiny_model, tmp_path):
     done = subprocess.run([sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", "0-1,4-5"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "4 of 6 layers" in done.stdout
+    assert "4 of 6 layers" in done.stdout  # printed through a pipe before the exit that skips teardown
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+    assert json.loads((out / "downcycle.json").read_text())["outputs"]["kept_layers"] == [0, 1, 4, 5]
+    assert (out / "README.md").is_file()
     bad = subprocess.run([sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", "0-9"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "already exists" in bad.stderr

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, recipe
 from .errors import DowncycleError
@@ -270,4 +271,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "build_parser", "config_class", "COMMANDS"]
+# Commands that leave nothing for the interpreter's teardown when they succeed: every file written
+# and closed, every thread joined. Teardown (freeing each module and object) takes ~8 ms, a few
+# per cent of a 1 GB cut.
+_FAST_EXIT = frozenset({"cut"})
+
+
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The console script and ``python -m downcycle``: :func:`main`, then exit with its status.
+
+    After a successful command of ``_FAST_EXIT`` in a process with nothing registered to run at
+    exit and no other thread, the process ends without the interpreter's teardown, as mypy does
+    after a check. Library callers use :func:`main`, which always returns.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    status = main(argv)
+    if status == 0 and argv and argv[0] in _FAST_EXIT and _nothing_left_to_do():
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # e.g. a closed pipe: leave the report of it to the normal exit
+            sys.exit(status)
+        os._exit(status)
+    sys.exit(status)
+
+
+def _nothing_left_to_do() -> bool:
+    import atexit
+    import threading
+
+    ncallbacks = getattr(atexit, "_ncallbacks", None)  # CPython's; elsewhere, exit normally
+    return ncallbacks is not None and ncallbacks() == 0 and threading.active_count() == 1
+
+
+__all__ = ["main", "run", "build_parser", "config_class", "COMMANDS"]
