@@ -314,6 +314,15 @@ def parallel_cp(ref: Path, out: Path, streams: int) -> list[str]:
     return ["sh", "-c", f"mkdir '{out}' && {{ " + "; ".join(f"cp {j}" for j in jobs) + f"; {waits}; }}"]
 
 
+def free_memory_gb() -> float:
+    """MemFree of /proc/meminfo in GB (nan where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("MemFree:")) * 1024 / 1e9
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -351,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1,4", help="source checkpoint sizes in GB, comma-separated (default: 1,4)")
     p.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "out",
                    help="cache for checkpoints, outputs and the mergekit venv (default: benchmarks/out)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per tool; the median is reported (default: 3)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per tool; the median is reported (default: 5)")
     p.add_argument("--skip-mergekit", action="store_true", help="do not install or run mergekit")
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -369,12 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     import downcycle
 
     compileall.compile_dir(str(Path(downcycle.__file__).parent), quiet=1)
-    load = os.getloadavg()[0]
+    load, free = os.getloadavg()[0], free_memory_gb()
     rows = []
     for size in (float(s) for s in args.sizes.split(",")):
         rows += bench_size(size, workdir, args.repeats, mergekit)
     print(f"machine: {os.cpu_count()} CPUs; workdir {workdir}; repeats {args.repeats}; warm page cache; "
-          f"1-min load average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other work skews timings)")
+          f"1-min load average {load:.1f} before, {os.getloadavg()[0]:.1f} after (other work skews timings); "
+          f"free memory {free:.1f} GB before, {free_memory_gb():.1f} GB after (below the output's size, "
+          f"writes reclaim page cache as they go)")
     report(rows)
     return 0
 
