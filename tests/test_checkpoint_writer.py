@@ -56,7 +56,7 @@ def test_output_is_page_aligned_with_the_source_and_byte_exact(tmp_path):
 
 def test_copy_calls_start_on_64k_destination_boundaries(tmp_path, monkeypatch):
     """A run's first call copies only up to the next 64 KiB boundary, so that every later call
-    starts on one: an in-kernel copy from a mid-page start moves each page in two pieces."""
+    starts on one: a long in-kernel copy from a mid-page start is much slower (see writer.py)."""
     monkeypatch.setattr(writer, "_CHUNK", 256 * 1024)
     sizes = {f"model.layers.{i}.w": 300_000 + 4096 * i for i in range(4)}
     _source(tmp_path, sizes)
