@@ -11,7 +11,6 @@ stage after it, to run again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.manifest import MANIFEST_NAME
+from ..checkpoint.manifest import MANIFEST_NAME, config_hash
+from ..checkpoint.safetensors_index import file_sha256
 from ..errors import DowncycleError
 from ..recipe import RunConfig, SweepConfig, output_dict
 from ..recipe.run import STAGE_KINDS
@@ -128,7 +128,7 @@ def stage_key(stage: Stage, out: Path) -> str:
     config = output_dict(stage.config) if dataclasses.is_dataclass(stage.config) else stage.config
     upstream = {a: _sha(out / a / MANIFEST_NAME) for a in stage.after}
     doc = {"kind": stage.kind, "config": config, "choice": stage.choice, "upstream": upstream, "reference": stage.reference}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    return config_hash(doc)
 
 
 def _execute(stage: Stage, out: Path, progress: bool, resume: bool) -> None:
@@ -193,7 +193,7 @@ def _from_index(stages: list[Stage], from_stage: str | None) -> int | None:
 
 
 def _sha(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def _read_state(out: Path) -> dict[str, Any]:
