@@ -1,4 +1,5 @@
-"""``downcycle convert``: turn a PyTorch pickle (``.bin``) checkpoint into safetensors, safely.
+"""``downcycle convert``: turn a PyTorch pickle (``.bin``) checkpoint into safetensors, safely
+(a ``.gguf`` file goes to :mod:`downcycle.convert_gguf`).
 
 Pickles can run code when loaded; these are read with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain containers. One ``.bin`` shard becomes one safetensors shard.
@@ -22,13 +23,18 @@ __all__ = ["convert"]
 
 
 def convert(config: ConvertConfig) -> Path:
-    """Convert ``config.source`` (``pytorch_model*.bin``) to a safetensors checkpoint in ``config.out``."""
+    """Convert ``config.source`` (``pytorch_model*.bin``, or a ``.gguf`` file) to a safetensors
+    checkpoint in ``config.out``."""
+    src = config.source
+    if src.suffix.lower() == ".gguf":
+        from .convert_gguf import convert_gguf
+
+        return convert_gguf(config)
     import torch
     from safetensors.torch import save_file
 
-    src = config.source
     if not src.is_dir():
-        raise DowncycleError(f"{src}: no such model directory")
+        raise DowncycleError(f"{src}: no such model directory (nor a .gguf file)")
     bins = sorted(src.glob("pytorch_model*.bin"))
     if not bins:
         raise DowncycleError(f"{src}: no pytorch_model*.bin weights to convert")
@@ -40,6 +46,10 @@ def convert(config: ConvertConfig) -> Path:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:  # noqa: BLE001 -- unpicklable or unsafe content, reported in one line
                 raise DowncycleError(f"{path}: cannot be loaded safely (weights_only=True): {str(e).splitlines()[0]}") from None
+            if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+                held = type(state).__name__ if not isinstance(state, dict) else \
+                    f"a dict with non-tensor entries, e.g. {next(k for k, t in state.items() if not isinstance(t, torch.Tensor))!r}"
+                raise DowncycleError(f"{path}: not a state dict of tensors (it holds {held})")
             seen: dict[tuple[int, int], str] = {}
             tensors = {}
             for name, t in state.items():

@@ -41,13 +41,24 @@ class CutConfig:
             self.plan = Path(self.plan)
 
 
+GGUF_DTYPES = ("float32", "bfloat16")
+
+
 @dataclass
 class ConvertConfig:
-    """Convert a PyTorch pickle (.bin) checkpoint to safetensors, loading with weights_only=True."""
+    """Convert a PyTorch pickle (.bin) checkpoint (loaded with weights_only=True) or a GGUF file
+    (dequantized) to a safetensors checkpoint."""
 
-    source: Path = arg("directory with pytorch_model*.bin weights", positional=True, metavar="SRC")
+    source: Path = arg("directory with pytorch_model*.bin weights, or a .gguf file", positional=True, metavar="SRC")
     out: Path = arg("output directory for the safetensors checkpoint", positional=True, metavar="OUT")
     force: bool = arg("replace OUT if it exists", False)
+    dtype: str | None = arg("GGUF only: dtype of the dequantized weights, float32 (exact) or bfloat16 (default float32)", metavar="DTYPE")
+    origin: str | None = arg("GGUF only: where the file came from, recorded in downcycle.json and PROVENANCE.md "
+                             "(default: its path)", metavar="TEXT")
 
     def __post_init__(self) -> None:
         self.source, self.out = Path(self.source), Path(self.out)
+        if self.dtype is not None and self.dtype not in GGUF_DTYPES:
+            raise DowncycleError(f"--dtype: {self.dtype!r} is not one of {', '.join(GGUF_DTYPES)}")
+        if self.source.suffix.lower() != ".gguf" and (self.dtype is not None or self.origin is not None):
+            raise DowncycleError(f"{self.source}: --dtype and --origin apply to a .gguf source only")
