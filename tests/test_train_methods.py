@@ -76,11 +76,16 @@ def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(DowncycleError, match="already exists"):
         run_train(train_config(src, tmp_path / "out"), datasets=datasets())
-    (tmp_path / "b.run").mkdir()
+    (tmp_path / "b.run" / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (tmp_path / "b.run" / "checkpoints" / "step-00000002" / "trainer_state.json").write_text("{}")
     with pytest.raises(DowncycleError, match="pass --resume to continue it or --force to start over"):
         run_train(train_config(src, tmp_path / "b"), datasets=datasets())
     run_train(train_config(src, tmp_path / "b", force=True, max_steps=2), datasets=datasets())
     assert (tmp_path / "b" / "model.safetensors").is_file() and not (tmp_path / "b.run").exists()
+    (tmp_path / "c.run").mkdir()  # a run killed before its first checkpoint: nothing to keep, it starts over
+    (tmp_path / "c.run" / "train_log.jsonl").write_text('{"step": 1, "split": "train", "loss": 9.0, "tokens": 1}\n')
+    run_train(train_config(src, tmp_path / "c", max_steps=2), datasets=datasets())
+    assert (tmp_path / "c" / "model.safetensors").is_file() and not (tmp_path / "c.run").exists()
 
 
 def test_qlora_on_cpu_is_a_one_line_error(tiny_model, tmp_path):

@@ -79,7 +79,7 @@ def cut(config: CutConfig) -> CutResult:
         planned = plan_for_cut(config, src)
     kept = planned[1].kept_layers if planned is not None else select_layers(config, layout.num_layers)
     new_config, notes = cut_config(source_config, layout, kept)
-    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_size(config.max_shard_size))
+    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_size(config.max_shard_size, "--max-shard-size"))
     total = sum(s.nbytes for s in shards)
     check_free_space(out, total)
     metadata = {"format": "pt", **ckpt.metadata}
@@ -164,10 +164,10 @@ class _progress:
 
     def __enter__(self):
         if self.enabled:
-            from tqdm import tqdm
+            from .progress import progress_bar
 
             # decimal units, as the summary line
-            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1000, desc="cut", leave=False)
+            self.bar = progress_bar(total=self.total, unit="B", unit_scale=True, unit_divisor=1000, desc="cut", leave=False)
         return self.bar
 
     def __exit__(self, *exc: object) -> None:

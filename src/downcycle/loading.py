@@ -18,7 +18,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "LICENSE*"]
 
-__all__ = ["resolve_source", "read_config", "load_model"]
+__all__ = ["check_weights", "load_model", "read_config", "resolve_source"]
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -53,6 +53,16 @@ def read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
+def check_weights(path: str | Path) -> None:
+    """Refuse, in one line, a local model directory whose safetensors weights are missing (``.bin``
+    only: the fix is ``downcycle convert``), incomplete or corrupt, before transformers tries them."""
+    directory = Path(path)
+    if directory.is_dir():
+        from .checkpoint.safetensors_index import open_checkpoint
+
+        open_checkpoint(directory)
+
+
 def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False,
                load_in_4bit: bool = False) -> Any:
     """Load a causal LM from safetensors only (``use_safetensors=True``).
@@ -63,6 +73,10 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", tr
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .progress import quiet_library_bars
+
+    check_weights(path)
+    quiet_library_bars()
     if load_in_4bit:
         from transformers import BitsAndBytesConfig
 

@@ -222,7 +222,7 @@ def _token_selection(ids: Any, mask: Any) -> tuple[Any, Any]:
 def _bar(batches: Iterable[Any], enabled: bool, total: int | None) -> Iterator[Any]:
     if not enabled:
         return iter(batches)
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(batches, total=total if total is not None else (len(batches) if hasattr(batches, "__len__") else None),
+    return progress_bar(batches, total=total if total is not None else (len(batches) if hasattr(batches, "__len__") else None),
                 desc="analyze", unit="batch", leave=False)

@@ -85,9 +85,9 @@ def greedy_removal(model: Any, batches: Sequence[Any], k: int, *, progress: bool
     num = len(layers)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=sum(num - len(protect) - i for i in range(k)), desc="nll", unit="pass", leave=False)
+        bar = progress_bar(total=sum(num - len(protect) - i for i in range(k)), desc="nll", unit="pass", leave=False)
     try:
         for _ in range(k):
             step: dict[int, float] = {}

@@ -51,28 +51,17 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
 
     strategy = get_strategy(config.strategy)
     metric = check_metric(strategy, config.metric)
+    calib, tok_path = _calibration(config, src)  # every input checked before the model loads
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
     from .decoder import num_decoder_layers
 
     num = num_decoder_layers(model)
     keep = resolve_keep(config.keep, num)
-    from transformers import AutoTokenizer
-
-    tok_path = config.tokenizer or str(src)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
-    from .calibration import load_calibration
     from .hidden_stats import as_batches
 
-    calib = load_calibration(config.data, tokenizer, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field)
-    vocab = model.get_input_embeddings().num_embeddings
-    if int(calib.input_ids.max()) >= vocab:
-        raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "
-                             f"{vocab} embeddings (the wrong --tokenizer?)")
     batches = as_batches(calib.input_ids, config.batch_size)
+
     nll_k = num - keep if "nll" in (metric, strategy.name) else None
     nll_batches = as_batches(calib.input_ids[: config.nll_samples], config.batch_size)
     analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
@@ -88,6 +77,34 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
         "scores": SCORES_NAME,
     }
     return analysis, Plan(kept, num, strategy.name, details)
+
+
+def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
+    """The calibration windows, read with the tokenizer before the model loads, and checked against
+    what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
+    from transformers import AutoTokenizer
+
+    from ..architecture import layer_count, text_config
+    from ..compat import check_tokenizer, embedding_rows
+    from ..loading import check_weights, read_config
+    from .calibration import load_calibration
+
+    model_config = read_config(src)
+    check_weights(src)
+    resolve_keep(config.keep, layer_count(text_config(model_config)[0])[1])
+    tok_path = config.tokenizer or str(src)
+    if config.tokenizer is not None:
+        check_tokenizer(src, config.tokenizer)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
+    calib = load_calibration(config.data, tokenizer, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field)
+    vocab = embedding_rows(model_config)
+    if vocab is not None and int(calib.input_ids.max()) >= vocab:
+        raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "
+                             f"{vocab} embeddings (the wrong --tokenizer?)")
+    return calib, tok_path
 
 
 def plan_for_cut(cut_config: Any, src: Path) -> tuple[Analysis, Plan]:

@@ -9,7 +9,47 @@ from pathlib import Path
 
 from ..errors import DowncycleError
 
-__all__ = ["atomic_output_dir", "check_free_space"]
+__all__ = ["atomic_output_dir", "check_free_space", "remove_stale", "write_text_atomic"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process (or a nonsense pid): leave it
+        return True
+    return True
+
+
+def remove_stale(parent: Path, prefix: str) -> None:
+    """Remove ``parent/{prefix}{pid}-*`` left by a process that no longer runs (killed with SIGKILL,
+    or the machine lost power, before it could clean up). Another live run's files are kept."""
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path = Path(parent) / name
+            if path.is_dir():
+                _rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` through a temporary sibling: readers see the old or the new file."""
+    path = Path(path)
+    remove_stale(path.parent, f".{path.name}.tmp-")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -17,7 +57,8 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to fill; rename it to ``out`` only on success.
 
     An existing ``out`` is refused unless ``force``; then it is replaced only once the new one is
-    complete. Any exception, ``KeyboardInterrupt`` included, removes the temporary directory.
+    complete. Any exception, ``KeyboardInterrupt`` included, removes the temporary directory; one
+    left by a killed process (its id is in the name) is removed by the next run.
     """
     out = Path(out)
     if out.exists() and not force:
@@ -27,7 +68,9 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     parent = out.absolute().parent
     if not parent.is_dir():
         raise DowncycleError(f"{parent}: parent directory of the output does not exist")
-    tag = os.urandom(4).hex()
+    for kind in ("tmp", "old"):
+        remove_stale(parent, f".{out.name}.{kind}-")
+    tag = f"{os.getpid()}-{os.urandom(4).hex()}"
     tmp = parent / f".{out.name}.tmp-{tag}"
     tmp.mkdir()
     try:

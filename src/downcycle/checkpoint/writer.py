@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DowncycleError
 from .safetensors_index import INDEX_NAME, METADATA_KEY, SINGLE_NAME, TensorEntry
 
 _CHUNK = 64 * 1024 * 1024  # bytes per copy call, so progress moves and signals are seen
@@ -54,16 +55,24 @@ class OutShard:
         return sum(e.nbytes for _, e in self.tensors)
 
 
-def parse_size(text: str | int) -> int:
-    """``"5GB"`` -> 5_000_000_000; ``"512MiB"`` -> 536_870_912; ints pass through."""
+def parse_size(text: str | int, what: str = "size") -> int:
+    """``"5GB"`` -> 5_000_000_000; ``"512MiB"`` -> 536_870_912; ints pass through.
+
+    Raises:
+        DowncycleError: naming ``what`` (the option) for text that is not a positive size.
+    """
     if isinstance(text, int):
         return text
     s = text.strip().upper().replace(" ", "")
     units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
-    for unit, mult in units.items():
-        if s.endswith(unit):
-            return int(float(s[: -len(unit)]) * mult)
-    return int(s)
+    unit, mult = next(((u, m) for u, m in units.items() if s.endswith(u)), ("", 1))
+    try:
+        value = int(float(s[: len(s) - len(unit)]) * mult)
+    except ValueError:
+        raise DowncycleError(f"{what}: {text!r} is not a size (e.g. 256MB, 5GB, 512MiB)") from None
+    if value <= 0:
+        raise DowncycleError(f"{what}: {text!r} must be positive")
+    return value
 
 
 def plan_shards(tensors: Iterable[tuple[str, TensorEntry]], max_shard_bytes: int) -> list[OutShard]:

@@ -76,7 +76,7 @@ def build_corpus(config: DataConfig) -> Path:
     dtype = token_dtype(info.vocab_size)
     seq_len = config.seq_len
     train_budget, val_budget = split_budgets(config.token_budget(), config.val, seq_len)
-    seqs_per_shard = max(1, parse_size(config.shard_size) // (seq_len * dtype.itemsize))
+    seqs_per_shard = max(1, parse_size(config.shard_size, "--shard-size") // (seq_len * dtype.itemsize))
     shuffle_tokens = parse_shuffle_tokens(config.shuffle_tokens)
     kwargs = {"text_field": config.text_field, "txt_docs": config.txt_docs, "filters": config.filters() or None}
     streams = [SourceStream(src, w, kwargs, config.batch_docs) for src, w in zip(config.source, config.weight_list())]
@@ -96,10 +96,10 @@ def build_corpus(config: DataConfig) -> Path:
     if state is not None:
         duplicates = _restore(work, state, streams, packers, shuffle, seen)
 
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     total = sum(b for b in budgets.values() if b) if train_budget is not None else None
-    bar = tqdm(total=total, unit="tok", unit_scale=True, desc="tokens", disable=not config.progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="tok", unit_scale=True, desc="tokens", disable=not config.progress, dynamic_ncols=True)
     bar.update(sum(p.written for p in packers.values()))
     checkpointed = sum(len(p.shards) for p in packers.values())
     try:

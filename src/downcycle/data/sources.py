@@ -164,6 +164,9 @@ def expand_source(source: str) -> list[Path]:
             raise DowncycleError(f"{source}: unsupported file type (use .txt, .jsonl, .json, .parquet, .arrow, or .gz/.zst of the text ones)")
         return [path]
     if path.is_dir():
+        if (path / "corpus.json").is_file():  # token ids, not text: reading its corpus.json as a record misleads
+            raise DowncycleError(f"{source}: a corpus of token ids written by `downcycle data`, not text; pass the text it "
+                                 "was built from (only `downcycle eval --tasks loss --data` reads a corpus directory)")
         files = _dataset_dir_files(path)
         if files is None:
             files = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)

@@ -31,9 +31,10 @@ class TokenizerInfo:
     vocab_size: int  # len(tokenizer): base vocabulary plus added tokens
     bos_token_id: int | None  # prepended to every document when the model's tokenizer adds BOS
     eos_token_id: int
+    vocab_sha256: str | None = None  # of the vocabulary alone (downcycle.compat.vocab_fingerprint)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "sha256": self.sha256}
+        return {"source": self.source, "sha256": self.sha256, "vocab_sha256": self.vocab_sha256}
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -41,11 +42,21 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
-def _tokenizer_sha256(tok: Any, directory: Path | None) -> str | None:
+def _tokenizer_hashes(tok: Any, directory: Path | None) -> tuple[str, str]:
+    """sha256 of ``tokenizer.json`` and of its vocabulary alone (see :mod:`downcycle.compat`)."""
+    import json
+
+    from ..compat import vocab_fingerprint
+
     if directory is not None and (directory / "tokenizer.json").is_file():
-        return hashlib.sha256((directory / "tokenizer.json").read_bytes()).hexdigest()
-    # no file to hash (e.g. converted from a slow tokenizer): hash its canonical serialisation
-    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
+        raw = (directory / "tokenizer.json").read_bytes()
+    else:  # no file to hash (e.g. converted from a slow tokenizer): hash its canonical serialisation
+        raw = tok.backend_tokenizer.to_str().encode()
+    try:
+        vocab = vocab_fingerprint(json.loads(raw))[0]
+    except (ValueError, AttributeError):
+        vocab = vocab_fingerprint(json.loads(tok.backend_tokenizer.to_str()))[0]
+    return hashlib.sha256(raw).hexdigest(), vocab
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerInfo]:
@@ -76,8 +87,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> tuple[Any, 
     # Does the model expect BOS? Ask the tokenizer itself: encode a probe with special tokens.
     probe = tok("a", add_special_tokens=True)["input_ids"]
     bos = tok.bos_token_id if tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id] else None
-    info = TokenizerInfo(source=str(name), sha256=_tokenizer_sha256(tok, directory), vocab_size=len(tok),
-                         bos_token_id=bos, eos_token_id=eos)
+    sha, vocab_sha = _tokenizer_hashes(tok, directory)
+    info = TokenizerInfo(source=str(name), sha256=sha, vocab_size=len(tok), bos_token_id=bos, eos_token_id=eos,
+                         vocab_sha256=vocab_sha)
     return tok.backend_tokenizer, info
 
 

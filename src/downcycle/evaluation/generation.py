@@ -77,14 +77,14 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, unt
         One :class:`Generation` per prompt, in input order.
     """
     import torch
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     eos = eos_token_ids(model, tokenizer) if eos_ids is None else set(eos_ids)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)
-    with torch.inference_mode(), tqdm(total=len(prompts), desc=desc, unit="seq", disable=not progress, leave=False) as bar:
+    with torch.inference_mode(), progress_bar(total=len(prompts), desc=desc, unit="seq", disable=not progress, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             for i, g in zip(chunk, _generate_batch(model, tokenizer, [prompts[i] for i in chunk], until, max_new_tokens, eos)):

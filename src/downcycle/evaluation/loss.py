@@ -23,7 +23,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         window, stride: see :func:`downcycle.evaluation.perplexity.document_nll`.
         limit: at most this many documents (sequences for a corpus).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if source is None:
         raise DowncycleError("task loss needs --data (held-out text or a corpus directory)")
@@ -33,7 +33,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
 
         ds = PackedDataset(source, split="val")
         n = len(ds) if limit is None else min(limit, len(ds))
-        for i in tqdm(range(n), desc="loss", unit="seq", disable=not progress, leave=False):
+        for i in progress_bar(range(n), desc="loss", unit="seq", disable=not progress, leave=False):
             ids = ds[i]["input_ids"].tolist()
             nbytes = len(tokenizer.decode(ids[1:]).encode("utf-8"))
             w = min(window, len(ids))
@@ -44,7 +44,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if prefix is None:
             raise DowncycleError("task loss: the tokenizer has neither a BOS nor an EOS token to start documents with")
-        for text in tqdm(iter_texts(source, text_field=text_field, limit_docs=limit), desc="loss", unit="doc",
+        for text in progress_bar(iter_texts(source, text_field=text_field, limit_docs=limit), desc="loss", unit="doc",
                          disable=not progress, leave=False):
             ids = [prefix] + tokenizer.encode(text, add_special_tokens=False)
             if len(ids) < 2:

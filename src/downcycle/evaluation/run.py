@@ -2,7 +2,8 @@
 
 Writes ``OUT/<model name>/results.json`` (:mod:`downcycle.evaluation.results`),
 ``OUT/<model name>/samples/<task>.jsonl`` (per-item log-likelihoods and metrics) and the stage
-manifest ``OUT/downcycle.json``, all through one atomic output directory.
+manifest ``OUT/downcycle.json``, all through one atomic output directory. Finished tasks are kept in
+``.OUT.partial/`` until then, so that an interrupted run resumes (:mod:`downcycle.evaluation.resume`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .encoding import Encoder
 from .generative import evaluate_generative
 from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc
-from .results import EvalResults, ModelInfo, TaskResult
+from .inputs import check_inputs
+from .results import RESULTS_NAME, EvalResults, ModelInfo, TaskResult, read_results
+from .resume import EvalProgress, ModelProgress
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
 __all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval"]
@@ -81,8 +84,12 @@ def _write_samples(directory: Path, task: str, samples: list[dict]) -> None:
     (directory / f"{task}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
 
 
-def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path) -> EvalResults:
-    """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``."""
+def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, progress: ModelProgress | None = None) -> EvalResults:
+    """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``.
+
+    With ``progress``, tasks finished by an interrupted run are taken from it and each task is
+    recorded there as it finishes (:mod:`downcycle.evaluation.resume`).
+    """
     start = time.perf_counter()
     path = resolve_source(source)
     model = load_model(path, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
@@ -93,6 +100,11 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path) -> 
     samples_dir = model_dir / "samples"
     tasks: dict[str, TaskResult] = {}
     for task in cfg.task_names:
+        done = progress.load(task) if progress is not None else None
+        if done is not None:
+            tasks.update(done)
+            continue
+        before = set(tasks)
         spec = get_task(task)
         if isinstance(spec, LossSpec):
             window = min(cfg.window or limit_len, limit_len)
@@ -110,6 +122,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path) -> 
         else:
             tasks[task], samples, _ = evaluate_mc(model, encoder, spec, opts)
             _write_samples(samples_dir, task, samples)
+        if progress is not None:
+            progress.save(task, {k: v for k, v in tasks.items() if k not in before})
     if cfg.harness:
         from .harness import run_harness_tasks
 
@@ -130,15 +144,24 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
-    for task in cfg.task_names:  # fail on a typo before loading any model
-        get_task(task)
+    check_inputs(cfg)  # every model, --data and task file, before loading any model
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}
-    with atomic_output_dir(out, force=cfg.force) as tmp:
+    progress = EvalProgress(cfg)  # what an interrupted run of the same options finished
+    kept: dict[str, ModelProgress] = {}
+    try:
         for source, name in zip(cfg.models, names):
-            (tmp / name).mkdir()
-            results[name] = evaluate_model(cfg, source, name, tmp / name)
+            kept[name] = progress.model(name, resolve_source(source))
+            done = kept[name].dir / RESULTS_NAME
+            results[name] = read_results(done) if done.is_file() else evaluate_model(cfg, source, name, kept[name].dir, kept[name])
+    except DowncycleError:  # the same options fail the same way again: nothing worth resuming
+        progress.finish()
+        raise
+    with atomic_output_dir(out, force=cfg.force) as tmp:
+        for name in names:
+            kept[name].move_to(tmp / name)
         inputs = {name: {"path": r.model.path, **r.model.hashes} for name, r in results.items()}
         outputs = {name: f"{name}/results.json" for name in results}
         write_manifest(tmp, "eval", to_dict(cfg), inputs, outputs)
+    progress.finish()
     return EvalOutcome(out, results, time.perf_counter() - start)

@@ -162,7 +162,7 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
         (document index, choice index) -> (log-likelihood, whether every token is the argmax).
     """
     import torch
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     if not (shared and supports_packing(model)):
         groups = [single for g in groups for single in g.split()]
@@ -171,7 +171,7 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
         C = _task_prefix_length(groups)
     out: dict[tuple[int, int], tuple[float, bool]] = {}
     total = sum(len(g.tails) for g in groups)
-    with torch.inference_mode(), tqdm(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
+    with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
         cache = None
         if C:  # the prefix all groups share runs once; its keys/values serve every batch
             device = next(model.parameters()).device

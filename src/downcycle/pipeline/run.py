@@ -154,8 +154,10 @@ def _execute(stage: Stage, out: Path, progress: bool, resume: bool) -> None:
         print(f"wrote {result.out}: {len(result.kept_layers)} of {result.source_layers} layers")
     elif stage.kind == "train":
         from ..training import run_train
+        from ..training.checkpointing import latest_checkpoint
 
-        resume = resume and (out / f"{stage.name}.run").is_dir()
+        # resume an interrupted run where it left a checkpoint (`--resume` with none is an error)
+        resume = resume and latest_checkpoint(out / f"{stage.name}.run" / "checkpoints") is not None
         result = run_train(dataclasses.replace(cfg, force=True, resume=resume, progress=progress))
         for note in result.notes:
             print(f"  note: {note}")

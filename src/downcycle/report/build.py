@@ -9,7 +9,6 @@ each written to a temporary file and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +33,9 @@ class ReportResult:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from ..checkpoint.atomic import write_text_atomic  # one left by a killed run is removed by the next
+
+    write_text_atomic(path, text)
 
 
 def run_report(cfg: ReportConfig) -> ReportResult:

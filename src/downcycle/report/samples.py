@@ -61,9 +61,9 @@ def sample_generations(exp: Experiment, prompts: list[str], new_tokens: int, cac
         else:
             todo.append((m, key))
     if todo:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        for m, key in tqdm(todo, desc="samples", unit="model", leave=False):
+        for m, key in progress_bar(todo, desc="samples", unit="model", leave=False):
             doc["models"][m.name] = {"path": str(m.path), "key": key, **_generate(m.path, prompts, new_tokens, device)}
     doc["models"] = {m.name: doc["models"][m.name] for m in exp.models}  # the experiment's order
     return doc

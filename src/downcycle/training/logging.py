@@ -127,6 +127,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 def plot_losses(records: list[dict[str, Any]], png: Path, title: str = "") -> bool:
     """Train and validation loss against tokens seen, as a PNG (matplotlib, Agg backend).
 
+    The train curve is the LM loss, the quantity validation measures. A distillation run's logged
+    ``loss`` is its objective ``(1 - alpha) * LM + alpha * T^2 * KL``, not comparable with validation
+    loss; its LM term (``lm_loss``) is drawn instead, and its KL term on an axis of its own.
+
     Returns:
         False (and writes nothing) when matplotlib is not installed (the ``plots`` extra).
     """
@@ -137,16 +141,28 @@ def plot_losses(records: list[dict[str, Any]], png: Path, title: str = "") -> bo
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    train = [r for r in records if r.get("split") == "train" and "loss" in r]
+    distill = any("lm_loss" in r for r in train)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for split, style in (("train", "-"), ("val", "o-")):
-        pts = [(r["tokens"], r["loss"]) for r in records if r.get("split") == split and "loss" in r]
-        if pts:
-            ax.plot(*zip(*pts), style, label=f"{split} loss", markersize=4, linewidth=1.2)
+    lm = [(r["tokens"], r.get("lm_loss", r["loss"])) for r in train]
+    val = [(r["tokens"], r["loss"]) for r in records if r.get("split") == "val" and "loss" in r]
+    if lm:
+        ax.plot(*zip(*lm), "-", label="train LM loss" if distill else "train loss", markersize=4, linewidth=1.2)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val loss", markersize=4, linewidth=1.2)
+    handles, labels = ax.get_legend_handles_labels()
+    kl = [(r["tokens"], r["kl"]) for r in train if "kl" in r]
+    if distill and kl:
+        ax_kl = ax.twinx()
+        ax_kl.plot(*zip(*kl), ":", color="tab:green", label="train KL term (T² · KL)", linewidth=1.2)
+        ax_kl.set_ylabel("KL to the teacher (T² · nats / token)")
+        more = ax_kl.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("loss (nats / token)")
+    ax.set_ylabel("LM loss (nats / token)" if distill else "loss (nats / token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(handles, labels)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

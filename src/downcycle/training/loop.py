@@ -76,7 +76,7 @@ class Trainer:
         self.method.check(cfg, probe)
         self.run_dir = run_dir_for(cfg.out)
         self.ckpt_root = self.run_dir / "checkpoints"
-        if not cfg.resume and not cfg.force and self.run_dir.exists():  # before any loading: fail fast
+        if not cfg.resume and not cfg.force and latest_checkpoint(self.ckpt_root) is not None:  # before any loading: fail fast
             raise DowncycleError(f"{self.run_dir}: an earlier run left its checkpoints here; pass --resume to continue it or --force to start over")
         self.acc = Accelerator(cpu=cpu, mixed_precision="bf16" if self.precision == "bf16" else "no")
         set_seed(cfg.seed)
@@ -130,8 +130,8 @@ class Trainer:
             self.val_history = [tuple(v) for v in state["val_history"]]
             resume_step = self.step
             self.notes.append(f"resumed from {found[1]} (step {self.step} of {self.total_steps})")
-        elif cfg.resume:
-            self.notes.append(f"--resume: no checkpoint in {self.ckpt_root}; started from step 0")
+        elif cfg.resume:  # run_train refuses this before any loading; a Trainer used directly gets the same answer
+            raise DowncycleError(f"--resume: no checkpoint in {self.ckpt_root}")
         if not cfg.resume and self.acc.is_main_process:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         self.acc.wait_for_everyone()
@@ -202,10 +202,10 @@ class Trainer:
         return self.tokens / self.train_seconds if self.train_seconds > 0 else 0.0
 
     def _progress(self) -> Any:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        return tqdm(total=self.total_steps, initial=self.step, unit="step", desc=f"train ({self.method.name})",
-                    disable=not (self.config.progress and self.acc.is_main_process), dynamic_ncols=True)
+        return progress_bar(total=self.total_steps, initial=self.step, unit="step", desc=f"train ({self.method.name})",
+                            disable=not (self.config.progress and self.acc.is_main_process), dynamic_ncols=True)
 
     def _diverged(self, loss: float, norm: float | None) -> None:
         self.logger.close()

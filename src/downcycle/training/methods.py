@@ -199,6 +199,9 @@ class DistillMethod(Method):
         self.kd: Any = None
         self.alpha = 0.5
         self.temperature = 1.0
+        # Leading logits the KL compares when the teacher's and student's embeddings are padded to
+        # different sizes over one tokenizer (see downcycle.compat.check_distill); None: equal sizes.
+        self.shared_vocab: int | None = None
 
     def check(self, config: TrainConfig, device: str) -> None:
         if config.teacher is None:
@@ -216,9 +219,11 @@ class DistillMethod(Method):
         self.kd = get_distill_loss(config.distill_loss)
         self.alpha, self.temperature = config.distill_alpha, config.distill_temperature
 
-    def attach(self, teacher: Any, loss: str = "forward_kl", alpha: float = 0.5, temperature: float = 1.0) -> None:
+    def attach(self, teacher: Any, loss: str = "forward_kl", alpha: float = 0.5, temperature: float = 1.0,
+               shared_vocab: int | None = None) -> None:
         """Use an in-memory ``teacher`` (for tests and notebooks) instead of loading one."""
         self.teacher, self.kd, self.alpha, self.temperature = teacher.eval().requires_grad_(False), get_distill_loss(loss), alpha, temperature
+        self.shared_vocab = shared_vocab
 
     def configure_lm_loss(self, model: Any, config: TrainConfig, seq_len: int) -> str | None:
         if config.lm_loss == "chunked":
@@ -233,11 +238,15 @@ class DistillMethod(Method):
         teacher_device = next(self.teacher.parameters()).device
         with torch.no_grad():
             t_logits = forward_logits(self.teacher, {"input_ids": batch["input_ids"].to(teacher_device)}).to(logits.device)
+        s_logits = logits
         if t_logits.shape != logits.shape:
-            raise DowncycleError(f"teacher and student disagree on the vocabulary ({t_logits.shape[-1]} vs {logits.shape[-1]} logits)")
-        vocab = logits.shape[-1]
+            vocab = self.shared_vocab
+            if vocab is None or t_logits.shape[:-1] != logits.shape[:-1] or vocab > min(t_logits.shape[-1], logits.shape[-1]):
+                raise DowncycleError(f"teacher and student disagree on the vocabulary ({t_logits.shape[-1]} vs {logits.shape[-1]} logits)")
+            s_logits, t_logits = logits[..., :vocab], t_logits[..., :vocab]  # padding rows beyond the tokenizer's ids: left out
+        vocab = s_logits.shape[-1]
         # The same B*(T-1) positions as the LM loss, so both terms are sums over the same tokens.
-        kl = self.kd(logits.reshape(-1, vocab), t_logits.reshape(-1, vocab), self.temperature)
+        kl = self.kd(s_logits.reshape(-1, vocab), t_logits.reshape(-1, vocab), self.temperature)
         total = (1.0 - self.alpha) * nll + self.alpha * kl
         return LossSums(total, tokens, {"lm": nll.detach(), "kl": kl.detach()})
 

@@ -65,22 +65,31 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     out = Path(config.out)
     if out.exists() and not config.force:
         raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
-    from ..loading import read_config, resolve_source
+    if config.resume:
+        _check_resumable(out)
+    from ..loading import check_weights, read_config, resolve_source
 
     source = resolve_source(config.model)
     model_config = read_config(source)
+    check_weights(source)
     requested = str(config.model)
     config = dataclasses.replace(config, model=str(source))  # a hub id resolved to its local snapshot
     if datasets is None:
         from .batches import open_corpus
 
         datasets = open_corpus(config.data)
-    _check_vocab(config, model_config, datasets[0])
+    meta = getattr(datasets[0], "meta", None)
+    if meta:
+        from ..compat import check_corpus
+
+        check_corpus(config.data, meta, source, model_config)
     have = getattr(datasets[0], "seq_len", None)
     if seq_len is not None and have is not None and seq_len != have:
         raise DowncycleError(f"{config.axolotl}: sequence_len {seq_len} differs from the corpus's seq_len {have}; "
                              "rebuild the corpus with that length or edit the file")
     method = get_method(config.method)
+    if config.method == "distill" and config.teacher is not None:
+        notes += _check_teacher(config, source, model_config, method)
     trainer = Trainer(config, method, *datasets)
     trainer.notes.extend(notes)
     trainer.setup()
@@ -94,16 +103,27 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     return result
 
 
-def _check_vocab(config: TrainConfig, model_config: dict[str, Any], train_set: Any) -> None:
-    """A corpus tokenized for a larger vocabulary than the model's embeddings would crash in the
-    first forward pass: say so up front, naming both."""
-    from ..architecture import text_config
+def _check_resumable(out: Path) -> None:
+    """``--resume`` with no checkpoint (a mistyped ``--out``, say) is an error, not a fresh start."""
+    from .checkpointing import latest_checkpoint
+    from .loop import run_dir_for
 
-    corpus_vocab = (getattr(train_set, "meta", None) or {}).get("vocab_size")
-    model_vocab = text_config(model_config)[0].get("vocab_size")
-    if isinstance(corpus_vocab, int) and isinstance(model_vocab, int) and corpus_vocab > model_vocab:
-        raise DowncycleError(f"{config.data}: the corpus was tokenized with a {corpus_vocab}-token vocabulary, larger than "
-                             f"the model's {model_vocab} embeddings ({config.model}); build the corpus with the model's tokenizer")
+    run_dir = run_dir_for(out)
+    if latest_checkpoint(run_dir / "checkpoints") is None:
+        found = "holds no checkpoint" if run_dir.is_dir() else "does not exist"
+        raise DowncycleError(f"--resume: nothing to resume for --out {out}: {run_dir} {found}; check --out, or drop --resume to start a new run")
+
+
+def _check_teacher(config: TrainConfig, source: Path, model_config: dict[str, Any], method: Any) -> list[str]:
+    """The teacher's vocabulary against the student's, from their files, before either is loaded."""
+    from ..compat import check_distill
+    from ..loading import check_weights, read_config, resolve_source
+
+    teacher = resolve_source(config.teacher)
+    vocab = check_distill(source, model_config, teacher, read_config(teacher))
+    check_weights(teacher)
+    method.shared_vocab = vocab.shared
+    return vocab.notes
 
 
 def _write_output(trainer: Any, source: Path, requested: str, result: TrainResult) -> None:
