@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"downcycle: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("downcycle: interrupted; no partial output was left", file=sys.stderr)
+        # data, eval and train keep what they finished beside OUT (.OUT.partial/, OUT.run/) for a rerun
+        print("downcycle: interrupted; no partial output was left (a rerun with the same options resumes where it can)",
+              file=sys.stderr)
         return 130
     return 0
 
