@@ -27,13 +27,18 @@ HARNESS_TASKS = {
     "piqa": ("piqa/piqa.yaml", {"validation": "piqa.validation"}, []),
     "openbookqa": ("openbookqa/openbookqa.yaml", {"validation": "openbookqa.validation"}, ["test_split: null"]),
     "boolq": ("super_glue/boolq/default.yaml", {"validation": "boolq.validation"}, []),
+    "sciq": ("sciq/sciq.yaml", {"validation": "sciq.validation"}, ["test_split: null"]),
+    "social_iqa": ("siqa/siqa.yaml", {"validation": "social_iqa.validation"}, []),
+    "commonsense_qa": ("commonsense_qa/default.yaml", {"validation": "commonsense_qa.validation"}, []),
+    "copa": ("super_glue/copa/default.yaml", {"validation": "copa.validation"}, []),
     "truthfulqa_mc1": ("truthfulqa/truthfulqa_mc1.yaml", {"validation": "truthfulqa_mc.validation"}, []),
     "truthfulqa_mc2": ("truthfulqa/truthfulqa_mc2.yaml", {"validation": "truthfulqa_mc.validation"}, []),
     "mmlu_anatomy": ("mmlu/default/mmlu_anatomy.yaml", {"test": "mmlu_anatomy.test", "dev": "mmlu_anatomy.dev"}, ["num_fewshot: 5"]),
     "mmlu_abstract_algebra": ("mmlu/default/mmlu_abstract_algebra.yaml",
                               {"test": "mmlu_abstract_algebra.test", "dev": "mmlu_abstract_algebra.dev"}, ["num_fewshot: 5"]),
 }
-LIMITS = {"hellaswag": 200, "arc_easy": 200, "winogrande": 200, "piqa": 200, "boolq": 20, "openbookqa": 30, "arc_challenge": 30}
+LIMITS = {"hellaswag": 200, "arc_easy": 200, "winogrande": 200, "piqa": 200, "boolq": 20, "openbookqa": 30, "arc_challenge": 30,
+          "sciq": 200, "social_iqa": 200, "commonsense_qa": 200}  # copa: all 100 committed items
 # MMLU: every committed item (235 questions of two subjects, 5-shot)
 BATCH = 32
 # float64 on both sides: the tiny random model gives continuations of 100+ tokens log-likelihoods
@@ -107,8 +112,10 @@ def ours(model_dir, tmp_path_factory):
 def test_same_loglikelihoods_and_metrics(task, harness, ours):
     (h_results, h_samples), (result, samples) = harness[task], ours[task]
     assert len(samples) == len(h_samples) == result.n
-    if task in ("hellaswag", "arc_easy", "winogrande", "piqa"):
+    if task in ("hellaswag", "arc_easy", "winogrande", "piqa", "sciq", "social_iqa", "commonsense_qa"):
         assert result.n >= 200
+    if task == "copa":
+        assert result.n == 100
     worst = 0.0
     for h, s in zip(h_samples, samples):
         h_lls = [resp[0] for resp in h["filtered_resps"]]
@@ -139,6 +146,45 @@ def test_mmlu_group_pools_subjects_by_size(ours):
     assert pooled.n == 235
     assert pooled.value == pytest.approx(everything.value, abs=1e-12)
     assert pooled.stderr == pytest.approx(everything.stderr, rel=0.02)  # the pooled formula approximates the total stderr
+
+
+def test_mmlu_categories_are_the_harness_tags():
+    import yaml
+
+    from downcycle.evaluation.tasks import TASKS
+    from downcycle.evaluation.tasks.mmlu import CATEGORIES, SUBJECTS
+
+    root = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    tags = {s: yaml.safe_load((root / f"mmlu_{s}.yaml").read_text())["tag"] for s in SUBJECTS}
+    assert {s: f"mmlu_{c}_tasks" for c, subjects in CATEGORIES.items() for s in subjects} == tags
+    top = yaml.safe_load((root / "_mmlu.yaml").read_text())
+    assert list(TASKS["mmlu"].groups) == top["task"] and sorted(TASKS["mmlu"].subtasks) == sorted(f"mmlu_{s}" for s in SUBJECTS)
+
+
+def test_mmlu_groups_aggregate_as_the_harness(model_dir, harness):
+    """``mmlu`` and its category ``mmlu_stem`` (both committed subjects are STEM) equal the harness's
+    size-weighted aggregation (its own functions) of the harness's per-subject results."""
+    from lm_eval.api.metrics import aggregate_subtask_metrics, pooled_sample_stderr
+
+    from downcycle.evaluation.encoding import Encoder
+    from downcycle.evaluation.multiple_choice import McOptions, evaluate_group
+    from downcycle.evaluation.run import load_tokenizer, max_length
+    from downcycle.evaluation.tasks import TASKS
+    from downcycle.loading import load_model
+
+    model, tok = load_model(model_dir, dtype=DTYPE), load_tokenizer(model_dir)
+    result, subresults, _ = evaluate_group(model, Encoder(tok, max_length(model, tok)), TASKS["mmlu"],
+                                           McOptions(task_data=FIXTURES, batch_size=BATCH, progress=False))
+    subjects = ["mmlu_abstract_algebra", "mmlu_anatomy"]
+    h = [harness[s][0] for s in subjects]
+    sizes = [len(harness[s][1]) for s in subjects]
+    value = aggregate_subtask_metrics([r["acc,none"] for r in h], sizes, True)
+    stderr = pooled_sample_stderr([r["acc_stderr,none"] for r in h], sizes)
+    assert set(subresults) == {*subjects, "mmlu_stem"} and result.subtasks == subjects
+    for ours_group in (result, subresults["mmlu_stem"]):
+        assert ours_group.n == sum(sizes) == 235
+        assert ours_group.metrics["acc"].value == pytest.approx(value, abs=1e-12)
+        assert ours_group.metrics["acc"].stderr == pytest.approx(stderr, rel=1e-9)
 
 
 def test_harness_bridge_runs_lm_eval_tasks_on_our_model(model_dir, harness_yamls, ours):

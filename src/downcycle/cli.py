@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         ReportConfig,
         RunConfig,
         SweepConfig,
+        TaskDataConfig,
         TrainConfig,
     )
 
@@ -102,6 +103,13 @@ def _run_eval(cfg: EvalConfig) -> None:
                  if m in ("acc", "acc_norm", "perplexity", "bits_per_byte") or m.startswith("exact_match")]
         print(f"{name}: " + ", ".join(parts))
     print(f"wrote {result.out} ({result.seconds:.1f} s)")
+
+
+def _run_taskdata(cfg: TaskDataConfig) -> None:
+    from .evaluation.task_package import run_taskdata
+
+    result = run_taskdata(cfg)
+    print(f"wrote {result.out}: {len(result.files)} files, {sum(result.files.values()):,} items from {result.source}")
 
 
 def _run_compare(cfg: CompareConfig) -> None:
@@ -185,6 +193,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Any], None]]] = {
     "analyze": ("AnalyzeConfig", _run_analyze),
     "ls": ("LsConfig", _run_ls),
     "eval": ("EvalConfig", _run_eval),
+    "taskdata": ("TaskDataConfig", _run_taskdata),
     "compare": ("CompareConfig", _run_compare),
     "data": ("DataConfig", _run_data),
     "generate": ("GenerateConfig", _run_generate),

@@ -11,7 +11,7 @@ from .generation import greedy_generate
 from .metrics import mean_stat
 from .multiple_choice import McOptions
 from .results import MetricValue, TaskResult
-from .task_data import docs_and_fewshot_pool
+from .task_data import TaskDocs, docs_and_fewshot_pool
 from .tasks.generative import GenerativeSpec, harness_fewshots
 
 __all__ = ["build_contexts", "evaluate_generative"]
@@ -23,13 +23,18 @@ def build_contexts(spec: GenerativeSpec, opts: McOptions) -> tuple[list[dict], l
     Raises:
         DowncycleError: no documents, or fewer few-shot examples than shots.
     """
-    docs, k, pool = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots)
+    return _contexts(spec, opts)[1:]
+
+
+def _contexts(spec: GenerativeSpec, opts: McOptions) -> tuple[TaskDocs, list[dict], list[str], int]:
+    sel = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots, opts.sample, opts.seed)
+    docs, k, pool = sel.docs, sel.shots, sel.pool
     if k:
         if len(pool) < k + (spec.fewshot_split == spec.split):
             raise DowncycleError(f"task {spec.name}: --shots {k} needs {k} few-shot examples, "
                                  f"the {spec.fewshot_split} split has {len(pool)}")
     shots = harness_fewshots(pool, k, docs, opts.seed, spec.fewshot_split == spec.split)
-    return docs, [spec.context(d, s) for d, s in zip(docs, shots)], k
+    return sel, docs, [spec.context(d, s) for d, s in zip(docs, shots)], k
 
 
 def evaluate_generative(model: Any, encoder: Encoder, spec: GenerativeSpec, opts: McOptions) -> tuple[TaskResult, list[dict]]:
@@ -42,7 +47,7 @@ def evaluate_generative(model: Any, encoder: Encoder, spec: GenerativeSpec, opts
         The task result (one ``exact_match[<filter>]`` metric per filter, with standard errors) and
         per-document samples (generation, extracted answers, reference, metrics).
     """
-    docs, contexts, k = build_contexts(spec, opts)
+    sel, docs, contexts, k = _contexts(spec, opts)
     room = encoder.max_length - spec.max_gen_toks
     if room <= 0:
         raise DowncycleError(f"task {spec.name}: the model's maximum length {encoder.max_length} leaves no room for "
@@ -56,7 +61,8 @@ def evaluate_generative(model: Any, encoder: Encoder, spec: GenerativeSpec, opts
         extracted, values = spec.score(gen.text, doc)
         for m, v in values.items():
             per_doc[m].append(v)
-        samples.append({"doc": d, "question": doc.get("question"), "target": spec.target(doc), "generation": gen.text,
+        samples.append({"doc": sel.indices[d], "question": doc.get("question"), "target": spec.target(doc), "generation": gen.text,
                         "stop": gen.stop, "new_tokens": len(gen.tokens), "extracted": extracted, **values})
     metrics = {m: MetricValue(s.value, s.stderr) for m, s in ((m, mean_stat(v)) for m, v in per_doc.items())}
-    return TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics), samples
+    return (TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics, sample=opts.sample,
+                       indices=sel.indices if sel.sampled else None), samples)

@@ -29,6 +29,7 @@ class McOptions:
     shared_context: bool = True
     progress: bool = True
     seed: int = 1234
+    sample: int | None = None
 
 
 def fewshot_docs(spec: MultipleChoiceSpec, k: int, pool: list[dict], doc_index: int, same_split: bool, seed: int) -> list[dict]:
@@ -52,9 +53,10 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
         The task result, per-document samples (log-likelihoods, gold, metrics) and the per-document
         metric values (for pooling into a group).
     """
-    docs, k, pool = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots)
+    sel = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots, opts.sample, opts.seed)
+    docs, k, pool = sel.docs, sel.shots, sel.pool
     same = spec.fewshot_split == spec.split
-    requests = [spec.request(d, fewshot_docs(spec, k, pool, i, same, opts.seed)) for i, d in enumerate(docs)]
+    requests = [spec.request(d, fewshot_docs(spec, k, pool, i, same, opts.seed)) for i, d in zip(sel.indices, docs)]
     groups = encoder.groups(requests, shared=opts.shared_context)
     scores = score_groups(model, groups, opts.batch_size, opts.progress, desc=spec.name, shared=opts.shared_context)
     per_doc: dict[str, list[float]] = {m: [] for m in spec.metrics}
@@ -64,31 +66,43 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
         values = spec.score(docs[d], lls) if spec.score else doc_metrics(lls, req.choices, req.gold)
         for m in spec.metrics:
             per_doc[m].append(values[m])
-        samples.append({"doc": d, "gold": req.gold, "loglikelihoods": lls,
+        samples.append({"doc": sel.indices[d], "gold": req.gold, "loglikelihoods": lls,
                         "is_greedy": [scores[(d, c)][1] for c in range(len(req.choices))],
                         **{m: values[m] for m in spec.metrics}})
     metrics = {m: _metric(mean_stat(v)) for m, v in per_doc.items()}
-    return TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics), samples, per_doc
+    return (TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics, sample=opts.sample,
+                       indices=sel.indices if sel.sampled else None), samples, per_doc)
 
 
 def evaluate_group(model: Any, encoder: Encoder, group: GroupSpec, opts: McOptions) -> tuple[TaskResult, dict[str, TaskResult], dict[str, list[dict]]]:
     """Evaluate a group's subtasks and pool them by size. With ``--task-data``, subtasks without a
-    local file are skipped (the result lists the subtasks used)."""
+    local file are skipped (the result lists the subtasks used).
+
+    Returns:
+        The group's result; the result of every subtask and of every group in ``group.groups``
+        (pooled from the subtasks of it that were evaluated); per subtask, its samples.
+    """
     names = list(group.subtasks)
     if opts.task_data is not None:
         names = [n for n in names if find_local(opts.task_data, TASKS[n].stem, TASKS[n].split) is not None]
         if not names:
             raise DowncycleError(f"{opts.task_data}: no local files for any subtask of {group.name}")
-    subresults, samples, stats = {}, {}, {m: [] for m in group.metrics}
+    subresults, samples, stats = {}, {}, {}
     for name in names:
-        result, samples[name], per_doc = evaluate_mc(model, encoder, TASKS[name], opts)
-        subresults[name] = result
-        for m in group.metrics:
-            stats[m].append(mean_stat(per_doc[m]))
-    metrics = {m: _metric(pool_stats(s)) for m, s in stats.items()}
-    n_shot = next(iter(subresults.values())).n_shot
-    total = sum(r.n for r in subresults.values())
-    return TaskResult(group.version, group.kind, n_shot, opts.limit, total, metrics, subtasks=names), subresults, samples
+        subresults[name], samples[name], per_doc = evaluate_mc(model, encoder, TASKS[name], opts)
+        stats[name] = {m: mean_stat(per_doc[m]) for m in group.metrics}
+    for sub in [TASKS[g] for g in group.groups]:
+        used = [n for n in sub.subtasks if n in stats]
+        if used:
+            subresults[sub.name] = _pooled(sub, used, stats, subresults, opts)
+    return _pooled(group, names, stats, subresults, opts), subresults, samples
+
+
+def _pooled(group: GroupSpec, names: list[str], stats: dict[str, dict[str, Stat]], results: dict[str, TaskResult],
+            opts: McOptions) -> TaskResult:
+    metrics = {m: _metric(pool_stats([stats[n][m] for n in names])) for m in group.metrics}
+    return TaskResult(group.version, group.kind, results[names[0]].n_shot, opts.limit, sum(results[n].n for n in names), metrics,
+                      subtasks=names, sample=opts.sample)
 
 
 def _metric(stat: Stat) -> MetricValue:

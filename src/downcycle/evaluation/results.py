@@ -4,7 +4,7 @@ Schema (``RESULTS_SCHEMA``)::
 
     {"schema": 1, "model": {"name", "path", "parameters", "hashes": {file: sha256}},
      "tasks": {task: {"version", "kind", "n_shot", "limit", "n", "metrics": {metric: {"value", "stderr"}},
-                      "subtasks": [names]}},
+                      "subtasks": [names], "sample": N or null, "indices": [positions] or null}},
      "config": {...}, "versions": {...}, "git_revision", "created", "seconds"}
 """
 
@@ -40,6 +40,8 @@ class TaskResult:
     n: int
     metrics: dict[str, MetricValue]
     subtasks: list[str] = field(default_factory=list)
+    sample: int | None = None  # --sample N: a seeded random sample of N items (per subtask for a group)
+    indices: list[int] | None = None  # with --sample: the positions in the split of the items evaluated
 
 
 @dataclass

@@ -8,6 +8,7 @@ manifest ``OUT/downcycle.json``, all through one atomic output directory. Finish
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from ..loading import load_model, resolve_source
 from ..recipe import EvalConfig, to_dict
 from .encoding import Encoder
 from .generative import evaluate_generative
+from .inputs import check_inputs
 from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc
-from .inputs import check_inputs
 from .results import RESULTS_NAME, EvalResults, ModelInfo, TaskResult, read_results
 from .resume import EvalProgress, ModelProgress
+from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
 __all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval"]
@@ -96,7 +98,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
     encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
-    opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, cfg.progress, cfg.seed)
+    opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, cfg.progress, cfg.seed,
+                     sample=cfg.sample)
     samples_dir = model_dir / "samples"
     tasks: dict[str, TaskResult] = {}
     for task in cfg.task_names:
@@ -115,7 +118,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
             tasks[task], subresults, samples = evaluate_group(model, encoder, spec, opts)
             for sub, result in subresults.items():
                 tasks.setdefault(sub, result)
-                _write_samples(samples_dir, sub, samples[sub])
+            for sub, items in samples.items():
+                _write_samples(samples_dir, sub, items)
         elif isinstance(spec, GenerativeSpec):
             tasks[task], samples = evaluate_generative(model, encoder, spec, opts)
             _write_samples(samples_dir, task, samples)
@@ -137,10 +141,15 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
 
 
 def run_eval(cfg: EvalConfig) -> EvalOutcome:
-    """Evaluate ``cfg.models`` on ``cfg.tasks`` and write ``cfg.out``."""
+    """Evaluate ``cfg.models`` on ``cfg.tasks`` and write ``cfg.out``.
+
+    Without ``cfg.task_data`` the default task-data directory is used when it exists
+    (:func:`downcycle.evaluation.task_data.resolve_task_data`); the results record the one used.
+    """
     from ..errors import DowncycleError
 
     start = time.perf_counter()
+    cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise DowncycleError(f"{out}: already exists (pass --force to replace it)")

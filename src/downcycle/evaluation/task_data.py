@@ -4,18 +4,60 @@ Local layout (``--task-data DIR``): ``DIR/<stem>.<split>.jsonl``, ``DIR/<stem>.<
 ``datasets.save_to_disk`` directory ``DIR/<stem>.<split>/`` (its ``*.arrow`` files are read with
 pyarrow). Rows keep the dataset's own Hugging Face schema. Without a local file, the task's
 ``hf_path``/``hf_name`` is loaded with the ``datasets`` library (online, or from its cache).
+
+``downcycle eval`` without ``--task-data`` reads the default directory (:func:`resolve_task_data`):
+``$DOWNCYCLE_TASK_DATA``, else ``$XDG_CACHE_HOME/downcycle/task-data`` (``~/.cache/...``) when it
+exists, which ``downcycle taskdata`` fills with the full splits.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
 from .tasks.spec import Doc, MultipleChoiceSpec
 
-__all__ = ["find_local", "load_docs"]
+__all__ = ["TASK_DATA_ENV", "TaskDocs", "default_task_data", "find_local", "load_docs", "resolve_task_data", "sample_indices"]
+
+TASK_DATA_ENV = "DOWNCYCLE_TASK_DATA"
+
+
+def default_task_data() -> Path:
+    """Where task data lives when ``--task-data`` is not given: ``$DOWNCYCLE_TASK_DATA``, else
+    ``$XDG_CACHE_HOME/downcycle/task-data`` (``~/.cache/downcycle/task-data``)."""
+    env = os.environ.get(TASK_DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "downcycle" / "task-data"
+
+
+def resolve_task_data(given: Path | None) -> Path | None:
+    """The task-data directory of a run: ``given``, else the default directory when it exists
+    (None: the Hugging Face hub).
+
+    Raises:
+        DowncycleError: ``$DOWNCYCLE_TASK_DATA`` names a path that is not a directory.
+    """
+    if given is not None:
+        return Path(given)
+    path = default_task_data()
+    if os.environ.get(TASK_DATA_ENV) and not path.is_dir():
+        raise DowncycleError(f"${TASK_DATA_ENV}={path}: not a directory (write it with `downcycle taskdata --out {path}`)")
+    return path if path.is_dir() else None
+
+
+def sample_indices(n: int, sample: int, seed: int) -> list[int]:
+    """``sample`` of the ``n`` document positions, drawn with ``random.Random(seed)`` and sorted;
+    all of them when ``sample >= n``. Depends only on ``n``, ``sample`` and ``seed`` (never the model)."""
+    if sample >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), sample))
 
 
 def find_local(data_dir: Path, stem: str, split: str) -> Path | None:
@@ -84,16 +126,38 @@ def load_docs(spec: MultipleChoiceSpec, split: str, data_dir: Path | None) -> li
     return [spec.process(d) for d in docs] if spec.process else docs
 
 
-def docs_and_fewshot_pool(spec: Any, data_dir: Path | None, limit: int | None, shots: int | None) -> tuple[list[Doc], int, list[Doc]]:
-    """What one task evaluates: its documents (the first ``limit``), the number of shots (the
-    task's default unless ``shots`` is given) and the documents few-shot examples are drawn from.
+@dataclass
+class TaskDocs:
+    """What one task evaluates.
+
+    Attributes:
+        docs: the evaluated documents.
+        indices: their positions in the split (``doc`` in the samples; seeds their few-shot draw).
+        shots: few-shot examples per document.
+        pool: the documents few-shot examples are drawn from.
+        sampled: whether ``indices`` is a seeded sample (``--sample``) rather than a prefix.
+    """
+
+    docs: list[Doc]
+    indices: list[int]
+    shots: int
+    pool: list[Doc]
+    sampled: bool = False
+
+
+def docs_and_fewshot_pool(spec: Any, data_dir: Path | None, limit: int | None, shots: int | None,
+                          sample: int | None = None, seed: int = 1234) -> TaskDocs:
+    """What one task evaluates: its documents (the first ``limit``, or a seeded ``sample``), the
+    number of shots (the task's default unless ``shots`` is given) and the few-shot pool.
 
     Raises:
         DowncycleError: no documents, or shots asked of a task without a few-shot split.
     """
     docs = load_docs(spec, spec.split, data_dir)
-    if limit is not None:
-        docs = docs[:limit]
+    indices = list(range(len(docs) if limit is None else min(limit, len(docs))))
+    if sample is not None:
+        indices = sample_indices(len(docs), sample, seed)
+    docs = [docs[i] for i in indices]
     if not docs:
         raise DowncycleError(f"task {spec.name}: no documents")
     k = spec.default_shots if shots is None else shots
@@ -102,10 +166,8 @@ def docs_and_fewshot_pool(spec: Any, data_dir: Path | None, limit: int | None, s
         if spec.fewshot_split is None:
             raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
         pool = load_docs(spec, spec.fewshot_split, data_dir)
-    return docs, k, pool
+    return TaskDocs(docs, indices, k, pool, sample is not None)
 
 
 def _hub_allowed() -> bool:
-    import os
-
     return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")

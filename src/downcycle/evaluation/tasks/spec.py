@@ -121,11 +121,13 @@ class MultipleChoiceSpec(TaskSource):
 @dataclass(frozen=True)
 class GroupSpec:
     """A task made of subtasks whose metrics are pooled over all their items (MMLU's 57 subjects),
-    as the harness aggregates with ``weight_by_size: true``."""
+    as the harness aggregates with ``weight_by_size: true``; ``groups`` names groups over subsets of
+    the subtasks reported with it (MMLU's categories), pooled from the same items."""
 
     name: str
     version: str
     subtasks: tuple[str, ...]
+    groups: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ("acc",)
     description: str = ""
     kind: str = field(default="group", init=False)
