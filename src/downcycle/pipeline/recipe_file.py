@@ -5,6 +5,11 @@ of that stage's command (``downcycle data``, ``analyze``, ``train``, ``eval``...
 kebab-case, minus the ones the pipeline sets itself (input and output directories, ``force``).
 Every mistake is reported with its place in the recipe, e.g. ``recipe.yaml: heal[1].lr: expected a
 number, got 'fast'``. Relative paths are relative to the recipe file.
+
+Beyond one section per stage: ``corpora`` names extra training corpora (``data`` options; what is not
+given is taken from ``data``, the source excepted), which a healing run picks with ``corpus: NAME``;
+a healing run whose ``cuts`` list ``reference`` also trains the uncut reference on the same tokens,
+the *control* that tells healing apart from continued training on the corpus.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from ..recipe import AnalyzeConfig, DataConfig, EvalConfig, ReportConfig, TrainC
 
 __all__ = ["Recipe", "CutSpec", "HealSpec", "load_recipe", "parse_recipe"]
 
-TOP_KEYS = ("name", "description", "reference", "out", "data", "analyze", "cuts", "heal", "eval", "report")
+TOP_KEYS = ("name", "description", "reference", "out", "data", "corpora", "analyze", "cuts", "heal", "eval", "report")
+CONTROL = "reference"  # the pseudo-cut of `heal[].cuts`: train the uncut reference (the control)
 # Options the pipeline sets itself in each section (inputs, outputs, overwriting, progress bars).
 OWNED = {
     "data": {"out", "force", "resume", "progress"},
@@ -35,7 +41,7 @@ OWNED = {
     "report": {"dir"},
 }
 # Fields naming local files or directories, resolved against the recipe's directory.
-PATH_FIELDS = {"data": {"tokenizer", "source"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
+PATH_FIELDS = {"data": {"tokenizer", "source", "gen_prompts"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
                "eval": {"data", "task_data", "harness_include"}}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -54,11 +60,14 @@ class CutSpec:
 
 @dataclass
 class HealSpec:
-    """One healing run applied to each of ``cuts``: ``options`` are ``downcycle train`` options."""
+    """One healing run applied to each of ``cuts`` (``reference`` among them: the control run on the
+    uncut model); ``options`` are ``downcycle train`` options; ``corpus`` names one of the recipe's
+    ``corpora`` (None: the ``data`` corpus)."""
 
     name: str
     cuts: list[str]
     options: dict[str, Any]
+    corpus: str | None = None
 
 
 @dataclass
@@ -74,6 +83,7 @@ class Recipe:
     out: Path | None = None
     name: str | None = None
     description: str | None = None
+    corpora: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra corpora by name (``data`` options)
 
 
 class _Where:
@@ -119,8 +129,9 @@ def parse_recipe(doc: Any, path: Path) -> Recipe:
     data.setdefault("tokenizer", reference)
     analyze = _section(w, "analyze", doc.get("analyze") or {}, AnalyzeConfig, base)
     analyze.setdefault("data", (data.get("source") or [None])[0])
+    corpora = _corpora(w, doc.get("corpora") or {}, data, base)
     cuts = _cuts(w, doc["cuts"])
-    heal = _heal(w, doc.get("heal") or [], [c.name for c in cuts], base)
+    heal = _heal(w, doc.get("heal") or [], [c.name for c in cuts], list(corpora), base)
     evaluation = _section(w, "eval", doc.get("eval") or {}, EvalConfig, base)
     report = doc.get("report", {})
     if report is not None:  # null: no report
@@ -128,7 +139,24 @@ def parse_recipe(doc: Any, path: Path) -> Recipe:
     out = doc.get("out")
     return Recipe(path, reference, data, cuts, heal, analyze, evaluation, report,
                   Path(os.path.normpath(base / _scalar(w, "out", out))) if out is not None else None,
-                  _opt_str(w, "name", doc.get("name")), _opt_str(w, "description", doc.get("description")))
+                  _opt_str(w, "name", doc.get("name")), _opt_str(w, "description", doc.get("description")), corpora)
+
+
+def _corpora(w: _Where, doc: Any, data: dict[str, Any], base: Path) -> dict[str, dict[str, Any]]:
+    """Extra corpora: each a mapping of ``data`` options, the ones it leaves out taken from ``data``
+    (its ``source`` and ``weights`` excepted: each corpus names its own)."""
+    if not isinstance(doc, dict):
+        raise w.error("corpora", f"expected a mapping of corpus names to `downcycle data` options, got {_kind(doc)}")
+    inherited = {k: v for k, v in data.items() if k not in ("source", "weights")}
+    corpora: dict[str, dict[str, Any]] = {}
+    for name, item in doc.items():
+        where = f"corpora.{name}"
+        _check_name(w, where, str(name), list(corpora))
+        options = _section(w, where, item if item is not None else {}, DataConfig, base, owned_key="data")
+        if not options.get("source"):
+            raise w.error(f"{where}.source", "missing (each corpus names its own source)")
+        corpora[str(name)] = {**inherited, **options}
+    return corpora
 
 
 def _cuts(w: _Where, items: Any) -> list[CutSpec]:
@@ -151,11 +179,13 @@ def _cuts(w: _Where, items: Any) -> list[CutSpec]:
             raise w.error(f"{where}.strategy", f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
         name = values.get("name") or (strategy if values.get("keep") is not None else f"layers{i}")
         _check_name(w, f"{where}.name", name, [s.name for s in specs])
+        if name == CONTROL:
+            raise w.error(f"{where}.name", f"{CONTROL!r} is reserved (heal[].cuts: [{CONTROL}] trains the uncut reference)")
         specs.append(CutSpec(name, values.get("keep"), strategy, values.get("metric"), values.get("layers")))
     return specs
 
 
-def _heal(w: _Where, items: Any, cut_names: list[str], base: Path) -> list[HealSpec]:
+def _heal(w: _Where, items: Any, cut_names: list[str], corpora: list[str], base: Path) -> list[HealSpec]:
     if not isinstance(items, list):
         raise w.error("heal", f"expected a list of healing runs, got {_kind(items)}")
     specs: list[HealSpec] = []
@@ -164,7 +194,7 @@ def _heal(w: _Where, items: Any, cut_names: list[str], base: Path) -> list[HealS
         if not isinstance(item, dict):
             raise w.error(where, f"expected a mapping of `downcycle train` options, got {_kind(item)}")
         item = dict(item)
-        name, cuts = item.pop("name", None), item.pop("cuts", None)
+        name, cuts, corpus = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None)
         options = _section(w, where, item, TrainConfig, base, owned_key="heal")
         name = _scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
         _check_name(w, f"{where}.name", name, [s.name for s in specs])
@@ -174,9 +204,15 @@ def _heal(w: _Where, items: Any, cut_names: list[str], base: Path) -> list[HealS
         if not isinstance(cuts, list) or not cuts:
             raise w.error(f"{where}.cuts", "expected a list of cut names")
         for c in cuts:
-            if c not in cut_names:
-                raise w.error(f"{where}.cuts", f"no cut named {c!r} (the recipe's cuts: {', '.join(cut_names)})")
-        specs.append(HealSpec(name, [str(c) for c in cuts], options))
+            if c not in cut_names and c != CONTROL:
+                raise w.error(f"{where}.cuts", f"no cut named {c!r} (the recipe's cuts: {', '.join(cut_names)}; "
+                                               f"or {CONTROL!r}: the uncut reference, as a control)")
+        if corpus is not None:
+            corpus = _scalar(w, f"{where}.corpus", corpus)
+            if corpus not in corpora:
+                raise w.error(f"{where}.corpus", f"no corpus named {corpus!r} in `corpora`"
+                                                 + (f" (the recipe's: {', '.join(corpora)})" if corpora else ""))
+        specs.append(HealSpec(name, [str(c) for c in cuts], options, corpus))
     return specs
 
 
@@ -241,6 +277,8 @@ def _path(w: _Where, where: str, value: str, base: Path, hub: bool) -> str:
     """A local path resolved against the recipe's directory (checked to exist), or a hub/dataset id as is."""
     if value.startswith("hf:"):
         return value
+    if value.startswith("gen:"):  # text sampled from a model (`downcycle data`): the model's directory
+        return "gen:" + _path(w, where, value[len("gen:"):], base, hub=False)
     p = Path(value).expanduser()
     p = Path(os.path.normpath(p if p.is_absolute() else base / p))  # "recipes/../reference" -> "reference"
     if any(c in value for c in "*?["):

@@ -3,10 +3,12 @@
 Stage directories under the experiment's output directory (the layout ``downcycle report`` reads):
 
     corpus/                          data       the packed training corpus
+    corpus-<name>/                   data       each of the recipe's extra `corpora`
     analysis/                        analyze    layer scores of the reference, heatmaps
     plans/<cut>.json                            each strategy's choice, derived from analysis/scores.json
     cut-<name>[-<depth>]/            cut        one per cut (per depth in a sweep)
     healed-<cut>-<heal>/             train      one per healing run and cut it applies to
+    control-<heal>/                  train      the uncut reference trained the same way (heal[].cuts: [reference])
     eval/                            eval       every model's results.json
     compare/                         compare    the side-by-side table and charts
     sweep/                           sweep      (sweeps only) size-versus-quality curves
@@ -21,7 +23,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 from ..recipe import AnalyzeConfig, CompareConfig, CutConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
-from .recipe_file import CutSpec, Recipe
+from .recipe_file import CONTROL, CutSpec, Recipe
 
 __all__ = ["Stage", "build_stages"]
 
@@ -72,6 +74,9 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
 
     stages = [Stage("corpus", "data", _wrap(f"{where}: data", lambda: DataConfig(**recipe.data, out=out / "corpus")))]
     corpus = out / "corpus"
+    for cname, coptions in recipe.corpora.items():
+        stages.append(Stage(f"corpus-{cname}", "data", _wrap(f"{where}: corpora.{cname}", lambda o=coptions, n=cname: DataConfig(
+            **o, out=out / f"corpus-{n}"))))
 
     cuts: list[tuple[CutSpec, str | None, int | None]] = []  # (spec, sweep depth, layers kept when chosen by `keep`)
     for spec in recipe.cuts:
@@ -108,18 +113,23 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
         cut_stages.setdefault(spec.name, []).append(stage)
         models.append((name, str(out / name), stage.info))
 
+    reference_info = {"role": "reference", "cut": CONTROL, "strategy": None, "depth": None, "layers": num_layers}
     for h_index, heal in enumerate(recipe.heal):
+        corpus_stage = "corpus" if heal.corpus is None else f"corpus-{heal.corpus}"
         for cut_name in heal.cuts:
-            for cut_stage in cut_stages[cut_name]:
-                name = f"healed-{cut_stage.name.removeprefix('cut-')}-{heal.name}"
+            # (stage name, model it trains, the stage that wrote that model or None for the reference, its info)
+            targets = [(f"control-{heal.name}", recipe.reference, None, reference_info)] if cut_name == CONTROL else \
+                [(f"healed-{c.name.removeprefix('cut-')}-{heal.name}", str(out / c.name), c.name, c.info) for c in cut_stages[cut_name]]
+            for name, model, parent, parent_info in targets:
                 options = dict(heal.options)
                 if options.get("method") == "distill" and options.get("teacher") is None:
                     options["teacher"] = recipe.reference
                 options.setdefault("save_every", _save_every(options))
-                config = _wrap(f"{where}: heal[{h_index}]", lambda o=options, n=name, c=cut_stage: TrainConfig(
-                    model=str(out / c.name), data=corpus, out=out / n, **o))
-                after = ["corpus", cut_stage.name]
-                info = {**cut_stage.info, "role": "healed", "heal": heal.name, "method": config.method, "from": cut_stage.name}
+                config = _wrap(f"{where}: heal[{h_index}]", lambda o=options, n=name, m=model, c=corpus_stage: TrainConfig(
+                    model=m, data=out / c, out=out / n, **o))
+                after = [corpus_stage] + ([parent] if parent else [])
+                info = {**parent_info, "role": "control" if parent is None else "healed", "heal": heal.name, "method": config.method,
+                        "from": parent or "reference", "corpus": corpus_stage}
                 stages.append(Stage(name, "train", config, after, info=info))
                 models.append((name, str(out / name), info))
 

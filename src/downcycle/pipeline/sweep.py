@@ -75,7 +75,7 @@ def _plot(directory: Path, rows: list[dict[str, Any]], columns: list[str]) -> li
     for ax, col in zip(axes[0], columns):
         series: dict[str, list[tuple[int, float]]] = {}
         for r in rows:
-            if r["role"] == "reference" or r.get(col) is None:
+            if r["role"] in ("reference", "control") or r.get(col) is None:
                 continue
             label = f"{r['strategy']}" + (f" + {r['method']}" if r["role"] == "healed" else " (cut, not healed)")
             series.setdefault(label, []).append((r["parameters"], r[col]))
@@ -85,6 +85,9 @@ def _plot(directory: Path, rows: list[dict[str, Any]], columns: list[str]) -> li
         for r in rows:
             if r["role"] == "reference" and r.get(col) is not None:
                 ax.plot([r["parameters"] / 1e6], [r[col]], marker="*", markersize=14, color="black", linestyle="none", label="reference")
+            elif r["role"] == "control" and r.get(col) is not None:
+                ax.plot([r["parameters"] / 1e6], [r[col]], marker="X", markersize=10, linestyle="none",
+                        label=f"control: reference + {r['method']}")
         ax.set_xlabel("parameters (millions)")
         ax.set_ylabel(col)
         ax.set_title(f"size vs {col}")

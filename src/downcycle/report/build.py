@@ -8,6 +8,7 @@ each written to a temporary file and renamed into place.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def run_report(cfg: ReportConfig) -> ReportResult:
     """Discover the experiment in ``cfg.dir`` and write its report (and refresh its models' cards)."""
+    from .bars import benchmark_figures
     from .figures import analysis_figures, loss_figures
     from .html import render_html
     from .markdown import render_markdown
+    from .paired import experiment_pairs, paired_table
     from .samples import SAMPLES_NAME, read_samples, sample_generations
     from .summary import summarize
 
@@ -66,17 +69,19 @@ def run_report(cfg: ReportConfig) -> ReportResult:
         generated = [name for name, entry in samples["models"].items() if cache.get("models", {}).get(name) is not entry]
     title = f"downcycle experiment report: {root.resolve().name}"
     with atomic_output_dir(root / REPORT_DIR, force=True) as tmp:
-        analysis, losses = analysis_figures(exp, tmp), loss_figures(exp, tmp)
+        analysis, losses, bench = analysis_figures(exp, tmp), loss_figures(exp, tmp), benchmark_figures(exp, tmp)
+        pairs = experiment_pairs(exp)
+        paired = paired_table(pairs)
         kept = samples if samples is not None else cache if cache.get("models") else None  # --no-samples keeps the cache
         if kept is not None:
             (tmp / SAMPLES_NAME).write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
-        md = render_markdown(title, summary, analysis, losses, samples, REPORT_DIR, notes)
-        page = render_html(title, summary, analysis, losses, samples, tmp, notes)
-        figures = [f.file for f in analysis + losses]
+        md = render_markdown(title, summary, analysis, losses, samples, REPORT_DIR, notes, bench, paired)
+        page = render_html(title, summary, analysis, losses, samples, tmp, notes, bench, paired)
+        figures = [f.file for f in bench + analysis + losses]
         inputs = {s.name: {"stage": s.kind, "config_hash": s.manifest.get("config_hash")} for s in exp.stages}
         write_manifest(tmp, "report", to_dict(cfg), inputs,
                        {"files": [HTML_NAME, MD_NAME], "figures": figures, "verdicts": summary.verdicts,
-                        "healed": summary.healed})
+                        "healed": summary.healed, "paired": [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs]})
     _write_atomic(root / MD_NAME, md)
     _write_atomic(root / HTML_NAME, page)
     cards = []

@@ -9,6 +9,7 @@ validation loss for ``loss``; ``exact_match[strict-match]`` for GSM8K) per model
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -32,17 +33,24 @@ class CompareResult:
     markdown: str
 
 
-def collect(paths: list[str]) -> list[EvalResults]:
-    """Results from files or directories (a model's directory, or an eval output with one per model)."""
-    found: list[EvalResults] = []
+def result_files(paths: list[str]) -> list[Path]:
+    """The results.json files named by ``paths``: files, or directories (a model's directory, or an
+    eval output with one subdirectory per model)."""
+    files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir() and not (p / RESULTS_NAME).is_file():
             subs = sorted(d / RESULTS_NAME for d in p.iterdir() if (d / RESULTS_NAME).is_file())
             if not subs:
                 raise DowncycleError(f"{p}: no results.json in it or its subdirectories")
-            found += [read_results(s) for s in subs]
+            files += subs
         else:
-            found.append(read_results(p))
+            files.append(p / RESULTS_NAME if p.is_dir() else p)
+    return files
+
+
+def collect(paths: list[str]) -> list[EvalResults]:
+    """Results from files or directories (a model's directory, or an eval output with one per model)."""
+    found = [read_results(f) for f in result_files(paths)]
     names = [r.model.name for r in found]
     for r in found:  # same directory name from different runs: tell them apart
         if names.count(r.model.name) > 1:
@@ -145,6 +153,14 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         raise DowncycleError(f"--reference {reference!r}: no such model (models: {', '.join(names)})")
     columns, rows = table_rows(results, reference)
     md = markdown(columns, rows, reference)
+    from .markdown import PAIRED_NOTE, md_table
+    from .paired import paired_rows, paired_table
+
+    dirs = [f.parent for f in result_files(cfg.results)]
+    pairs = paired_rows([(r.model.name, r, d) for r, d in zip(results, dirs)], [(n, reference) for n in names if n != reference])
+    if any(p.diff is not None for p in pairs):
+        md += "\n## Paired comparison\n\n" + PAIRED_NOTE.replace(", and each healed model against its cut", "") + "\n\n" \
+            + md_table(*paired_table(pairs)) + "\n"
     files = ["compare.md", "compare.csv", "compare.json"]
     with atomic_output_dir(Path(cfg.out), force=cfg.force) as tmp:
         (tmp / "compare.md").write_text(md)
@@ -153,7 +169,9 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         writer.writeheader()
         writer.writerows(rows)
         (tmp / "compare.csv").write_text(buf.getvalue())
-        (tmp / "compare.json").write_text(json.dumps({"reference": reference, "columns": columns, "rows": rows}, indent=2) + "\n")
+        paired = [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs]
+        (tmp / "compare.json").write_text(json.dumps({"reference": reference, "columns": columns, "rows": rows, "paired": paired},
+                                                     indent=2) + "\n")
         if cfg.plots:
             tasks = list(dict.fromkeys(t for r in results for t in r.tasks))
             for task in tasks:

@@ -5,7 +5,8 @@ layout `downcycle demo` writes (``corpus/``, ``reference/``, ``analysis/``, ``cu
 ``healed-*/``, ``eval/``, ``compare/``) and any other (a recipe run, sweep subdirectories) read the
 same. Models are the outputs of ``cut`` and ``train`` stages, plus the reference: the source of the
 cuts, which may live outside the experiment directory. A ``train`` output that is a cut's source is
-the reference (pretrained by downcycle), any other ``train`` output is a healed model.
+the reference (pretrained by downcycle); one trained *from* the reference is the control (the uncut
+model trained on the same tokens as the healed ones); any other ``train`` output is a healed model.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ class Model:
     """A checkpoint of the experiment: the reference, a cut or a healed model.
 
     Attributes:
-        role: ``reference``, ``cut`` or ``healed``.
-        parent: for a healed model, the name of the model it was trained from (a cut, usually).
+        role: ``reference``, ``cut``, ``healed`` or ``control`` (the reference trained like the healed models).
+        parent: for a healed model or the control, the name of the model it was trained from (a cut, usually).
         results: its evaluation, when an ``eval`` stage evaluated it.
+        results_dir: the directory of that evaluation's ``results.json`` (its per-item ``samples/`` beside it).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Model:
     stage: Stage | None = None
     parent: str | None = None
     results: EvalResults | None = None
+    results_dir: Path | None = None
 
     @property
     def method(self) -> str | None:
@@ -135,7 +138,8 @@ def discover(root: Path) -> Experiment:
         parent = _resolved(s.manifest.get("inputs", {}).get("model", {}).get("path"))
         if parent is not None and parent not in names:
             parent = _relocated(parent, root, list(names)) or parent
-        exp.models.append(Model(s.name, s.path, "healed", s, parent=names.get(parent) if parent else None))
+        role = "control" if parent in cut_sources else "healed"
+        exp.models.append(Model(s.name, s.path, role, s, parent=names.get(parent) if parent else None))
     _attach_results(exp)
     return exp
 
@@ -145,15 +149,15 @@ def _attach_results(exp: Experiment) -> None:
     path, else by the config.json hash the results record; the newest evaluation wins)."""
     from ..checkpoint.safetensors_index import file_sha256
 
-    found: list[tuple[str, EvalResults]] = []
+    found: list[tuple[str, EvalResults, Path]] = []
     for s in exp.of_kind("eval"):
         for rel in (s.manifest.get("outputs") or {}).values():
             if isinstance(rel, str) and (s.path / rel).is_file():
                 r = read_results(s.path / rel)
-                found.append((r.created, r))
-    found.sort(key=lambda pair: pair[0])
+                found.append((r.created, r, (s.path / rel).parent))
+    found.sort(key=lambda item: item[0])
     config_hash = {m.name: file_sha256(m.path / "config.json") for m in exp.models if (m.path / "config.json").is_file()}
-    for _, r in found:
+    for _, r, where in found:
         path = _resolved(r.model.path, exp.root)
         match = [m for m in exp.models if m.path.resolve() == path]
         if not match:
@@ -162,4 +166,4 @@ def _attach_results(exp: Experiment) -> None:
                 moved = _relocated(Path(r.model.path), exp.root, [m.path.resolve() for m in match])
                 match = [m for m in match if m.path.resolve() == moved]
         if len(match) == 1:
-            match[0].results = r
+            match[0].results, match[0].results_dir = r, where

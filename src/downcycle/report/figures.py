@@ -83,7 +83,7 @@ def loss_figures(exp: Experiment, out: Path) -> list[Figure]:
     """All healing runs' loss curves overlaid (train loss lines, validation loss markers, one colour a
     run), then one figure per training run (the reference's pretraining included)."""
     runs = _trained(exp)
-    healed = [(m, s) for m, s in runs if m.role == "healed"]
+    healed = [(m, s) for m, s in runs if m.role in ("healed", "control")]
     figures = []
     if healed:
         import matplotlib

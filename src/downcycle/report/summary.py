@@ -4,7 +4,8 @@ healing method won.
 
 Gap recovered = (loss_cut - loss_healed) / (loss_cut - loss_ref): 0 when healing did nothing, 1 when
 the healed model is as good as the reference, on the validation loss every model was evaluated on
-(``loss/nll`` of ``downcycle eval``).
+(``loss/nll`` of ``downcycle eval``). The control (the reference trained the same way) is listed with
+the healed models, without a gap: what it gains is what training on the corpus gives an uncut model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from .compare import table_rows
 from .experiment import Experiment, Model
+from .paired import pooled_inside
 
 __all__ = ["Summary", "cut_strategy", "gap_recovered", "summarize", "weights_on_disk"]
 LOSS = ("loss", "nll")  # (task, metric) of the validation loss
@@ -25,7 +27,7 @@ class Summary:
     reference: str | None
     columns: list[str]  # "task/metric" columns of the evaluation results
     rows: list[dict[str, Any]]  # one per model: name, role, strategy, method, parameters, bytes, columns...
-    healed: list[dict[str, Any]]  # one per healed model: name, cut, strategy, method, tokens, loss, loss_cut, loss_ref, recovered
+    healed: list[dict[str, Any]]  # per healed model (and control): name, role, cut, strategy, method, tokens, loss, loss_cut, loss_ref, recovered
     verdicts: list[str] = field(default_factory=list)  # sentences: which strategy and method won
 
 
@@ -87,7 +89,7 @@ def gap_recovered(loss_cut: float, loss_healed: float, loss_ref: float) -> float
 
 
 def summarize(exp: Experiment) -> Summary:
-    order = {"reference": 0, "cut": 1, "healed": 2}
+    order = {"reference": 0, "control": 1, "cut": 2, "healed": 3}
     models = sorted(exp.models, key=lambda m: order[m.role])
     refs = exp.by_role("reference")
     reference = refs[0] if refs else None
@@ -99,6 +101,8 @@ def summarize(exp: Experiment) -> Summary:
             m.results.model.name = m.name  # the experiment's names, not the eval stage's directory names
         ref_name = reference.name if reference is not None and reference.results is not None else evaluated[0].name
         columns, rows = table_rows([m.results for m in evaluated], ref_name)
+        hidden = pooled_inside([m.results for m in evaluated])
+        columns = [c for c in columns if c.split("/")[0] not in hidden]  # a group's subtasks are in compare/, not here
         by_name = {r["model"]: r for r in rows}
     rows = []
     for m in models:
@@ -109,10 +113,10 @@ def summarize(exp: Experiment) -> Summary:
             row["parameters"] = parameter_count(m.path) if m.path.is_dir() else None
         rows.append(row)
     healed = []
-    for m in exp.by_role("healed"):
-        parent = next((p for p in exp.models if p.name == m.parent), None)
+    for m in exp.by_role("control") + exp.by_role("healed"):
+        parent = next((p for p in exp.models if p.name == m.parent), None) if m.role == "healed" else None
         lc, lh, lr = _loss(parent), _loss(m), _loss(reference)
-        healed.append({"model": m.name, "cut": m.parent, "strategy": cut_strategy(exp, m), "method": m.method,
+        healed.append({"model": m.name, "role": m.role, "cut": m.parent, "strategy": cut_strategy(exp, m), "method": m.method,
                        "tokens": (m.stage.manifest.get("outputs") or {}).get("tokens") if m.stage else None,
                        "loss": lh, "loss_cut": lc, "loss_ref": lr,
                        "recovered": gap_recovered(lc, lh, lr) if None not in (lc, lh, lr) else None})
@@ -128,7 +132,12 @@ def _verdicts(exp: Experiment, healed: list[dict]) -> list[str]:
         others = ", ".join(f"{m.name} ({cut_strategy(exp, m)}) {v:.4f}" for m, v in cuts if m is not best)
         out.append(f"Before healing, strategy **{cut_strategy(exp, best)}** won: {best.name} has validation loss {loss:.4f} "
                    f"(vs {others}).")
-    scored = [h for h in healed if h["loss"] is not None]
+    for c in (h for h in healed if h["role"] == "control" and h["loss"] is not None and h["loss_ref"] is not None):
+        out.append(f"Control **{c['model']}** (the uncut reference trained by {c['method']}"
+                   + (f" on {c['tokens']:,} tokens" if c["tokens"] else "") + f"): validation loss {c['loss_ref']:.4f} -> "
+                   f"{c['loss']:.4f}: what training on this corpus gives a model that was never cut; read the healed models against it "
+                   "as well as against the reference.")
+    scored = [h for h in healed if h["loss"] is not None and h["role"] == "healed"]
     if scored:
         best = min(scored, key=lambda h: h["loss"])
         rec = f", recovering {best['recovered']:.0%} of the gap between {best['cut']} and the reference" if best["recovered"] is not None else ""

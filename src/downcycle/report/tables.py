@@ -43,7 +43,8 @@ def healed_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
             "gap recovered"]
     rows = []
     for h in summary.healed:
-        rows.append([h["model"], h["cut"] or "–", h["strategy"] or "–", h["method"] or "–",
+        cut = f"{h['cut'] or 'reference'} (control)" if h.get("role") == "control" else h["cut"] or "–"
+        rows.append([h["model"], cut, h["strategy"] or "–", h["method"] or "–",
                      f"{h['tokens']:,}" if h["tokens"] is not None else "–", fmt_value(h["loss_cut"]), fmt_value(h["loss"]),
                      fmt_value(h["loss_ref"]), "–" if h["recovered"] is None else f"{h['recovered']:.1%}"])
     return head, rows
