@@ -25,6 +25,7 @@ from ..checkpoint import atomic_output_dir, parse_size, write_manifest
 from ..checkpoint.manifest import config_hash
 from ..errors import DowncycleError
 from ..recipe import DataConfig, output_dict, parse_count, to_dict
+from .generated import generator_provenance, is_generated
 from .mixture import Doc, ShuffleBuffer, SourceStream, in_validation, pick_source
 from .pack import Packer
 from .shards import write_corpus_meta
@@ -55,6 +56,12 @@ def parse_shuffle_tokens(text: str) -> int:
     return 0 if str(text).strip() == "0" else parse_count(text, "--shuffle-tokens")
 
 
+def shuffle_capacity(config: DataConfig) -> int:
+    """Tokens of the shuffle buffer: none with a ``gen:`` source, whose documents are independent
+    samples already, and which never ends: a buffer would be filled by generating past the budget."""
+    return 0 if any(is_generated(s) for s in config.source) else parse_shuffle_tokens(config.shuffle_tokens)
+
+
 def partial_dir(out: Path) -> Path:
     """Where an unfinished build of ``out`` keeps its shards and resume state."""
     return out.absolute().parent / f".{out.name}.partial"
@@ -77,9 +84,13 @@ def build_corpus(config: DataConfig) -> Path:
     seq_len = config.seq_len
     train_budget, val_budget = split_budgets(config.token_budget(), config.val, seq_len)
     seqs_per_shard = max(1, parse_size(config.shard_size, "--shard-size") // (seq_len * dtype.itemsize))
-    shuffle_tokens = parse_shuffle_tokens(config.shuffle_tokens)
-    kwargs = {"text_field": config.text_field, "txt_docs": config.txt_docs, "filters": config.filters() or None}
-    streams = [SourceStream(src, w, kwargs, config.batch_docs) for src, w in zip(config.source, config.weight_list())]
+    shuffle_tokens = shuffle_capacity(config)
+    generated = {src: generator_provenance(src, config.generation()) for src in config.source if is_generated(src)}
+    kwargs = {"text_field": config.text_field, "txt_docs": config.txt_docs, "filters": config.filters() or None,
+              "generation": config.generation() if generated else None}
+    # a gen: source is read a few documents at a time: what is read ahead past the budget is generated for nothing
+    streams = [SourceStream(src, w, kwargs, config.gen_batch if src in generated else config.batch_docs)
+               for src, w in zip(config.source, config.weight_list())]
 
     work = partial_dir(out)
     key = config_hash(output_dict(config) | {"tokenizer_sha256": info.sha256})  # a resume needs the same bytes-defining config
@@ -154,7 +165,8 @@ def build_corpus(config: DataConfig) -> Path:
                     if name:
                         os.replace(work / name, tmp / name)
         write_corpus_meta(tmp, meta)
-        write_manifest(tmp, "data", to_dict(config), inputs={"tokenizer": info.as_dict(), "sources": list(config.source)},
+        inputs = {"tokenizer": info.as_dict(), "sources": list(config.source)} | ({"generators": generated} if generated else {})
+        write_manifest(tmp, "data", to_dict(config), inputs=inputs,
                        outputs={s: {k: v for k, v in meta["splits"][s].items() if k != "shards"} for s in meta["splits"]},
                        hashed=output_dict(config))
     shutil.rmtree(work, ignore_errors=True)
@@ -182,7 +194,7 @@ def _corpus_meta(config: DataConfig, info: Any, dtype: np.dtype, packers: dict[s
         "vocab_size": info.vocab_size, "eos_token_id": info.eos_token_id, "bos_token_id": info.bos_token_id,
         "tokenizer": info.as_dict(), "seed": config.seed, "val_fraction": config.val, "dedup": config.dedup,
         "tokens_requested": config.token_budget(), "boundaries": config.boundaries,
-        "shuffle": {"method": "bounded document shuffle buffer", "buffer_tokens": parse_shuffle_tokens(config.shuffle_tokens)},
+        "shuffle": {"method": "bounded document shuffle buffer", "buffer_tokens": shuffle_capacity(config)},
         "splits": splits, "sources": sources,
     }  # fmt: skip
 

@@ -74,6 +74,7 @@ class SourceStream:
     exhausted: bool = False
     _queue: queue.Queue | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
 
     def _read(self, q: queue.Queue) -> None:
         def put(item: Any) -> bool:
@@ -110,7 +111,8 @@ class SourceStream:
             return []
         if self._queue is None:
             self._queue = queue.Queue(maxsize=_PREFETCH)
-            threading.Thread(target=self._read, args=(self._queue,), daemon=True, name=f"read {self.source}").start()
+            self._thread = threading.Thread(target=self._read, args=(self._queue,), daemon=True, name=f"read {self.source}")
+            self._thread.start()
         item = self._queue.get()
         if isinstance(item, BaseException):
             self.exhausted = True
@@ -122,8 +124,11 @@ class SourceStream:
         return item
 
     def close(self) -> None:
-        """Stop the reader thread (it exits at its next put)."""
+        """Stop the reader thread and wait for it: it exits at its next put, after the batch it is
+        reading (a ``gen:`` source finishes the batch it is sampling; no thread outlives the build)."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def pick_source(streams: list[SourceStream]) -> int | None:

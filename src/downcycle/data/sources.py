@@ -185,12 +185,23 @@ def expand_source(source: str) -> list[Path]:
 def check_source(source: str) -> None:
     """Fail fast, before any work, on a source that names nothing: a missing path, an empty glob or
     directory, an unsupported file, or a string that is not a dataset id either."""
+    from .generated import check_generated, is_generated
+
+    if is_generated(source):
+        check_generated(source)
+        return
     if not expand_source(source) and _HF_ID.match(source) is None:
         raise DowncycleError(f"{source}: no such file or directory (and not a Hugging Face dataset id)")
 
 
-def iter_records(source: str, *, text_field: str = "text", txt_docs: str = "file") -> Iterator[dict[str, Any]]:
-    """Every record of ``source`` as a dict (a ``.txt`` document is ``{text_field: text}``)."""
+def iter_records(source: str, *, text_field: str = "text", txt_docs: str = "file", generation: Any = None) -> Iterator[dict[str, Any]]:
+    """Every record of ``source`` as a dict (a ``.txt`` document is ``{text_field: text}``); a
+    ``gen:MODEL_DIR`` source samples them with ``generation`` (:class:`.generated.GenerationOptions`)."""
+    from .generated import GenerationOptions, is_generated, iter_generated
+
+    if is_generated(source):
+        yield from iter_generated(source, generation or GenerationOptions(), text_field)
+        return
     files = expand_source(source)
     if files:
         for path in files:
@@ -214,7 +225,7 @@ def iter_records(source: str, *, text_field: str = "text", txt_docs: str = "file
 
 
 def iter_texts(source: str, *, text_field: str = "text", limit_docs: int | None = None, txt_docs: str = "file",
-               filters: dict[str, str] | None = None, skip_empty: bool = True) -> Iterator[str]:
+               filters: dict[str, str] | None = None, skip_empty: bool = True, generation: Any = None) -> Iterator[str]:
     """Yield the documents of ``source`` as strings, in a fixed order, streaming.
 
     Args:
@@ -224,6 +235,7 @@ def iter_texts(source: str, *, text_field: str = "text", limit_docs: int | None 
         txt_docs: ``"file"`` (a ``.txt`` file is one document) or ``"blank-line"`` (one per block).
         filters: keep only records whose fields equal these values (compared as strings).
         skip_empty: skip documents that are empty or whitespace only.
+        generation: how a ``gen:MODEL_DIR`` source samples (:class:`.generated.GenerationOptions`).
 
     Raises:
         DowncycleError: missing source, unreadable file, a record without ``text_field``, a
@@ -234,7 +246,7 @@ def iter_texts(source: str, *, text_field: str = "text", limit_docs: int | None 
     count = 0
     if limit_docs is not None and limit_docs <= 0:
         return
-    for record in iter_records(source, text_field=text_field, txt_docs=txt_docs):
+    for record in iter_records(source, text_field=text_field, txt_docs=txt_docs, generation=generation):
         if filters and any(str(record.get(k)) != v for k, v in filters.items()):
             continue
         if text_field not in record:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DowncycleError
 from .fields import arg, parse_count
+
+if TYPE_CHECKING:
+    from ..data.generated import GenerationOptions
 
 __all__ = ["DataConfig"]
 
@@ -17,7 +21,8 @@ class DataConfig:
 
     tokenizer: str = arg("model or tokenizer directory (or hub id, when online) whose fast tokenizer is used", metavar="MODEL")
     source: list[str] = arg("text source, repeatable: .txt/.jsonl/.json/.parquet (also .gz/.zst), a save_to_disk directory, "
-                            "a glob, or an HF dataset as hf:ORG/NAME[/CONFIG][@SPLIT]", metavar="SRC", default_factory=list)
+                            "a glob, an HF dataset as hf:ORG/NAME[/CONFIG][@SPLIT], or gen:MODEL_DIR (text sampled from that model, "
+                            "see --gen-*)", metavar="SRC", default_factory=list)
     out: Path = arg("output corpus directory (must not exist unless --force)", metavar="DIR", affects_output=False)
     tokens: str | None = arg("token budget, train + validation, e.g. 1B, 500M (default: every token of the sources)", metavar="N")
     weights: str | None = arg("mixture weights of the sources by tokens, comma-separated, e.g. 0.7,0.3", metavar="W")
@@ -36,6 +41,16 @@ class DataConfig:
     force: bool = arg("replace DIR if it exists", False, affects_output=False)
     progress: bool = arg("show a progress bar with tokens/s", True, affects_output=False)
     trust_remote_code: bool = arg("allow the tokenizer's custom code to run", False)
+    # gen:MODEL_DIR sources (sequence-level distillation data: text the model writes itself)
+    gen_tokens: int = arg("gen: new tokens per generated document at most (it ends early at EOS)", 256)
+    gen_temperature: float = arg("gen: sampling temperature (0: greedy)", 1.0)
+    gen_top_p: float = arg("gen: nucleus sampling mass in (0, 1] (1: off)", 1.0)
+    gen_prompts: str | None = arg("gen: prompt each document with BOS and the first --gen-prompt-tokens tokens of a document of this "
+                                  "source (cycled); default: BOS alone", metavar="SRC")
+    gen_prompt_tokens: int = arg("gen: tokens of each --gen-prompts document in a prompt", 8)
+    gen_batch: int = arg("gen: documents sampled together (one forward pass per token for the batch)", 16)
+    gen_docs: int | None = arg("gen: documents to generate at most (default: until --tokens is met)", metavar="N")
+    gen_device: str = arg("gen: device of the generating model: cpu, cuda, ...", "cpu")
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
@@ -59,6 +74,14 @@ class DataConfig:
             self.weight_list()  # validate now, fail before any work
         if self.batch_docs < 1:
             raise DowncycleError(f"--batch-docs: {self.batch_docs} must be at least 1")
+        for name in ("gen_tokens", "gen_prompt_tokens", "gen_batch", "gen_docs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise DowncycleError(f"--{name.replace('_', '-')}: {getattr(self, name)} must be at least 1")
+        if not self.gen_temperature >= 0 or not 0 < self.gen_top_p <= 1:
+            raise DowncycleError(f"--gen-temperature {self.gen_temperature} must be >= 0 and --gen-top-p {self.gen_top_p} in (0, 1]")
+        endless = [s for s in self.source if str(s).startswith("gen:")]
+        if endless and self.token_budget() is None and self.gen_docs is None:
+            raise DowncycleError(f"--source {endless[0]}: a gen: source never ends by itself; give --tokens or --gen-docs")
 
     def token_budget(self) -> int | None:
         """The total token budget, or None for every token of the sources."""
@@ -88,3 +111,10 @@ class DataConfig:
                 raise DowncycleError(f"--filter: {item!r} is not KEY=VALUE")
             out[key.strip()] = value.strip()
         return out
+
+    def generation(self) -> GenerationOptions:
+        """The sampling options of this corpus's ``gen:`` sources."""
+        from ..data.generated import GenerationOptions
+
+        return GenerationOptions(self.gen_tokens, self.gen_temperature, self.gen_top_p, self.gen_prompts, self.gen_prompt_tokens,
+                                 self.gen_batch, self.gen_docs, self.seed, self.gen_device)

@@ -1,0 +1,161 @@
+"""A text source sampled from a model: ``gen:MODEL_DIR`` (sequence-level distillation data).
+
+Healing on text the uncut model writes itself keeps the student on the teacher's own distribution,
+where a corpus of old English prose would pull it elsewhere. The source streams like any other, so
+``downcycle data`` budgets, splits, packs and records it unchanged; it never ends by itself, so the
+corpus needs ``--tokens`` (or ``--gen-docs``).
+
+Each document is a prompt and its sampled continuation, decoded to text (special tokens skipped):
+the prompt is BOS alone, or BOS and the first ``prompt_tokens`` tokens of a document of a prompt
+source (its documents cycled; shorter ones skipped). Documents are made ``batch`` at a time, every
+row the same length (no padding), each batch drawn from its own ``torch.Generator`` seeded by
+``(seed, batch index)``: the same options give the same documents, on the same software and thread
+count (float sums may round differently elsewhere, and a sample can then differ). Sampling is
+temperature then top-p as :mod:`downcycle.generation.sampling` defines them. A row that reaches EOS
+stops there; the batch runs until every row has, or ``new_tokens``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DowncycleError
+
+__all__ = ["GEN_PREFIX", "GenerationOptions", "check_generated", "generator_provenance", "is_generated", "iter_generated"]
+GEN_PREFIX = "gen:"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How a ``gen:`` source samples (``downcycle data --gen-*``)."""
+
+    new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    prompts: str | None = None  # a text source; None: BOS-only prompts
+    prompt_tokens: int = 8
+    batch: int = 16
+    docs: int | None = None  # stop after this many documents (None: endless)
+    seed: int = 0
+    device: str = "cpu"
+
+
+def is_generated(source: str) -> bool:
+    return str(source).startswith(GEN_PREFIX)
+
+
+def _model_dir(source: str) -> Path:
+    return Path(source[len(GEN_PREFIX):]).expanduser()
+
+
+def check_generated(source: str) -> None:
+    """Fail before any work when ``gen:PATH`` names no model directory."""
+    path = _model_dir(source)
+    if not (path / "config.json").is_file():
+        raise DowncycleError(f"{source}: {path} is not a model directory (no config.json); a gen: source samples from a local model")
+
+
+def generator_provenance(source: str, options: GenerationOptions) -> dict[str, Any]:
+    """What the corpus manifest records of a ``gen:`` source: the model directory, the SHA-256 of its
+    config, tokenizer and weight files, and the sampling options."""
+    from ..checkpoint.safetensors_index import file_sha256
+
+    if options.prompts is not None:  # fail before any work, not in the reader thread
+        from .sources import check_source
+
+        check_source(options.prompts)
+    path = _model_dir(source)
+    names = sorted(p.name for p in path.iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name in
+                                                                       ("config.json", "tokenizer.json", "model.safetensors.index.json")))
+    return {"model": str(path.resolve()), "sha256": {n: file_sha256(path / n) for n in names}, "sampling": asdict(options)}
+
+
+def _prompts(tokenizer: Any, options: GenerationOptions, text_field: str) -> Iterator[list[int]]:
+    """Endless prompt token ids: BOS (when the tokenizer has one) and the prompt source's first tokens."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    if options.prompts is None:
+        if not bos:
+            raise DowncycleError("gen: the model's tokenizer has no BOS token; give --gen-prompts to prompt from a text source")
+        yield from itertools.repeat(bos)
+        return
+    from .sources import iter_texts
+
+    while True:
+        found = False
+        for text in iter_texts(options.prompts, text_field=text_field):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][: options.prompt_tokens]
+            if len(ids) == options.prompt_tokens:
+                found = True
+                yield bos + ids
+        if not found:
+            raise DowncycleError(f"--gen-prompts {options.prompts}: no document has {options.prompt_tokens} tokens")
+
+
+def _accepts(model: Any, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def sample_batch(model: Any, prompt: Any, options: GenerationOptions, eos_ids: set[int], generator: Any) -> list[list[int]]:
+    """Continue each row of ``prompt`` (B, P) token by token through the KV cache; each row's new
+    tokens, up to and including its EOS."""
+    import torch
+
+    from ..generation.sampling import SamplingParams, warp_scores
+
+    params = SamplingParams(temperature=options.temperature, top_p=options.top_p)
+    cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    eos = torch.tensor(sorted(eos_ids), device=prompt.device, dtype=torch.long)
+    rows: list[list[int]] = [[] for _ in range(prompt.size(0))]
+    done = torch.zeros(prompt.size(0), dtype=torch.bool, device=prompt.device)
+    with torch.inference_mode():
+        out = model(input_ids=prompt, use_cache=True, **keep)
+        for step in range(options.new_tokens):
+            scores = out.logits[:, -1].to(torch.float32)  # (B, V)
+            if params.greedy:
+                token = scores.argmax(dim=-1)
+            else:
+                probs = torch.softmax(warp_scores(scores, params), dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+            for i in (~done).nonzero().flatten().tolist():
+                rows[i].append(int(token[i]))
+            done |= torch.isin(token, eos)
+            if bool(done.all()) or step == options.new_tokens - 1:
+                break
+            cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
+            out = model(input_ids=token[:, None], use_cache=True, **{cache_arg: cache}, **keep)
+    return rows
+
+
+def iter_generated(source: str, options: GenerationOptions, text_field: str = "text") -> Iterator[dict[str, Any]]:
+    """Records ``{text_field: prompt + continuation}`` sampled from the model of ``source``."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ..loading import load_model
+
+    check_generated(source)
+    path = _model_dir(source)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = load_model(path, dtype="float32", device=options.device)
+    model.eval()
+    device = next(model.parameters()).device
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)  # an id or a list of ids
+    eos_ids = {i for i in (configured if isinstance(configured, list) else [configured]) + [tokenizer.eos_token_id] if i is not None}
+    prompts = _prompts(tokenizer, options, text_field)
+    made = 0
+    for b in itertools.count():
+        size = options.batch if options.docs is None else min(options.batch, options.docs - made)
+        if size <= 0:
+            return
+        batch = list(itertools.islice(prompts, size))
+        generator = torch.Generator(device=device).manual_seed(options.seed * 1_000_003 + b)
+        rows = sample_batch(model, torch.tensor(batch, device=device), options, eos_ids, generator)
+        for ids, new in zip(batch, rows):
+            yield {text_field: tokenizer.decode(ids + new, skip_special_tokens=True)}
+        made += size
