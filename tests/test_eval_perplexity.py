@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from eval_support import build_eval_model
 
@@ -134,3 +135,115 @@ def test_loss_on_a_corpus_val_split(lm, tmp_path):
         tokens += len(ids) - 1
     assert result.n == len(ds) > 0 and result.metrics["tokens"].value == tokens
     assert result.metrics["nll"].value == pytest.approx(nll / tokens, rel=1e-5)
+
+
+def one_window_per_pass(model, ids: list[int], window: int, stride: int) -> float:
+    """The reference: each window its own forward pass, the model's own logits of its scored
+    positions through log_softmax (the implementation before windows were batched)."""
+    import torch
+
+    from downcycle.evaluation.perplexity import windows
+
+    x = torch.tensor(ids)
+    total = 0.0
+    with torch.no_grad():
+        for lo, s, e in windows(len(ids), window, stride):
+            logits = model(input_ids=x[lo:e - 1][None]).logits[0, s - 1 - lo:].float()  # (e - s, V)
+            total -= float(logits.log_softmax(-1).gather(1, x[s:e, None]).double().sum())
+    return total
+
+
+def _documents(vocab: int, count: int = 14, seed: int = 0) -> list[list[int]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [2, 3, 70, 17, 1 + 40, 9, 64, 5, 33, 2, 48, 21, 100, 12][:count]
+    return [[1] + torch.randint(3, vocab, (n - 1,), generator=gen).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])  # gemma2: softcapped logits, the model's own head
+@pytest.mark.parametrize("window,stride", [(16, 5), (24, 24), (128, 128)])
+def test_batched_windows_equal_one_window_per_pass(tiny_model, one_torch_thread, family, window, stride):
+    """Documents of many lengths, windows of several documents per forward pass (right padded, several
+    batches and pools): the total equals the sum of one-window-per-pass totals."""
+    from transformers import AutoModelForCausalLM
+
+    from downcycle.evaluation import perplexity
+    from downcycle.output_layer import checked_split
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model(family), dtype="float32").eval()
+    docs = _documents(model.config.vocab_size)
+    want = sum(one_window_per_pass(model, d, window, stride) for d in docs)
+    scored = []
+    got = perplexity.total_nll(model, docs, window, stride, batch_tokens=60, on_scored=scored.append)
+    assert got == pytest.approx(want, rel=1e-6)
+    assert sum(scored) == sum(len(d) - 1 for d in docs) and len(scored) > 3  # several batches
+    assert (checked_split(model, torch.tensor(docs[2])) is None) == (family == "gemma2")  # which path was tested
+    for d in docs[:4]:
+        assert perplexity.document_nll(model, d, window, stride) == pytest.approx(one_window_per_pass(model, d, window, stride), rel=1e-6)
+
+
+def test_pools_and_batch_sizes_do_not_change_the_total(tiny_model, one_torch_thread, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from downcycle.evaluation import perplexity
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model("llama"), dtype="float32").eval()
+    docs = _documents(model.config.vocab_size)
+    want = sum(one_window_per_pass(model, d, 32, 8) for d in docs)
+    monkeypatch.setattr(perplexity, "POOL_BATCHES", 1)  # a pool fills after every few documents
+    for batch_tokens in (1, 40, 10**6):  # one row per pass, a few, everything at once
+        assert perplexity.total_nll(model, docs, 32, 8, batch_tokens=batch_tokens) == pytest.approx(want, rel=1e-6)
+
+
+def test_a_head_the_config_does_not_show_is_caught_by_the_probe(tiny_model, one_torch_thread):
+    """A model whose logits are not its body through its output layer (here: halved in forward) is
+    scored through its own logits, and still exactly."""
+    from transformers import LlamaForCausalLM
+
+    from downcycle.evaluation import perplexity
+    from downcycle.output_layer import checked_split, split_head
+
+    class Halved(LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 0.5
+            return out
+
+    model = Halved.from_pretrained(tiny_model("llama"), dtype="float32").eval()
+    docs = _documents(model.config.vocab_size)
+    assert not isinstance(split_head(model), str)  # the structural check cannot see it ...
+    assert checked_split(model, torch.tensor(docs[2])) is None  # ... the probe does
+    got = perplexity.total_nll(model, docs, 16, 16, batch_tokens=64)
+    assert got == pytest.approx(sum(one_window_per_pass(model, d, 16, 16) for d in docs), rel=1e-6)
+
+
+def test_loss_task_equals_one_window_per_pass_on_text_and_corpus(lm, tmp_path):
+    """Every figure of the task (NLL, perplexity, bits per byte, tokens, bytes) equals the one
+    computed window by window, on raw documents longer than the window and on a corpus val split."""
+    from downcycle.data.corpus import build_corpus
+    from downcycle.data.loader import PackedDataset
+    from downcycle.evaluation.loss import evaluate_loss
+    from downcycle.recipe import DataConfig
+
+    path, model, tok = lm
+    texts = [TEXT * (1 + i % 3) + f" Document {i}." for i in range(9)]
+    src = tmp_path / "texts.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    docs = [[tok.bos_token_id] + tok.encode(t, add_special_tokens=False) for t in texts]
+    corpus = build_corpus(DataConfig(tokenizer=str(path), source=[str(src)], out=tmp_path / "corpus", seq_len=48, val=0.5,
+                                     progress=False))
+    rows = [PackedDataset(corpus, split="val")[i]["input_ids"].tolist() for i in range(len(PackedDataset(corpus, split="val")))]
+    cases = [(str(src), docs, [len(t.encode()) for t in texts], 40, 12),
+             (str(corpus), rows, [len(tok.decode(r[1:]).encode()) for r in rows], 2048, 2048)]
+    for source, seqs, nbytes, window, stride in cases:
+        result = evaluate_loss(model, tok, source, text_field="text", window=window, stride=stride, limit=None, progress=False,
+                               version="1")
+        w = min(window, max(len(s) for s in seqs))
+        nll = sum(one_window_per_pass(model, s, w, min(stride, w)) for s in seqs)
+        tokens, total_bytes = sum(len(s) - 1 for s in seqs), sum(nbytes)
+        m = {k: v.value for k, v in result.metrics.items()}
+        assert (m["tokens"], m["bytes"], result.n) == (tokens, total_bytes, len(seqs))
+        assert m["nll"] == pytest.approx(nll / tokens, rel=1e-6)
+        assert m["perplexity"] == pytest.approx(math.exp(nll / tokens), rel=1e-6)
+        assert m["bits_per_byte"] == pytest.approx(nll / (math.log(2) * total_bytes), rel=1e-6)

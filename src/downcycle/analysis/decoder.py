@@ -16,7 +16,7 @@ from typing import Any
 from ..architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS
 from ..errors import DowncycleError
 
-__all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers"]
+__all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
 
 
 def num_decoder_layers(model: Any) -> int:
@@ -57,6 +57,15 @@ def layer_input(args: tuple, kwargs: dict) -> Any:
     if "hidden_states" in kwargs:
         return kwargs["hidden_states"]
     raise DowncycleError("a decoder layer was called without a hidden state (neither positionally nor as hidden_states=)")
+
+
+def with_layer_input(args: tuple, kwargs: dict, hidden: Any) -> tuple[tuple, dict]:
+    """A decoder layer's call arguments with its hidden state replaced by ``hidden`` (where
+    :func:`layer_input` finds it), for a forward pre-hook to return."""
+    layer_input(args, kwargs)  # the same check
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
 
 
 @contextmanager

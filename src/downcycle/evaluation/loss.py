@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from .perplexity import LossTotals, document_nll
+from .perplexity import LossTotals, total_nll
 from .results import MetricValue, TaskResult
 
 __all__ = ["evaluate_loss"]
@@ -20,6 +21,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         source: raw text (anything :func:`downcycle.data.sources.iter_texts` reads) or a corpus
             directory written by ``downcycle data`` (its ``val`` split; each packed sequence is
             scored on its own, its first token as context, and its bytes counted by decoding).
+            Windows of many documents run batched (:func:`~downcycle.evaluation.perplexity.total_nll`).
         window, stride: see :func:`downcycle.evaluation.perplexity.document_nll`.
         limit: at most this many documents (sequences for a corpus).
     """
@@ -33,23 +35,33 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
 
         ds = PackedDataset(source, split="val")
         n = len(ds) if limit is None else min(limit, len(ds))
-        for i in progress_bar(range(n), desc="loss", unit="seq", disable=not progress, leave=False):
-            ids = ds[i]["input_ids"].tolist()
-            nbytes = len(tokenizer.decode(ids[1:]).encode("utf-8"))
-            w = min(window, len(ids))
-            totals.add(document_nll(model, ids, w, min(stride, w)), len(ids) - 1, nbytes)
+        window = min(window, ds.seq_len)
+        stride = min(stride, window)
+
+        def documents() -> Iterator[list[int]]:
+            for i in range(n):
+                ids = ds[i]["input_ids"].tolist()
+                totals.add_document(len(ids) - 1, len(tokenizer.decode(ids[1:]).encode("utf-8")))
+                yield ids
+
+        bar = progress_bar(total=n * (ds.seq_len - 1), desc="loss", unit="tok", disable=not progress, leave=False)
     else:
         from ..data.sources import iter_texts
 
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if prefix is None:
             raise DowncycleError("task loss: the tokenizer has neither a BOS nor an EOS token to start documents with")
-        for text in progress_bar(iter_texts(source, text_field=text_field, limit_docs=limit), desc="loss", unit="doc",
-                         disable=not progress, leave=False):
-            ids = [prefix] + tokenizer.encode(text, add_special_tokens=False)
-            if len(ids) < 2:
-                continue
-            totals.add(document_nll(model, ids, window, stride), len(ids) - 1, len(text.encode("utf-8")))
+
+        def documents() -> Iterator[list[int]]:
+            for text in iter_texts(source, text_field=text_field, limit_docs=limit):
+                ids = [prefix] + tokenizer.encode(text, add_special_tokens=False)
+                if len(ids) >= 2:
+                    totals.add_document(len(ids) - 1, len(text.encode("utf-8")))
+                    yield ids
+
+        bar = progress_bar(desc="loss", unit="tok", disable=not progress, leave=False)
+    with bar:
+        totals.nll = total_nll(model, documents(), window, stride, on_scored=bar.update)
     if not totals.tokens:
         raise DowncycleError(f"{source}: no tokens to score")
     metrics = {k: MetricValue(v) for k, v in totals.metrics().items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DowncycleError
+from ..output_layer import split_head
 from ..recipe import TrainConfig
 from .losses import chunked_lm_loss_sum, lm_loss_sum
 
@@ -16,9 +17,6 @@ __all__ = ["AUTO_CHUNK_FROM_BYTES", "CHUNK_BYTES", "LMLoss", "forward_logits", "
 # --lm-loss: float32 logits per chunk, and (auto) the micro-batch logits size from which to chunk
 CHUNK_BYTES = 64 * 2**20
 AUTO_CHUNK_FROM_BYTES = 2**30
-# Config fields of families whose head does more than a linear map (softcapping, scaling): the
-# chunked loss would compute a different function, so it is not used for them.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale", "logit_softcapping")
 
 
 def forward_logits(model: Any, batch: dict[str, Any]) -> Any:
@@ -56,27 +54,6 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         except (TypeError, ValueError):
             _LOGITS_TO_KEEP[cls] = False
     return _LOGITS_TO_KEEP[cls]
-
-
-def split_head(model: Any) -> tuple[Any, Any] | str:
-    """``(body, output layer)`` of a causal LM whose logits are ``output_layer(body(...).last_hidden_state)``,
-    or why it cannot be split that way."""
-    import torch
-
-    if hasattr(model, "module"):  # DDP / DeepSpeed: calling inside the wrapper would skip its gradient hooks
-        return "the model is wrapped for distributed training"
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    if type(head) is not torch.nn.Linear:
-        return f"its output layer is a {type(head).__name__}, not a plain linear layer (e.g. LoRA or 4-bit on lm_head)"
-    body = getattr(inner, "base_model", inner)
-    if body is inner:
-        return "no separate body module"
-    config = getattr(inner, "config", None)
-    for key in _LOGIT_TRANSFORMS:
-        if getattr(config, key, None) not in (None, 1, 1.0):
-            return f"its config transforms the logits ({key}={getattr(config, key)})"
-    return body, head
 
 
 class LMLoss:

@@ -12,6 +12,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from ..output_layer import chunk_logits, linear_token_nll
+
 __all__ = ["DISTILL_LOSSES", "chunked_lm_loss_sum", "forward_kl", "get_distill_loss", "lm_loss_sum", "reverse_kl"]
 
 
@@ -67,18 +69,7 @@ def chunked_lm_loss_sum(hidden: Any, weight: Any, bias: Any, targets: Any, chunk
 
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _chunked_function().apply(hidden, weight, bias, targets, chunk_rows)
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, hidden.shape[0], chunk_rows):
-        logits = _chunk_logits(hidden[start : start + chunk_rows], weight, bias)
-        target = targets[start : start + chunk_rows]
-        total += (torch.logsumexp(logits, -1) - logits.gather(1, target[:, None]).squeeze(1)).sum()
-    return total
-
-
-def _chunk_logits(hidden: Any, weight: Any, bias: Any) -> Any:
-    import torch.nn.functional as F
-
-    return F.linear(hidden, weight, bias).float()  # in the autocast dtype when autocast is on, as the model's head
+    return linear_token_nll(hidden, weight, bias, targets, chunk_rows).sum()
 
 
 @functools.cache
@@ -97,7 +88,7 @@ def _chunked_function() -> Any:
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             for start in range(0, hidden.shape[0], chunk_rows):
                 h, target = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
-                logits = _chunk_logits(h, weight, bias)  # (n, V) float32
+                logits = chunk_logits(h, weight, bias)  # (n, V) float32
                 lse = torch.logsumexp(logits, -1)
                 rows = torch.arange(h.shape[0], device=h.device)
                 total += (lse - logits[rows, target]).sum()
