@@ -1,5 +1,5 @@
 """Each method trains a tiny model and lowers validation loss; outputs are normal HF checkpoints;
-LoRA changes only adapter weights and its merged model equals base + adapter."""
+LoRA changes only adapter weights and its merged model equals base + adapter (QLoRA: test_train_qlora.py)."""
 
 from __future__ import annotations
 
@@ -86,21 +86,6 @@ def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path):
     (tmp_path / "c.run" / "train_log.jsonl").write_text('{"step": 1, "split": "train", "loss": 9.0, "tokens": 1}\n')
     run_train(train_config(src, tmp_path / "c", max_steps=2), datasets=datasets())
     assert (tmp_path / "c" / "model.safetensors").is_file() and not (tmp_path / "c.run").exists()
-
-
-def test_qlora_on_cpu_is_a_one_line_error(tiny_model, tmp_path):
-    with pytest.raises(DowncycleError, match="needs a CUDA GPU") as err:
-        run_train(train_config(tiny_model("llama"), tmp_path / "out", method="qlora", device="cpu"), datasets=datasets())
-    assert "\n" not in str(err.value)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU (bitsandbytes 4-bit); none here")
-def test_qlora_trains_on_cuda(tiny_model, tmp_path):
-    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'downcycle[qlora]')")
-    src = tiny_model("llama", hidden_size=64, intermediate_size=128)
-    result = run_train(train_config(src, tmp_path / "out", method="qlora", lr=1e-2, max_steps=12), datasets=datasets())
-    assert result.val_loss < result.val_loss_start
-    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_tensorboard_events_hold_the_same_scalars_as_the_jsonl_log(tiny_model, tmp_path):

@@ -64,11 +64,12 @@ def check_weights(path: str | Path) -> None:
 
 
 def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False,
-               load_in_4bit: bool = False) -> Any:
+               load_in_4bit: bool = False, compute_dtype: str | None = None) -> Any:
     """Load a causal LM from safetensors only (``use_safetensors=True``).
 
     With ``load_in_4bit`` the linear weights are quantised to NF4 with double quantisation
-    (bitsandbytes, CUDA only; QLoRA, Dettmers et al. 2023) and ``dtype`` is the compute dtype.
+    (bitsandbytes, on a CUDA GPU or a CPU; QLoRA, Dettmers et al. 2023) from their values in
+    ``dtype``, and the 4-bit layers compute in ``compute_dtype`` (default: ``dtype``).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -80,10 +81,12 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", tr
     if load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        compute = getattr(torch, dtype) if dtype != "auto" else torch.bfloat16
+        compute_name = compute_dtype or dtype
+        compute = getattr(torch, compute_name) if compute_name != "auto" else torch.bfloat16
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=compute)
-        return AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, dtype=compute, use_safetensors=True,
+        stored = getattr(torch, dtype) if dtype != "auto" else compute
+        return AutoModelForCausalLM.from_pretrained(str(path), quantization_config=quant, dtype=stored, use_safetensors=True,
                                                     device_map={"": torch.device(device)}, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code

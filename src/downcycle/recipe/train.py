@@ -19,7 +19,7 @@ class TrainConfig:
                               "optional with --axolotl (its base_model)", "positional": True, "metavar": "MODEL"})
     data: Path | None = arg("corpus directory written by `downcycle data` (its train and val splits)", metavar="CORPUS_DIR")
     out: Path | None = arg("output directory: the trained model, adapter, loss curves, manifest", metavar="DIR")
-    method: str = arg("training method: full, lora, qlora (CUDA) or distill (`downcycle ls` lists them)", "full")
+    method: str = arg("training method: full, lora, qlora (4-bit base, needs bitsandbytes) or distill (`downcycle ls` lists them)", "full")
     axolotl: Path | None = arg("read settings from an axolotl config YAML (options that differ from their defaults win)", metavar="YAML")
     resume: bool = arg("continue an interrupted run from its last checkpoint in OUT.run/", False)
     force: bool = arg("replace OUT if it exists", False)

@@ -22,6 +22,7 @@ from ..errors import DowncycleError
 __all__ = ["RESUME_FREE_KEYS", "STATE_NAME", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
 
 STATE_NAME = "trainer_state.json"
+MODEL_FILE = "model.safetensors"  # accelerate's save_state: the (first) model's state dict, in safetensors
 _NAME = re.compile(r"^step-(\d{8})$")
 # Config fields a resumed run may change without changing what it computes.
 RESUME_FREE_KEYS = ("resume", "force", "progress", "axolotl")
@@ -67,12 +68,16 @@ def save_checkpoint(accelerator: Any, root: Path, step: int, state: dict[str, An
     return final
 
 
-def load_checkpoint(accelerator: Any, path: Path, config: dict[str, Any], world_size: int) -> dict[str, Any]:
+def load_checkpoint(accelerator: Any, path: Path, config: dict[str, Any], world_size: int, model: Any = None) -> dict[str, Any]:
     """Restore a checkpoint into the prepared model and optimizer; return its trainer state.
 
+    A 4-bit (QLoRA) ``model`` re-creates its quantisation state from the source when it is loaded;
+    the checkpoint's copy of that state is compared with it instead of loaded
+    (:func:`~downcycle.training.quantized.check_quant_state`).
+
     Raises:
-        DowncycleError: if the checkpoint was made with a different training config or process count
-            (a resume must compute what the interrupted run would have).
+        DowncycleError: if the checkpoint was made with a different training config, process count
+            or 4-bit base (a resume must compute what the interrupted run would have).
     """
     path = Path(path)
     state = json.loads((path / STATE_NAME).read_text())
@@ -84,5 +89,12 @@ def load_checkpoint(accelerator: Any, path: Path, config: dict[str, Any], world_
     if state.get("world_size") != world_size:
         raise DowncycleError(f"{path}: saved by {state.get('world_size')} process(es), resumed with {world_size}; "
                              "resume with the same number of processes")
-    accelerator.load_state(str(path))
+    plain = accelerator.unwrap_model(model) if model is not None else None
+    if plain is not None and getattr(plain.config, "quantization_config", None) is not None:
+        from .quantized import check_quant_state
+
+        accelerator.load_state(str(path), strict=False)  # check_quant_state is the strict check
+        check_quant_state(plain, path / MODEL_FILE)
+    else:
+        accelerator.load_state(str(path))
     return state

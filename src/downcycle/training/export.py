@@ -1,8 +1,12 @@
 """Writing the trained model: a normal Hugging Face checkpoint, plus the adapter for LoRA/QLoRA.
 
 The output loads with ``AutoModelForCausalLM.from_pretrained(OUT)`` whatever the method: adapters are
-merged into a full-precision reload of the base (merging into a 4-bit QLoRA base would add its
-quantisation error to the merged weights) and the adapter is kept in ``OUT/adapter/`` for peft users.
+merged into a full-precision reload of the base, and the adapter is kept in ``OUT/adapter/`` for peft
+users. For QLoRA the base's quantised linear weights are first replaced by their dequantized values
+(NF4 codes times block scales, :func:`~downcycle.training.quantized.dequantized_weights`): those are
+the weights the adapter was trained and validated against, so the merged model computes what the
+trained model computed (up to float rounding), where the original weights + adapter would not (and
+re-quantising the merged weights to 4 bits, as peft's own merge does, would add a second rounding).
 Weights are saved in the source checkpoint's dtype.
 """
 
@@ -57,10 +61,18 @@ def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: 
     # peft picks the LoRA tensors out of the full state dict (and strips the adapter name).
     model.save_pretrained(out / ADAPTER_DIR, state_dict=state_dict)
     base = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code)
+    quantized = getattr(model.config, "quantization_config", None) is not None
+    if quantized:
+        from .quantized import dequantized_weights
+
+        params = dict(base.named_parameters())
+        for name, weight in dequantized_weights(model).items():
+            params[name].data.copy_(weight.reshape(params[name].shape))
     with quiet_peft():
         merged = PeftModel.from_pretrained(base, str(out / ADAPTER_DIR)).merge_and_unload()
     merged.to(dtype).save_pretrained(out)
-    return {"weights": "merged base + LoRA adapter", "adapter": ADAPTER_DIR, "dtype": dtype_name}
+    what = "merged dequantized 4-bit base + LoRA adapter" if quantized else "merged base + LoRA adapter"
+    return {"weights": what, "adapter": ADAPTER_DIR, "dtype": dtype_name}
 
 
 def source_inputs(path: Path | None) -> dict[str, Any]:

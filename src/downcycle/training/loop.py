@@ -94,9 +94,12 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         self.method.setup(cfg, self.acc.device)
-        from .optim import build_optimizer, build_scheduler
+        from .optim import build_optimizer, build_scheduler, resolve_optimizer
 
-        optimizer = build_optimizer(cfg.optimizer, list(model.parameters()), cfg.lr, cfg.weight_decay)
+        optimizer_name, note = resolve_optimizer(cfg.optimizer, self.acc.device.type)
+        if note:
+            self.notes.append(note)
+        optimizer = build_optimizer(optimizer_name, list(model.parameters()), cfg.lr, cfg.weight_decay)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         note = self.method.configure_lm_loss(self.model, cfg, self.seq_len)
         if note:
@@ -124,7 +127,7 @@ class Trainer:
         cfg, found = self.config, latest_checkpoint(self.ckpt_root)
         resume_step = None
         if cfg.resume and found is not None:
-            state = load_checkpoint(self.acc, found[1], self._config_record(), self.world)
+            state = load_checkpoint(self.acc, found[1], self._config_record(), self.world, self.model)
             self.scheduler.load_state_dict(state["scheduler"])
             self.step, self.tokens, self.train_seconds = state["step"], state["tokens"], state["train_seconds"]
             self.val_history = [tuple(v) for v in state["val_history"]]

@@ -152,7 +152,10 @@ class LoraMethod(Method):
         return "bfloat16" if precision == "bf16" else "float32"
 
     def prepare(self, model: Any, config: TrainConfig) -> Any:
-        from peft import LoraConfig, get_peft_model
+        from .quantized import quiet_bitsandbytes
+
+        with quiet_bitsandbytes():  # peft imports bitsandbytes, when installed
+            from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=lora_target_modules(model, config.lora_targets), bias="none", task_type="CAUSAL_LM")
@@ -161,24 +164,31 @@ class LoraMethod(Method):
 
 
 class QLoraMethod(LoraMethod):
-    """QLoRA: a 4-bit NF4 base (bitsandbytes) with LoRA adapters on top (Dettmers et al., 2023). CUDA only."""
+    """QLoRA: a 4-bit NF4 base (bitsandbytes) with LoRA adapters on top (Dettmers et al., 2023), on
+    any device bitsandbytes supports (CUDA GPUs and CPUs among them; see :mod:`.quantized`)."""
 
     name = "qlora"
 
     def check(self, config: TrainConfig, device: str) -> None:
+        from .quantized import require_bitsandbytes
+
         super().check(config, device)
-        if not device.startswith("cuda"):
-            raise DowncycleError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit); use --method lora on this machine")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise DowncycleError("--method qlora needs bitsandbytes: pip install 'downcycle[qlora]'") from None
+        require_bitsandbytes(device.split(":")[0])
 
     def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
         from ..loading import load_model
+        from .quantized import keep_training_numerics, quiet_bitsandbytes
 
+        # Quantised from the float32 weights whatever the compute dtype: one 4-bit base for fp32 and
+        # bf16 runs, and the tensors left unquantised (embeddings, norms, head) stay exact
+        # (prepare_model_for_kbit_training would cast them to float32 anyway).
         compute = "bfloat16" if precision == "bf16" else "float32"
-        return load_model(path, dtype=compute, device=device, trust_remote_code=config.trust_remote_code, load_in_4bit=True)
+        with quiet_bitsandbytes():
+            model = load_model(path, dtype="float32", compute_dtype=compute, device=device, trust_remote_code=config.trust_remote_code,
+                               load_in_4bit=True)
+        if keep_training_numerics(model) == 0:
+            raise DowncycleError(f"--method qlora: no linear layer of {path} was quantised to 4 bits")
+        return model
 
     def prepare(self, model: Any, config: TrainConfig) -> Any:
         from peft import prepare_model_for_kbit_training

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["OPTIMIZERS", "PAGED_FALLBACK", "SCHEDULES", "build_optimizer", "build_scheduler", "lr_factor", "resolve_optimizer"]
 
 # name -> "module:Class" (loaded lazily; bitsandbytes is optional)
 OPTIMIZERS: dict[str, str] = {
@@ -22,6 +22,23 @@ OPTIMIZERS: dict[str, str] = {
     "paged_adamw_8bit": "bitsandbytes.optim:PagedAdamW8bit",
     "paged_adamw_32bit": "bitsandbytes.optim:PagedAdamW32bit",
 }
+
+# Paged optimizers keep their state in CUDA unified memory, which pages out to host RAM when GPU
+# memory runs short. On other devices the state is in host memory already, and bitsandbytes itself
+# falls back to the unpaged update. The fallback here is the same update, named and reported:
+# over the LoRA weights of a SmolLM2-135M-shaped model, bitsandbytes' (paged) 32-bit AdamW on a CPU
+# matched torch's to 4.5e-8 after 6 steps and was 3.7-4.0x slower than torch's fused kernel
+# (benchmarks/bench_qlora.py --optimizers; BENCHMARKS.md), so paged_adamw_32bit becomes adamw.
+PAGED_FALLBACK: dict[str, str] = {"paged_adamw_32bit": "adamw", "paged_adamw_8bit": "adamw_8bit"}
+
+
+def resolve_optimizer(name: str, device_type: str) -> tuple[str, str | None]:
+    """The optimizer to build on ``device_type`` for ``--optimizer name``, and a note when it differs."""
+    if name in PAGED_FALLBACK and device_type != "cuda":
+        fallback = PAGED_FALLBACK[name]
+        return fallback, (f"--optimizer {name}: paging needs CUDA unified memory, so on {device_type} the same update "
+                          f"runs unpaged as --optimizer {fallback}")
+    return name, None
 
 
 def _cosine(progress: float) -> float:
