@@ -373,7 +373,8 @@ def main() -> int:
                 "cpu_speedup": t_cpu / o_cpu,
                 "allowed": f_theirs / f_allowed,
                 "downcycle_arithmetic": f_theirs / f_ours,
-                "flops": [f_theirs, f_allowed, f_ours],
+                "allowed_without_lm_eval_cache": f_naive / f_allowed,
+                "flops": [f_theirs, f_allowed, f_ours, f_naive],
                 "metrics": {m: [v.value, v.stderr] for m, v in result.metrics.items()},
             }
             rows.append(row)
