@@ -73,3 +73,16 @@ def test_gen_source_errors(tmp_path):
 
     with pytest.raises(DowncycleError, match="not a model directory"):
         check_source(f"gen:{tmp_path}")
+
+
+def test_generated_documents_split_in_proportion_to_the_budgets():
+    from types import SimpleNamespace
+
+    from downcycle.data.corpus import generated_split
+
+    packers = {"train": SimpleNamespace(full=False), "val": SimpleNamespace(full=False)}
+    splits = [generated_split(i, 0.25, packers) for i in range(12)]
+    assert splits == ["train", "train", "train", "val"] * 3  # every 4th document, at fixed positions
+    packers["val"].full = True
+    assert generated_split(3, 0.25, packers) == "train"  # a full split's document goes to the other
+    assert generated_split(3, 0.25, {"train": packers["train"]}) == "train"  # no validation split

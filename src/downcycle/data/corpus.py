@@ -14,6 +14,7 @@ re-tokenized). The finished shards are moved into ``OUT`` through :func:`atomic_
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -62,6 +63,18 @@ def shuffle_capacity(config: DataConfig) -> int:
     return 0 if any(is_generated(s) for s in config.source) else parse_shuffle_tokens(config.shuffle_tokens)
 
 
+def generated_split(index: int, share: float, packers: dict[str, Packer]) -> str:
+    """The split of a ``gen:`` source's ``index``-th document: one in every ``1 / share`` goes to
+    validation (the samples are independent, so any fixed assignment is unbiased; a hash below
+    ``--val`` would leave a one-sequence validation budget waiting for rare documents); a document
+    for a full split goes to the other."""
+    if "val" not in packers:
+        return "train"
+    split = "val" if math.floor((index + 1) * share) > math.floor(index * share) else "train"
+    other = "train" if split == "val" else "val"
+    return other if packers[split].full and not packers[other].full else split
+
+
 def partial_dir(out: Path) -> Path:
     """Where an unfinished build of ``out`` keeps its shards and resume state."""
     return out.absolute().parent / f".{out.name}.partial"
@@ -100,6 +113,8 @@ def build_corpus(config: DataConfig) -> Path:
         work.mkdir(parents=True)
     splits = ["train"] + (["val"] if val_budget != 0 else [])
     budgets = {"train": train_budget, "val": val_budget}
+    # a gen: source's validation share of documents: that of the budgets (the validation one is at least a sequence)
+    gen_share = val_budget / (val_budget + train_budget) if train_budget and val_budget else config.val
     packers = {s: Packer(work, s, seq_len, dtype, seqs_per_shard, budgets[s], len(streams), config.boundaries) for s in splits}
     shuffle = ShuffleBuffer(shuffle_tokens, config.seed)
     seen: set[bytes] | None = set() if config.dedup else None
@@ -119,13 +134,18 @@ def build_corpus(config: DataConfig) -> Path:
             if i is None:
                 break
             texts, docs_split = [], []
-            for text, digest in streams[i].next_batch():
+            batch = streams[i].next_batch()
+            first = streams[i].consumed - len(batch)  # the stream position of the batch's first document
+            for j, (text, digest) in enumerate(batch):
                 if seen is not None:
                     if digest in seen:
                         duplicates[i] += 1
                         continue
                     seen.add(digest)
-                split = "val" if "val" in packers and in_validation(digest, config.seed, config.val) else "train"
+                if streams[i].source in generated:
+                    split = generated_split(first + j, gen_share, packers)
+                else:
+                    split = "val" if "val" in packers and in_validation(digest, config.seed, config.val) else "train"
                 if not packers[split].full:  # a full split's documents need no tokenizing
                     texts.append(text)
                     docs_split.append(split)
