@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench taskdata smollm2 clean
+.PHONY: setup demo test bench taskdata smollm2 real clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ taskdata: setup
 smollm2: setup
 	$(BIN)/python scripts/fetch_smollm2.py --out models/smollm2-135m-instruct
 
+# the seed's experiment on the real reference (examples/recipes/smollm2.yaml) into real-out/; resumable:
+# a second run skips finished stages. The benchmark data is fetched only when it is not there yet.
+real: smollm2
+	@$(BIN)/python -c "from downcycle.evaluation.task_data import default_task_data as d; raise SystemExit(not (d() / 'downcycle.json').is_file())" \
+		|| $(MAKE) taskdata
+	$(BIN)/downcycle run examples/recipes/smollm2.yaml
+
 bench: setup
 	$(BIN)/python benchmarks/bench_cut.py --sizes 1,4
 	$(BIN)/python benchmarks/bench_data.py
@@ -39,4 +46,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_eval.py --e2e
 
 clean:
-	rm -rf $(VENV) demo-out benchmarks/out
+	rm -rf $(VENV) demo-out real-out benchmarks/out
