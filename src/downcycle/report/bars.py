@@ -34,7 +34,7 @@ def grouped_bars(path: Path, title: str, series: list[tuple[str, Any]], tasks: l
 
     k = len(series)
     width = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * k * len(tasks) + 2.5), 4.4), dpi=110)
+    fig, ax = plt.subplots(figsize=(min(18.0, max(6.0, 0.16 * k * len(tasks) + 2.5)), 4.4), dpi=110)
     colors = plt.get_cmap("tab10").colors
     drawn = []
     for i, (label, results) in enumerate(series):
@@ -53,9 +53,8 @@ def grouped_bars(path: Path, title: str, series: list[tuple[str, Any]], tasks: l
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(k, 4), loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path)
+    ax.legend(fontsize=8, ncol=min(k, 3), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)  # below: bars reach 1
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return drawn
 
