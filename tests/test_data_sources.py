@@ -118,6 +118,7 @@ def test_hub_id_streams_with_config_split_and_filter(monkeypatch):
         return iter([{"text": "a", "language": "en"}, {"text": "b", "language": "fr"}, {"text": "c", "language": "en"}])
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")  # the online path, whatever an earlier test set
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert list(iter_texts("hf:org/web/sample-10BT@validation", filters={"language": "en"})) == ["a", "c"]
     assert list(iter_texts("org/web")) == ["a", "b", "c"]
