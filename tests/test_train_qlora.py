@@ -219,8 +219,9 @@ def test_resume_onto_a_changed_base_model_is_refused(tiny_model, tmp_path, monke
 
 @pytest.mark.slow
 def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus, tmp_path):
-    """The seed's own file, only sequence_len set to the test corpus's 64 (its 8192 takes minutes per
-    step on a CPU; BENCHMARKS.md has that run) and the cut and --max-steps given on the command line."""
+    """The seed's own file, only sequence_len set to the test corpus's 64 (its 8192 takes many minutes
+    per step on a CPU; BENCHMARKS.md has that run) and the cut, --max-steps and --eval-max-seqs given
+    on the command line."""
     from downcycle.cut import cut
     from downcycle.recipe import CutConfig
     from downcycle.training.optim import lr_factor
@@ -234,7 +235,8 @@ def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus
     # the CLI, in its own process (bf16: auto is bf16 on a CPU with native bf16, and accelerate keeps
     # one precision per process)
     proc = subprocess.run([sys.executable, "-m", "downcycle", "train", str(tmp_path / "cut"), "--axolotl", str(axolotl),
-                           "--data", str(real_corpus), "--out", str(tmp_path / "healed"), "--max-steps", "3", "--no-progress"],
+                           "--data", str(real_corpus), "--out", str(tmp_path / "healed"), "--max-steps", "3", "--eval-max-seqs", "32",
+                           "--no-progress"],
                           env=_ENV, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((tmp_path / "healed" / "downcycle.json").read_text())

@@ -177,7 +177,7 @@ class QLoraMethod(LoraMethod):
 
     def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
         from ..loading import load_model
-        from .quantized import keep_training_numerics, quiet_bitsandbytes
+        from .quantized import keep_training_numerics, quiet_bitsandbytes, release_checkpoint_file
 
         # Quantised from the float32 weights whatever the compute dtype: one 4-bit base for fp32 and
         # bf16 runs, and the tensors left unquantised (embeddings, norms, head) stay exact
@@ -188,6 +188,7 @@ class QLoraMethod(LoraMethod):
                                load_in_4bit=True)
         if keep_training_numerics(model) == 0:
             raise DowncycleError(f"--method qlora: no linear layer of {path} was quantised to 4 bits")
+        release_checkpoint_file(model)
         return model
 
     def prepare(self, model: Any, config: TrainConfig) -> Any:
