@@ -127,11 +127,11 @@ def release_checkpoint_file(model: Any) -> int:
     import bitsandbytes as bnb
 
     copied = 0
-    for module in model.modules():
-        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-            if tensor.device.type == "cpu" and not isinstance(tensor, bnb.nn.Params4bit):
-                tensor.data = tensor.data.clone()
-                copied += 1
+    # parameters() and buffers() yield a tied tensor (embeddings = head) once, so the tie is kept
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu" and not isinstance(tensor, bnb.nn.Params4bit):
+            tensor.data = tensor.data.clone()
+            copied += 1
     return copied
 
 
