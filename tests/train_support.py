@@ -42,7 +42,10 @@ def datasets(n_train: int = 64, n_val: int = 16, seq_len: int = 32):
 def train_config(model: Path, out: Path, **kw):
     from downcycle.recipe import TrainConfig
 
-    base = {"model": str(model), "out": out, "lr": 3e-3, "micro_batch": 4, "max_steps": 8, "progress": False, "lora_dropout": 0.0}
+    # fp32 pinned: tests compare runs (resume, processes, chunked loss) for exact or near-exact equality,
+    # and --precision auto means bf16 on a CPU with native bf16 (tested in test_train_precision.py)
+    base = {"model": str(model), "out": out, "lr": 3e-3, "micro_batch": 4, "max_steps": 8, "progress": False, "lora_dropout": 0.0,
+            "precision": "fp32"}
     base.update(kw)
     return TrainConfig(**base)
 

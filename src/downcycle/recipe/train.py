@@ -44,7 +44,8 @@ class TrainConfig:
     keep_checkpoints: int = arg("resumable checkpoints kept (oldest removed first)", 2)
     log_every: int = arg("write a train-loss record every N optimizer steps", 1)
     # numerics and memory
-    precision: str = arg("auto (bf16 autocast on a GPU that supports it, else fp32), bf16 or fp32", "auto")
+    precision: str = arg("auto (bf16 autocast on a GPU that supports it or a CPU with native bf16 instructions, "
+                         "AVX512-BF16 or AMX; else fp32), bf16 or fp32", "auto")
     lm_loss: str = arg("LM loss over the vocabulary: full (the model's logits), chunked (the output layer and cross-entropy a few "
                        "hundred positions at a time, the logits never held whole) or auto (chunked when a micro-batch's float32 "
                        "logits would exceed 1 GiB)", "auto")

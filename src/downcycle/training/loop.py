@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
+from ..loading import resolve_precision
 from ..recipe import TrainConfig, to_dict
 from .batches import StepPlan, collate, eval_batches
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -32,15 +33,6 @@ def run_dir_for(out: Path) -> Path:
     """Where checkpoints and logs of an unfinished run live: ``OUT.run/`` beside ``OUT``."""
     out = Path(out)
     return out.parent / f"{out.name}.run"
-
-
-def resolve_precision(precision: str, device_type: str) -> str:
-    """``bf16`` or ``fp32``: auto picks bf16 autocast on a CUDA GPU that supports it."""
-    import torch
-
-    if precision != "auto":
-        return precision
-    return "bf16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
 class Trainer:
@@ -78,7 +70,14 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
         if not cfg.resume and not cfg.force and latest_checkpoint(self.ckpt_root) is not None:  # before any loading: fail fast
             raise DowncycleError(f"{self.run_dir}: an earlier run left its checkpoints here; pass --resume to continue it or --force to start over")
-        self.acc = Accelerator(cpu=cpu, mixed_precision="bf16" if self.precision == "bf16" else "no")
+        mixed = "bf16" if self.precision == "bf16" else "no"
+        from accelerate.state import AcceleratorState
+
+        if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+            # An earlier run in this process used the other precision; accelerate keeps one state per
+            # process and refuses to change it. Its process group (PartialState) is kept.
+            AcceleratorState._reset_state()
+        self.acc = Accelerator(cpu=cpu, mixed_precision=mixed)
         set_seed(cfg.seed)
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.seq_len = int(self.train_set[0]["input_ids"].shape[0])
