@@ -213,6 +213,7 @@ class DistillMethod(Method):
         # Leading logits the KL compares when the teacher's and student's embeddings are padded to
         # different sizes over one tokenizer (see downcycle.compat.check_distill); None: equal sizes.
         self.shared_vocab: int | None = None
+        self.chunked: Any = None  # a ChunkedDistill when configure_lm_loss chose it (see distill_loss)
 
     def check(self, config: TrainConfig, device: str) -> None:
         if config.teacher is None:
@@ -237,17 +238,34 @@ class DistillMethod(Method):
         self.shared_vocab = shared_vocab
 
     def configure_lm_loss(self, model: Any, config: TrainConfig, seq_len: int) -> str | None:
-        if config.lm_loss == "chunked":
-            raise DowncycleError("--lm-loss chunked: distillation compares the full distributions, so it needs the logits; use --lm-loss full")
-        return None
+        """Distill a chunk of positions at a time (:mod:`.distill_loss`) unless ``--lm-loss full``, or
+        a model of the pair is not its body through a linear layer (then ``chunked`` is an error)."""
+        from .distill_loss import ChunkedDistill
+
+        self.chunked = None
+        if config.lm_loss == "full":
+            return None
+        chunked = ChunkedDistill.build(model, self.teacher, self.kd, self.temperature, self.alpha, self.shared_vocab)
+        why = chunked if isinstance(chunked, str) else chunked.probe_disagrees(model, lambda probe: self.loss(model, probe).total)
+        if why is not None:
+            if config.lm_loss == "chunked":
+                raise DowncycleError(f"--lm-loss chunked: distillation needs both models' logits as their body's hidden states "
+                                     f"through a linear layer, but {why}; use --lm-loss full")
+            return None
+        self.chunked = chunked
+        note = super().configure_lm_loss(model, config, seq_len)  # validation's LM loss
+        return "; ".join(n for n in ("distillation chunked: the output layers, LM loss and KL run a chunk of positions at a time", note) if n)
 
     def loss(self, model: Any, batch: dict[str, Any]) -> LossSums:
         import torch
 
+        if self.chunked is not None:
+            total, nll, kl, tokens = self.chunked(batch)
+            return LossSums(total, tokens, {"lm": nll, "kl": kl})
         logits = forward_logits(model, batch)  # (B, T, V)
         nll, tokens = lm_loss_sum(logits, batch["input_ids"])
         teacher_device = next(self.teacher.parameters()).device
-        with torch.no_grad():
+        with torch.inference_mode():
             t_logits = forward_logits(self.teacher, {"input_ids": batch["input_ids"].to(teacher_device)}).to(logits.device)
         s_logits = logits
         if t_logits.shape != logits.shape:
