@@ -1,7 +1,8 @@
 """``downcycle train``: one training loop on accelerate, with methods as strategies.
 
 Modules: :mod:`.run` (entry point), :mod:`.loop` (setup/train/evaluate/save/resume), :mod:`.methods`
-(full, lora, qlora, distill), :mod:`.losses` (distillation losses), :mod:`.optim`, :mod:`.batches`
+(full, lora, qlora, distill), :mod:`.losses` (distillation losses), :mod:`.distill_loss` (distillation
+a chunk of positions at a time), :mod:`.optim`, :mod:`.batches`
 (data order and sharding), :mod:`.checkpointing`, :mod:`.logging`, :mod:`.export`, :mod:`.axolotl`.
 Importing this package does not import torch.
 """
