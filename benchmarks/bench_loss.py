@@ -13,7 +13,9 @@ built in memory, float32, and scores about ``--tokens`` held-out tokens two ways
 Two inputs: ``corpus``, rows of ``--seq-len`` tokens (a ``downcycle data`` val split; one window
 per row), and ``text``, documents of seeded log-normal lengths (median ~200 tokens, up to
 ``--window``), windows of ``--window`` tokens advancing by ``--stride``. The totals must agree to 1e-6
-(relative); the ratio is by process CPU time, medians of ``--repeats`` taking turns.
+(relative); the ratio is by process CPU time, medians of ``--repeats`` taking turns. ``--bf16`` adds
+``batched-bf16``: the batched path on a bfloat16 copy of the model (``eval --dtype bfloat16``), its CPU
+time and how far its total NLL moves.
 
 Run from the repository root:  .venv/bin/python benchmarks/bench_loss.py
 """
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", default="corpus,text")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bf16", action="store_true", help="also time the batched path in bfloat16")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -99,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(q.numel() for q in model.parameters()) / 1e6:.1f}M params, float32, {args.threads} threads; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     variants = {"one-per-pass": one_per_pass, "batched": batched}
-    for fn in variants.values():  # warm-up
-        fn(model, [list(range(1, 65))], 64, 64)
+    models = dict.fromkeys(variants, model)
+    if args.bf16:
+        import copy
+
+        variants["batched-bf16"], models["batched-bf16"] = batched, copy.deepcopy(model).to(torch.bfloat16)
+    for name, fn in variants.items():  # warm-up
+        fn(models[name], [list(range(1, 65))], 64, 64)
     ok = True
     summary = []
     for case, (docs, window, stride) in cases.items():
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         totals = {}
         for r in range(args.repeats):
             for name, fn in variants.items():
-                wall, cpu, totals[name] = timed(fn, model, docs, window, stride)
+                wall, cpu, totals[name] = timed(fn, models[name], docs, window, stride)
                 times[name].append((wall, cpu))
                 print(f"  round {r + 1}: {name:<13} {wall:7.1f} s wall {cpu:7.1f} s cpu  {tokens / cpu:6.0f} tok/cpu-s", flush=True)
         rel = abs(totals["batched"] - totals["one-per-pass"]) / abs(totals["one-per-pass"])
@@ -118,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [med["one-per-pass"][i] / med["batched"][i] for i in (0, 1)]
         summary.append(f"{case:<7} one-per-pass {med['one-per-pass'][1]:7.1f} s cpu, batched {med['batched'][1]:7.1f} s cpu: "
                        f"{ratio[1]:.2f}x cpu ({ratio[0]:.2f}x wall); total NLL relative difference {rel:.1e}")
+        if "batched-bf16" in med:
+            moved = (totals["batched-bf16"] - totals["batched"]) / tokens
+            summary.append(f"        batched-bf16 {med['batched-bf16'][1]:7.1f} s cpu: {med['batched'][1] / med['batched-bf16'][1]:.2f}x "
+                           f"less cpu than batched float32; NLL per token moved by {moved:+.2e} nats")
         ok &= rel < 1e-6
     print("\n" + "\n".join(summary))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
