@@ -173,8 +173,13 @@ def test_sample_same_items_for_every_model(two_models, task_dir, tmp_path, monke
         assert r.tasks["arc_easy"].indices == expected and r.tasks["arc_easy"].sample == 12
         assert [s["doc"] for s in _samples(tmp_path / "s", name, "arc_easy")] == expected
         assert r.tasks["copa"].indices == sample_indices(100, 12, 7)
-        assert r.tasks["mmlu_anatomy"].indices == sample_indices(135, 12, 7) and r.tasks["mmlu"].n == 24
-        assert r.tasks["mmlu_stem"].n == 24 and r.tasks["mmlu_stem"].sample == 12
+        # a group draws its N items from all its subjects' items together (the task-data fixture's
+        # two subjects: abstract_algebra's 100 test items, then anatomy's 135), each scored in its subject
+        pooled = sample_indices(235, 12, 7)
+        assert r.tasks["mmlu_abstract_algebra"].indices == [i for i in pooled if i < 100]
+        assert r.tasks["mmlu_anatomy"].indices == [i - 100 for i in pooled if i >= 100]
+        assert 0 < r.tasks["mmlu_anatomy"].n < 12 and r.tasks["mmlu"].n == 12 and r.tasks["mmlu"].sample == 12
+        assert r.tasks["mmlu_stem"].n == 12 and r.tasks["mmlu_stem"].sample == 12
     other = _eval(two_models[:1], tmp_path / "s2", monkeypatch, task_dir, tasks="arc_easy", sample=12, seed=8, shots=1)
     assert other["a"].tasks["arc_easy"].indices == sample_indices(250, 12, 8) != expected
     # each sampled item is scored exactly as in a run over every item (its few-shot draw, seeded by

@@ -12,7 +12,7 @@ from .encoding import Encoder
 from .metrics import Stat, doc_metrics, mean_stat, pool_stats
 from .results import MetricValue, TaskResult
 from .scoring import score_groups
-from .task_data import docs_and_fewshot_pool, find_local
+from .task_data import docs_and_fewshot_pool, find_local, load_docs, pooled_sample
 from .tasks import TASKS, GroupSpec, MultipleChoiceSpec
 
 __all__ = ["McOptions", "evaluate_group", "evaluate_mc", "fewshot_docs"]
@@ -46,14 +46,15 @@ def fewshot_docs(spec: MultipleChoiceSpec, k: int, pool: list[dict], doc_index: 
     return random.Random(seed * 1_000_003 + doc_index).sample(candidates, min(k, len(candidates)))
 
 
-def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: McOptions) -> tuple[TaskResult, list[dict], dict[str, list[float]]]:
-    """Score every document of ``spec``.
+def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: McOptions,
+                indices: list[int] | None = None) -> tuple[TaskResult, list[dict], dict[str, list[float]]]:
+    """Score every document of ``spec`` (or those at ``indices``: a group's pooled sample).
 
     Returns:
         The task result, per-document samples (log-likelihoods, gold, metrics) and the per-document
         metric values (for pooling into a group).
     """
-    sel = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots, opts.sample, opts.seed)
+    sel = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots, opts.sample, opts.seed, indices)
     docs, k, pool = sel.docs, sel.shots, sel.pool
     same = spec.fewshot_split == spec.split
     requests = [spec.request(d, fewshot_docs(spec, k, pool, i, same, opts.seed)) for i, d in zip(sel.indices, docs)]
@@ -76,7 +77,9 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
 
 def evaluate_group(model: Any, encoder: Encoder, group: GroupSpec, opts: McOptions) -> tuple[TaskResult, dict[str, TaskResult], dict[str, list[dict]]]:
     """Evaluate a group's subtasks and pool them by size. With ``--task-data``, subtasks without a
-    local file are skipped (the result lists the subtasks used).
+    local file are skipped (the result lists the subtasks used). ``--sample N`` draws N items of the
+    group as a whole (:func:`pooled_sample`: MMLU's N items from its 14,042, not N per subject);
+    subtasks none of whose items were drawn are left out.
 
     Returns:
         The group's result; the result of every subtask and of every group in ``group.groups``
@@ -87,9 +90,14 @@ def evaluate_group(model: Any, encoder: Encoder, group: GroupSpec, opts: McOptio
         names = [n for n in names if find_local(opts.task_data, TASKS[n].stem, TASKS[n].split) is not None]
         if not names:
             raise DowncycleError(f"{opts.task_data}: no local files for any subtask of {group.name}")
+    drawn: dict[str, list[int] | None] = dict.fromkeys(names)
+    if opts.sample is not None:
+        sizes = [len(load_docs(TASKS[n], TASKS[n].split, opts.task_data)) for n in names]
+        drawn = dict(zip(names, pooled_sample(sizes, opts.sample, opts.seed)))
+        names = [n for n in names if drawn[n]]
     subresults, samples, stats = {}, {}, {}
     for name in names:
-        subresults[name], samples[name], per_doc = evaluate_mc(model, encoder, TASKS[name], opts)
+        subresults[name], samples[name], per_doc = evaluate_mc(model, encoder, TASKS[name], opts, drawn[name])
         stats[name] = {m: mean_stat(per_doc[m]) for m in group.metrics}
     for sub in [TASKS[g] for g in group.groups]:
         used = [n for n in sub.subtasks if n in stats]

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import DowncycleError
 from .tasks.spec import Doc, MultipleChoiceSpec
 
-__all__ = ["TASK_DATA_ENV", "TaskDocs", "default_task_data", "find_local", "load_docs", "resolve_task_data", "sample_indices"]
+__all__ = ["TASK_DATA_ENV", "TaskDocs", "default_task_data", "find_local", "load_docs", "pooled_sample", "resolve_task_data", "sample_indices"]
 
 TASK_DATA_ENV = "DOWNCYCLE_TASK_DATA"
 
@@ -58,6 +58,16 @@ def sample_indices(n: int, sample: int, seed: int) -> list[int]:
     if sample >= n:
         return list(range(n))
     return sorted(random.Random(seed).sample(range(n), sample))
+
+
+def pooled_sample(sizes: list[int], sample: int, seed: int) -> list[list[int]]:
+    """A group's ``--sample``: ``sample`` items drawn from its subtasks' items taken together (in
+    the group's subtask order) by :func:`sample_indices`, returned as each subtask's positions."""
+    drawn, out, start = sample_indices(sum(sizes), sample, seed), [], 0
+    for n in sizes:
+        out.append([i - start for i in drawn if start <= i < start + n])
+        start += n
+    return out
 
 
 def find_local(data_dir: Path, stem: str, split: str) -> Path | None:
@@ -146,17 +156,20 @@ class TaskDocs:
 
 
 def docs_and_fewshot_pool(spec: Any, data_dir: Path | None, limit: int | None, shots: int | None,
-                          sample: int | None = None, seed: int = 1234) -> TaskDocs:
-    """What one task evaluates: its documents (the first ``limit``, or a seeded ``sample``), the
-    number of shots (the task's default unless ``shots`` is given) and the few-shot pool.
+                          sample: int | None = None, seed: int = 1234, indices: list[int] | None = None) -> TaskDocs:
+    """What one task evaluates: its documents (the first ``limit``, a seeded ``sample``, or the
+    given ``indices``: a group's pooled draw), the number of shots (the task's default unless
+    ``shots`` is given) and the few-shot pool.
 
     Raises:
         DowncycleError: no documents, or shots asked of a task without a few-shot split.
     """
     docs = load_docs(spec, spec.split, data_dir)
-    indices = list(range(len(docs) if limit is None else min(limit, len(docs))))
-    if sample is not None:
-        indices = sample_indices(len(docs), sample, seed)
+    sampled = sample is not None or indices is not None
+    if indices is None:
+        indices = list(range(len(docs) if limit is None else min(limit, len(docs))))
+        if sample is not None:
+            indices = sample_indices(len(docs), sample, seed)
     docs = [docs[i] for i in indices]
     if not docs:
         raise DowncycleError(f"task {spec.name}: no documents")
@@ -166,7 +179,7 @@ def docs_and_fewshot_pool(spec: Any, data_dir: Path | None, limit: int | None, s
         if spec.fewshot_split is None:
             raise DowncycleError(f"task {spec.name}: has no few-shot split (use --shots 0)")
         pool = load_docs(spec, spec.fewshot_split, data_dir)
-    return TaskDocs(docs, indices, k, pool, sample is not None)
+    return TaskDocs(docs, indices, k, pool, sampled)
 
 
 def _hub_allowed() -> bool:
