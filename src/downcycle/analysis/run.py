@@ -14,7 +14,7 @@ from ..checkpoint import atomic_output_dir, write_manifest
 from ..checkpoint.safetensors_index import file_sha256
 from ..errors import DowncycleError
 from ..loading import load_model, resolve_source
-from ..plan import PLAN_NAME, Plan
+from ..surgery.plan import PLAN_NAME, Plan
 from ..recipe import AnalyzeConfig, output_dict, to_dict
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
 from .strategies import get_strategy, resolve_keep
@@ -84,14 +84,14 @@ def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
     what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
     from transformers import AutoTokenizer
 
-    from ..architecture import layer_count, text_config
+    from ..architecture import num_layers
     from ..compat import check_tokenizer, embedding_rows
     from ..loading import check_weights, read_config
     from .calibration import load_calibration
 
     model_config = read_config(src)
     check_weights(src)
-    resolve_keep(config.keep, layer_count(text_config(model_config)[0])[1])
+    resolve_keep(config.keep, num_layers(model_config))
     tok_path = config.tokenizer or str(src)
     if config.tokenizer is not None:
         check_tokenizer(src, config.tokenizer)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..architecture import loaded_text_config
 from ..checkpoint import atomic_output_dir, write_manifest
 from ..checkpoint.manifest import git_revision, versions
 from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
@@ -44,7 +45,7 @@ class EvalOutcome:
 def max_length(model: Any, tokenizer: Any) -> int:
     """The model's maximum sequence length, looked up as the harness does (config fields, then the
     tokenizer's ``model_max_length``, then 2048)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = loaded_text_config(model.config)
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(cfg, attr, None)
         if isinstance(value, int) and value > 0:

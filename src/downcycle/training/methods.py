@@ -15,16 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..architecture import MLP_SEGMENTS, is_mlp_module
 from ..errors import DowncycleError
 from ..recipe import TrainConfig
 from .lm_loss import LMLoss, forward_logits
 from .losses import get_distill_loss, lm_loss_sum
 
 __all__ = ["METHODS", "DistillMethod", "FullMethod", "LoraMethod", "LossSums", "Method", "QLoraMethod", "get_method"]
-
-# Module path segments that hold a decoder layer's feed-forward block, across families
-# (Llama/Qwen/Gemma/GPT-2: "mlp", Mixtral: "block_sparse_moe", others: "feed_forward", "ffn").
-_MLP_SEGMENTS = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
 
 
 @dataclass
@@ -94,7 +91,7 @@ def trainable_prefixes(model: Any, layers_spec: str, modules: str | None) -> tup
         DowncycleError: for a malformed layer spec or a module name that matches no parameter.
     """
     from ..architecture import infer_layout
-    from ..layerspec import parse_layers
+    from ..surgery.layerspec import parse_layers
 
     names = [n for n, _ in model.named_parameters()]
     layout = infer_layout(model.config.to_dict(), names)
@@ -116,9 +113,9 @@ def lora_target_modules(model: Any, targets: str) -> str | list[str]:
         from transformers.pytorch_utils import Conv1D
 
         found = [name for name, mod in model.named_modules()
-                 if isinstance(mod, (torch.nn.Linear, Conv1D)) and any(s in name.split(".") for s in _MLP_SEGMENTS)]
+                 if isinstance(mod, (torch.nn.Linear, Conv1D)) and is_mlp_module(name)]
         if not found:
-            raise DowncycleError(f"--lora-targets mlp: no linear layer under {'/'.join(_MLP_SEGMENTS)} in this model")
+            raise DowncycleError(f"--lora-targets mlp: no linear layer under {'/'.join(MLP_SEGMENTS)} in this model")
         return found
     names = [t.strip() for t in targets.split(",") if t.strip()]
     module_names = [n for n, _ in model.named_modules()]
