@@ -13,7 +13,7 @@ from typing import Any
 from ..checkpoint import atomic_output_dir, write_manifest
 from ..checkpoint.safetensors_index import file_sha256
 from ..errors import DowncycleError
-from ..loading import load_model, resolve_source
+from ..loading import load_model, resolve_device, resolve_source
 from ..surgery.plan import PLAN_NAME, Plan
 from ..recipe import AnalyzeConfig, output_dict, to_dict
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
@@ -47,12 +47,10 @@ def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
 def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     """Load the model in ``src`` and its tokenizer, read the calibration windows, score every layer
     (plus the NLL search when the strategy or metric needs it) and choose the kept layers."""
-    import torch
-
     strategy = get_strategy(config.strategy)
     metric = check_metric(strategy, config.metric)
     calib, tok_path = _calibration(config, src)  # every input checked before the model loads
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    device = resolve_device(config.device)
     model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
     from .decoder import num_decoder_layers
 

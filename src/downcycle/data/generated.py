@@ -42,7 +42,7 @@ class GenerationOptions:
     batch: int = 16
     docs: int | None = None  # stop after this many documents (None: endless)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # resolved by loading.resolve_device
 
 
 def is_generated(source: str) -> bool:

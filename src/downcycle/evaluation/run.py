@@ -19,7 +19,7 @@ from ..architecture import loaded_text_config
 from ..checkpoint import atomic_output_dir, write_manifest
 from ..checkpoint.manifest import git_revision, versions
 from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
-from ..loading import load_model, resolve_source
+from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, to_dict
 from .encoding import Encoder
 from .generative import evaluate_generative
@@ -95,7 +95,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     """
     start = time.perf_counter()
     path = resolve_source(source)
-    model = load_model(path, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    device = resolve_device(cfg.device)
+    model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
     encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
@@ -134,7 +135,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
 
         names = [t.strip() for t in cfg.harness.split(",") if t.strip()]
         tasks.update(run_harness_tasks(model, tokenizer, names, limit=cfg.limit, shots=cfg.shots, batch_size=cfg.batch_size,
-                                       device=cfg.device, include_path=cfg.harness_include))
+                                       device=device, include_path=cfg.harness_include))
     results = EvalResults(model=_model_info(name, path, model), tasks=tasks, config=to_dict(cfg), versions=versions(),
                           git_revision=git_revision(), seconds=time.perf_counter() - start)
     results.write(model_dir)

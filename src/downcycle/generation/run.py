@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from ..loading import load_model, read_config, resolve_source
+from ..loading import load_model, read_config, resolve_device, resolve_source
 from ..recipe.generate import GenerateConfig
 from .sampling import SamplingParams
 from .stream import TextStream
@@ -124,11 +124,9 @@ def run_generate(config: GenerateConfig, write: Callable[[str], None] | None = N
     prompt = read_prompt(config)  # before the (slow) model load, so a bad prompt fails fast
     src = resolve_source(config.model)
     model_config = read_config(src)
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DowncycleError(f"--device {config.device}: CUDA is not available on this machine")
+    device = resolve_device(config.device)
     tokenizer = _load_tokenizer(src, config.trust_remote_code)
     prompt_ids, chat = encode_prompt(tokenizer, prompt, config.chat, config.system, source=str(src))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
 
     vocab = model.get_input_embeddings().num_embeddings

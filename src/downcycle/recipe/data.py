@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DowncycleError
-from .fields import arg, parse_count
+from .fields import arg, device_arg, parse_count
 
 if TYPE_CHECKING:
     from ..data.generated import GenerationOptions
@@ -50,7 +50,7 @@ class DataConfig:
     gen_prompt_tokens: int = arg("gen: tokens of each --gen-prompts document in a prompt", 8)
     gen_batch: int = arg("gen: documents sampled together (one forward pass per token for the batch)", 16)
     gen_docs: int | None = arg("gen: documents to generate at most (default: until --tokens is met)", metavar="N")
-    gen_device: str = arg("gen: device of the generating model: cpu, cuda, ...", "cpu")
+    gen_device: str = device_arg("gen: device of the generating model")
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 
-__all__ = ["arg", "to_dict", "output_dict", "parse_count"]
+__all__ = ["arg", "device_arg", "to_dict", "output_dict", "parse_count"]
 
 
 def arg(help: str, default: Any = None, positional: bool = False, metavar: str | None = None, affects_output: bool = True,
@@ -26,6 +26,12 @@ def arg(help: str, default: Any = None, positional: bool = False, metavar: str |
     if positional and default is None:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def device_arg(what: str = "device") -> Any:
+    """The ``--device`` field of every stage that loads a model: one default, ``auto``, which
+    :func:`downcycle.loading.resolve_device` resolves (cuda when available, else cpu)."""
+    return arg(f"{what}: auto (cuda when available, else cpu), cpu, cuda, cuda:1, mps", "auto")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

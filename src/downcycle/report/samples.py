@@ -39,7 +39,7 @@ def read_samples(path: Path) -> dict[str, Any]:
 
 
 def sample_generations(exp: Experiment, prompts: list[str], new_tokens: int, cache: dict[str, Any], *,
-                       regenerate: bool = False, device: str = "cpu") -> dict[str, Any]:
+                       regenerate: bool = False, device: str = "auto") -> dict[str, Any]:
     """Greedy continuations of ``prompts`` by every model of ``exp``.
 
     Args:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from ..loading import resolve_precision
+from ..loading import resolve_device, resolve_precision
 from ..recipe import TrainConfig, to_dict
 from .batches import StepPlan, collate, eval_batches
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -58,10 +58,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.config
-        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise DowncycleError("--device cuda: no CUDA GPU is available")
-        probe = "cpu" if cpu else "cuda"
+        probe = resolve_device(cfg.device)  # "cpu" or "cuda" (--device's choices); accelerate picks the GPU
+        cpu = probe == "cpu"
         self.precision = resolve_precision(cfg.precision, probe)
         if self.precision == "bf16" and probe == "cuda" and not torch.cuda.is_bf16_supported():
             raise DowncycleError("--precision bf16: this GPU does not support bfloat16")
