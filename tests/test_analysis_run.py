@@ -15,7 +15,7 @@ from downcycle.analysis.hidden_stats import as_batches
 from downcycle.analysis.run import run_analyze
 from downcycle.cli import main
 from downcycle.errors import DowncycleError
-from downcycle.plan import load_plan
+from downcycle.surgery.plan import load_plan
 from downcycle.recipe import AnalyzeConfig, CutConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def test_analyze_writes_plan_scores_plots_and_the_plan_cuts(model_dir, tmp_path)
     assert manifest["config_hash"] == config_hash(output_dict(same_elsewhere))  # the output path does not count
 
     # downcycle cut consumes the plan
-    from downcycle.cut import cut
+    from downcycle.surgery.cut import cut
 
     cut_result = cut(CutConfig(source=str(model_dir), out=tmp_path / "cut", plan=out / "plan.json"))
     assert cut_result.kept_layers == plan.kept_layers

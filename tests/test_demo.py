@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from downcycle.demo import RECIPE, run_demo
-from downcycle.pipeline import load_recipe
+from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.recipe import DemoConfig
 
 STAGES = ("corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora", "healed-first-distill",

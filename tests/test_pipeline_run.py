@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from downcycle.cli import main
-from downcycle.pipeline import load_recipe, run_recipe, run_sweep
+from downcycle.pipeline.recipe_file import load_recipe
+from downcycle.pipeline.run import run_recipe, run_sweep
 from downcycle.recipe import RunConfig, SweepConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 
 
 def _run_cut(cfg: CutConfig) -> None:
-    from .cut import cut
+    from .pipeline.cut_keep import run_cut
 
-    result = cut(cfg)
+    result = run_cut(cfg)
     print(f"wrote {result.out}: {len(result.kept_layers)} of {result.source_layers} layers, "
           f"{result.bytes_written / 1e6:.1f} MB in {len(result.shards)} shard(s)")
     for note in result.notes:
@@ -162,13 +162,13 @@ def _run_card(cfg: CardConfig) -> None:
 
 
 def _run_run(cfg: RunConfig) -> None:
-    from .pipeline import run_recipe
+    from .pipeline.run import run_recipe
 
     _pipeline_summary(run_recipe(cfg), cfg.dry_run)
 
 
 def _run_sweep(cfg: SweepConfig) -> None:
-    from .pipeline import run_sweep
+    from .pipeline.run import run_sweep
 
     _pipeline_summary(run_sweep(cfg), cfg.dry_run)
 

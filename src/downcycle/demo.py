@@ -28,7 +28,9 @@ __all__ = ["RECIPE", "run_demo"]
 
 def run_demo(config: DemoConfig) -> Path:
     """Run the embedded recipe into ``config.out``; returns the path of ``report.html``."""
-    from .pipeline import build_stages, load_recipe, run_stages
+    from .pipeline.recipe_file import load_recipe
+    from .pipeline.run import run_stages
+    from .pipeline.stages import build_stages
 
     if not RECIPE.is_file() or not (EXAMPLES / "reference" / "config.json").is_file():
         raise DowncycleError(f"{EXAMPLES}: the shipped recipe and reference model are missing (run from a clone of the repository)")

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..analysis.strategies import get_strategy
 from ..errors import DowncycleError
-from ..plan import Plan
+from ..surgery.plan import Plan
 
 __all__ = ["plan_from_scores", "write_plan"]
 

@@ -143,7 +143,7 @@ def _execute(stage: Stage, out: Path, progress: bool, resume: bool) -> None:
         result = run_analyze(dataclasses.replace(cfg, force=True, progress=progress))
         print(f"analysis: {cfg.strategy} would keep {result.plan.kept_layers}")
     elif stage.kind == "cut":
-        from ..cut import cut
+        from ..surgery.cut import cut
 
         if stage.choice is not None:
             from .plans import write_plan

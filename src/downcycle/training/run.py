@@ -129,7 +129,7 @@ def _check_teacher(config: TrainConfig, source: Path, model_config: dict[str, An
 def _write_output(trainer: Any, source: Path, requested: str, result: TrainResult) -> None:
     """Gather the weights (all processes), then write ``OUT`` from the main process."""
     from ..checkpoint import atomic_output_dir, write_manifest
-    from ..report.card import write_card
+    from ..artifacts.card import write_card
     from .export import save_trained, source_inputs
     from .logging import plot_losses
 

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DowncycleError
-from .jsonfile import read_json
+from ..errors import DowncycleError
+from ..jsonfile import read_json
 
 PLAN_NAME = "plan.json"
 
