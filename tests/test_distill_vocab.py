@@ -123,7 +123,7 @@ def test_the_loss_plot_of_a_distillation_run_puts_its_lm_term_beside_validation(
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from downcycle.training.logging import plot_losses
+    from downcycle.artifacts.loss_log import plot_losses
 
     saved = []
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))

@@ -11,8 +11,10 @@ import json
 import shutil
 from pathlib import Path
 
-from .checkpoint import atomic_output_dir, write_manifest
-from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
+from .artifacts.atomic import atomic_output_dir
+from .artifacts.hashes import file_sha256
+from .artifacts.manifest import write_manifest
+from .checkpoint.safetensors_index import INDEX_NAME
 from .errors import DowncycleError
 from .recipe import ConvertConfig, to_dict
 

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_output_dir, write_manifest
-from ..checkpoint.safetensors_index import file_sha256
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.hashes import file_sha256
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
-from ..surgery.plan import PLAN_NAME, Plan
 from ..recipe import AnalyzeConfig, output_dict, to_dict
+from ..surgery.plan import PLAN_NAME, Plan
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
 from .strategies import get_strategy, resolve_keep
 
@@ -34,8 +35,7 @@ class AnalyzeResult:
 def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
     """Analyze ``config.model`` on ``config.data`` and write the plan, scores and plots to ``config.out``."""
     out = Path(config.out)
-    if out.exists() and not config.force:  # fail before loading anything
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, config.force)  # fail before loading anything
     src = resolve_source(config.model)
     analysis, plan = analyze_to_plan(config, src)
     inputs = {"model": config.model, "model_path": str(src.resolve()), "data": config.data,

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.atomic import write_text_atomic
-from ..checkpoint.manifest import read_manifest
 from ..errors import DowncycleError
+from .atomic import write_atomic
+from .manifest import read_manifest
 
 __all__ = ["CARD_NAME", "card_text", "front_matter_license", "write_card"]
 CARD_NAME = "README.md"
@@ -185,5 +185,5 @@ def write_card(model_dir: Path, evaluation: Sequence[str] = ()) -> Path:
         The card's path.
     """
     path = Path(model_dir) / CARD_NAME
-    write_text_atomic(path, card_text(Path(model_dir), evaluation))
+    write_atomic(path, card_text(Path(model_dir), evaluation))
     return path

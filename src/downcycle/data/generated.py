@@ -63,7 +63,7 @@ def check_generated(source: str) -> None:
 def generator_provenance(source: str, options: GenerationOptions) -> dict[str, Any]:
     """What the corpus manifest records of a ``gen:`` source: the model directory, the SHA-256 of its
     config, tokenizer and weight files, and the sampling options."""
-    from ..checkpoint.safetensors_index import file_sha256
+    from ..artifacts.hashes import file_sha256
 
     if options.prompts is not None:  # fail before any work, not in the reader thread
         from .sources import check_source

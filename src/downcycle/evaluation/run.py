@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..architecture import loaded_text_config
-from ..checkpoint import atomic_output_dir, write_manifest
-from ..checkpoint.manifest import git_revision, versions
-from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.hashes import file_sha256
+from ..artifacts.manifest import git_revision, versions, write_manifest
+from ..checkpoint.safetensors_index import INDEX_NAME
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, to_dict
 from .encoding import Encoder
@@ -153,8 +154,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     start = time.perf_counter()
     cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)
-    if out.exists() and not cfg.force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, cfg.force)
     check_inputs(cfg)  # every model, --data and task file, before loading any model
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}

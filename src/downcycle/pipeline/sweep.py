@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.manifest import write_manifest
 from .recipe_file import Recipe
 from .stages import Stage
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .fields import arg, output_dict, parse_count, to_dict
+from .fields import arg, output_dict, to_dict
 
 if TYPE_CHECKING:
     from .analyze import AnalyzeConfig, LsConfig
@@ -43,5 +43,5 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "LsConfig",
-    "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "output_dict", "parse_count", "to_dict",
+    "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "output_dict", "to_dict",
 ]  # fmt: skip

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..artifacts.quantities import COUNT, parse_quantity
 from ..errors import DowncycleError
-from .fields import arg, device_arg, parse_count
+from .fields import arg, device_arg
 
 if TYPE_CHECKING:
     from ..data.generated import GenerationOptions
@@ -63,7 +64,7 @@ class DataConfig:
             raise DowncycleError("data needs --out DIR")
         self.out = Path(self.out)
         if self.tokens is not None and str(self.tokens).lower() != "all":
-            parse_count(self.tokens, "--tokens")
+            parse_quantity(self.tokens, "--tokens", COUNT)
         if self.seq_len < 2:
             raise DowncycleError(f"--seq-len: {self.seq_len} must be at least 2")
         if not 0 <= self.val < 1:
@@ -85,7 +86,7 @@ class DataConfig:
 
     def token_budget(self) -> int | None:
         """The total token budget, or None for every token of the sources."""
-        return None if self.tokens is None or str(self.tokens).lower() == "all" else parse_count(self.tokens, "--tokens")
+        return None if self.tokens is None or str(self.tokens).lower() == "all" else parse_quantity(self.tokens, "--tokens", COUNT)
 
     def weight_list(self) -> list[float]:
         """One weight per source (equal when --weights is not given), normalised to sum to 1."""

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir, write_atomic
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from ..recipe import ReportConfig, to_dict
 from .experiment import REPORT_DIR, discover
@@ -31,12 +32,6 @@ class ReportResult:
     verdicts: list[str]
     cards: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)  # models whose samples were generated (not cached)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    from ..checkpoint.atomic import write_text_atomic  # one left by a killed run is removed by the next
-
-    write_text_atomic(path, text)
 
 
 def run_report(cfg: ReportConfig) -> ReportResult:
@@ -82,8 +77,8 @@ def run_report(cfg: ReportConfig) -> ReportResult:
         write_manifest(tmp, "report", to_dict(cfg), inputs,
                        {"files": [HTML_NAME, MD_NAME], "figures": figures, "verdicts": summary.verdicts,
                         "healed": summary.healed, "paired": [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs]})
-    _write_atomic(root / MD_NAME, md)
-    _write_atomic(root / HTML_NAME, page)
+    write_atomic(root / MD_NAME, md)
+    write_atomic(root / HTML_NAME, page)
     cards = []
     if cfg.cards:
         from .card import write_card

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
 from ..recipe import CompareConfig, to_dict

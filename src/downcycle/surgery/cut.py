@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..architecture import LayerLayout, infer_layout
-from ..checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, start_shards
+from ..artifacts.atomic import atomic_output_dir, check_free_space, check_new_output
+from ..artifacts.quantities import BYTES, parse_quantity
+from ..checkpoint import open_checkpoint, plan_shards, start_shards
 from ..checkpoint.safetensors_index import INDEX_NAME
 from ..checkpoint.writer import usable_cores
 from ..errors import DowncycleError
@@ -61,8 +63,7 @@ def check_paths(config: CutConfig) -> Path:
     """Refuse an output that exists (without ``--force``) or lies in the source, before any work;
     returns the source's local directory."""
     out = Path(config.out)
-    if out.exists() and not config.force:  # atomic_output_dir checks again
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, config.force)
     src = resolve_source(config.source)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
@@ -90,7 +91,7 @@ def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path
     if kept is None:
         kept = select_layers(config, layout.num_layers)
     new_config, notes = cut_config(source_config, layout, kept)
-    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_size(config.max_shard_size, "--max-shard-size"))
+    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_quantity(config.max_shard_size, "--max-shard-size", BYTES))
     total = sum(s.nbytes for s in shards)
     check_free_space(out, total)
     metadata = {"format": "pt", **ckpt.metadata}
@@ -98,10 +99,10 @@ def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path
     with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar, \
             start_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=threads) as copying:
         copying.wait_for_spare_core()  # then the small files below take no CPU time from the copies
-        from ..checkpoint.manifest import prefetch_provenance, write_manifest
-        from ..checkpoint.safetensors_index import file_sha256
         from ..artifacts.card import write_card
-        from ..checkpoint.sidecars import copy_sidecars
+        from ..artifacts.hashes import file_sha256
+        from ..artifacts.manifest import prefetch_provenance, write_manifest
+        from ..artifacts.sidecars import copy_sidecars
 
         prefetch_provenance()
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..artifacts.atomic import check_new_output
+from ..artifacts.loss_log import LOG_NAME, PLOT_NAME, read_log
 from ..errors import DowncycleError
 from ..recipe import TrainConfig, to_dict
-from .logging import LOG_NAME, PLOT_NAME, read_log
 
 __all__ = ["TrainResult", "run_train"]
 
@@ -63,8 +64,7 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     if datasets is None and config.data is None:
         raise DowncycleError("train needs --data CORPUS_DIR (a directory written by `downcycle data`)")
     out = Path(config.out)
-    if out.exists() and not config.force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, config.force)
     if config.resume:
         _check_resumable(out)
     from ..loading import check_weights, read_config, resolve_source
@@ -128,10 +128,11 @@ def _check_teacher(config: TrainConfig, source: Path, model_config: dict[str, An
 
 def _write_output(trainer: Any, source: Path, requested: str, result: TrainResult) -> None:
     """Gather the weights (all processes), then write ``OUT`` from the main process."""
-    from ..checkpoint import atomic_output_dir, write_manifest
+    from ..artifacts.atomic import atomic_output_dir
+    from ..artifacts.manifest import write_manifest
     from ..artifacts.card import write_card
     from .export import save_trained, source_inputs
-    from .logging import plot_losses
+    from ..artifacts.loss_log import plot_losses
 
     acc, cfg = trainer.acc, trainer.config
     state_dict = acc.get_state_dict(trainer.model)
@@ -164,7 +165,7 @@ def _write_output(trainer: Any, source: Path, requested: str, result: TrainResul
 def _data_inputs(data: Path | None) -> dict[str, Any]:
     if data is None:
         return {"source": "in-memory datasets"}
-    from ..checkpoint.safetensors_index import file_sha256
+    from ..artifacts.hashes import file_sha256
 
     corpus = Path(data) / "corpus.json"
     return {"path": str(Path(data).resolve()), "hashes": {"corpus.json": file_sha256(corpus) if corpus.is_file() else None}}

@@ -8,7 +8,6 @@ matches its config can be skipped.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import subprocess
@@ -18,11 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .hashes import config_hash
+
 MANIFEST_NAME = "downcycle.json"
 SCHEMA_VERSION = 1
 _TRACKED = ("downcycle", "torch", "transformers", "safetensors", "accelerate", "peft", "huggingface_hub")
 
-__all__ = ["MANIFEST_NAME", "prefetch_provenance", "write_manifest", "read_manifest", "config_hash", "versions", "git_revision"]
+__all__ = ["MANIFEST_NAME", "prefetch_provenance", "write_manifest", "read_manifest", "versions", "git_revision"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,11 +85,6 @@ def prefetch_provenance() -> None:
     if _prefetch is None:
         _prefetch = threading.Thread(target=lambda: (versions(), git_revision()), daemon=True)
         _prefetch.start()
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """A stable hash of a stage config (sorted JSON), used to decide whether a stage must re-run."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_manifest(directory: Path, stage: str, config: dict[str, Any], inputs: dict[str, Any],
