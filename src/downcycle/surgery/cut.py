@@ -29,7 +29,7 @@ from .plan import load_plan
 MERGEKIT_NAME = "mergekit.yaml"
 _PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 
-__all__ = ["cut", "check_paths", "copy_threads", "CutResult", "select_layers"]
+__all__ = ["cut", "check_paths", "copy_threads", "CutResult", "select_layers", "summary"]
 
 
 @dataclass
@@ -182,3 +182,10 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def summary(result: CutResult) -> str:
+    """What ``downcycle cut`` wrote, and the notes on rewritten config fields."""
+    lines = [f"wrote {result.out}: {len(result.kept_layers)} of {result.source_layers} layers, "
+             f"{result.bytes_written / 1e6:.1f} MB in {len(result.shards)} shard(s)"]
+    return "\n".join(lines + [f"  note: {note}" for note in result.notes])
