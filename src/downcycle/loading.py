@@ -18,8 +18,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "LICENSE*"]
 
-__all__ = ["check_weights", "cpu_has_native_bf16", "load_model", "read_config", "resolve_device", "resolve_precision",
-           "resolve_source"]
+__all__ = ["check_weights", "cpu_has_native_bf16", "eos_token_ids", "load_model", "read_config", "resolve_device",
+           "resolve_precision", "resolve_source"]
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -113,6 +113,17 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", tr
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )
     return model.to(device).eval()
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end a sequence: the model's generation config's ``eos_token_id`` (what
+    ``generate`` stops on), else the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return set()
+    return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
 
 
 def cpu_has_native_bf16() -> bool:
