@@ -101,10 +101,9 @@ def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path
         copying.wait_for_spare_core()  # then the small files below take no CPU time from the copies
         from ..artifacts.card import write_card
         from ..artifacts.hashes import file_sha256
-        from ..artifacts.manifest import prefetch_provenance, write_manifest
+        from ..artifacts.manifest import write_manifest
         from ..artifacts.sidecars import copy_sidecars
 
-        prefetch_provenance()
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
         copy_sidecars(src, tmp, rewritten={"config.json", MERGEKIT_NAME})
         if beside is not None:
