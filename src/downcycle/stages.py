@@ -59,7 +59,7 @@ class StageSpec:
 
 STAGES: dict[str, StageSpec] = {
     "cut": StageSpec(CutConfig, "downcycle.pipeline.cut_keep:run_cut", "downcycle.surgery.cut:summary"),
-    "convert": StageSpec(ConvertConfig, "downcycle.convert:convert", "downcycle.convert:summary"),
+    "convert": StageSpec(ConvertConfig, "downcycle.convert.run:convert", "downcycle.convert.run:summary"),
     "demo": StageSpec(DemoConfig, "downcycle.demo:run_demo", "downcycle.demo:summary", echo=True),
     "train": StageSpec(TrainConfig, "downcycle.training.run:run_train", "downcycle.training.run:summary"),
     "analyze": StageSpec(AnalyzeConfig, "downcycle.analysis.run:run_analyze", "downcycle.analysis.run:summary"),

@@ -19,29 +19,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
+from ..recipe.data import GenerationOptions
 
 __all__ = ["GEN_PREFIX", "GenerationOptions", "check_generated", "generator_provenance", "is_generated", "iter_generated"]
 GEN_PREFIX = "gen:"
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """How a ``gen:`` source samples (``downcycle data --gen-*``)."""
-
-    new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    prompts: str | None = None  # a text source; None: BOS-only prompts
-    prompt_tokens: int = 8
-    batch: int = 16
-    docs: int | None = None  # stop after this many documents (None: endless)
-    seed: int = 0
-    device: str = "auto"  # resolved by loading.resolve_device
 
 
 def is_generated(source: str) -> bool:

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..artifacts.quantities import COUNT, parse_quantity
 from ..errors import DowncycleError
 from .fields import arg, device_arg
 
-if TYPE_CHECKING:
-    from ..data.generated import GenerationOptions
+__all__ = ["DataConfig", "GenerationOptions"]
 
-__all__ = ["DataConfig"]
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How a ``gen:`` source samples (``downcycle data --gen-*``)."""
+
+    new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    prompts: str | None = None  # a text source; None: BOS-only prompts
+    prompt_tokens: int = 8
+    batch: int = 16
+    docs: int | None = None  # stop after this many documents (None: endless)
+    seed: int = 0
+    device: str = "auto"  # resolved by loading.resolve_device
 
 
 @dataclass
@@ -115,7 +126,5 @@ class DataConfig:
 
     def generation(self) -> GenerationOptions:
         """The sampling options of this corpus's ``gen:`` sources."""
-        from ..data.generated import GenerationOptions
-
         return GenerationOptions(self.gen_tokens, self.gen_temperature, self.gen_top_p, self.gen_prompts, self.gen_prompt_tokens,
                                  self.gen_batch, self.gen_docs, self.seed, self.gen_device)

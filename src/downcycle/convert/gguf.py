@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .artifacts.atomic import atomic_output_dir, check_new_output
-from .artifacts.manifest import write_manifest
-from .checkpoint.safetensors_index import METADATA_KEY, read_header
-from .errors import DowncycleError
-from .recipe import ConvertConfig, to_dict
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.manifest import write_manifest
+from ..checkpoint.safetensors_index import METADATA_KEY, read_header
+from ..errors import DowncycleError
+from ..recipe import ConvertConfig, to_dict
 
 GGUF_MAGIC = b"GGUF"
 PROVENANCE_NAME = "PROVENANCE.md"
