@@ -278,7 +278,7 @@ def bench_size(size_gb: float, workdir: Path, repeats: int, mergekit: Path | str
     subprocess.run([*dc[:5], str(ref), *dc[6:]], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kept = verify_cut(src, ref)
     written = sum(p.stat().st_size for p in ref.iterdir())
-    from downcycle.cut import copy_threads
+    from downcycle.surgery.cut import copy_threads
 
     streams = copy_threads()  # as many cp processes as files downcycle copies at once by default
     tools = {"downcycle": (dc, [src]), "floor (cp -r)": (["cp", "-r", str(ref), str(out)], [ref]),

@@ -123,7 +123,7 @@ def _build(workdir: Path, seq_len: int) -> tuple[dict[str, Path], Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from downcycle.cut import cut
+    from downcycle.surgery.cut import cut
     from downcycle.data.corpus import build_corpus
     from downcycle.recipe import CutConfig, DataConfig
 

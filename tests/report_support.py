@@ -21,7 +21,7 @@ def build_experiment(root: Path, reference: Path, corpus: Path) -> Path:
         corpus: a corpus directory written by `downcycle data` with the reference's tokenizer.
     """
     from downcycle.analysis.run import run_analyze
-    from downcycle.cut import cut
+    from downcycle.surgery.cut import cut
     from downcycle.evaluation.run import run_eval
     from downcycle.recipe import AnalyzeConfig, CutConfig, EvalConfig, TrainConfig
     from downcycle.training import run_train

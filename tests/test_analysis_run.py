@@ -15,8 +15,8 @@ from downcycle.analysis.hidden_stats import as_batches
 from downcycle.analysis.run import run_analyze
 from downcycle.cli import main
 from downcycle.errors import DowncycleError
-from downcycle.plan import load_plan
 from downcycle.recipe import AnalyzeConfig, CutConfig
+from downcycle.surgery.plan import load_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER = ROOT / "examples" / "tokenizer"
@@ -83,14 +83,14 @@ def test_analyze_writes_plan_scores_plots_and_the_plan_cuts(model_dir, tmp_path)
     assert plan.details["score_of_choice"] == {f"d({dropped[0]},{dropped[0] + 2})": pytest.approx(scores["angular-last"][dropped[0]][1])}
     manifest = json.loads((out / "downcycle.json").read_text())
     assert manifest["stage"] == "analyze" and manifest["outputs"]["kept_layers"] == plan.kept_layers
-    from downcycle.checkpoint.manifest import config_hash
+    from downcycle.artifacts.hashes import config_hash
     from downcycle.recipe import output_dict
 
     same_elsewhere = config(model_dir, tmp_path / "elsewhere", keep="4", strategy="block", force=True)
     assert manifest["config_hash"] == config_hash(output_dict(same_elsewhere))  # the output path does not count
 
     # downcycle cut consumes the plan
-    from downcycle.cut import cut
+    from downcycle.surgery.cut import cut
 
     cut_result = cut(CutConfig(source=str(model_dir), out=tmp_path / "cut", plan=out / "plan.json"))
     assert cut_result.kept_layers == plan.kept_layers

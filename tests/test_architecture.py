@@ -8,7 +8,7 @@ import transformers
 
 from downcycle.architecture import IMPLICIT_PER_LAYER, infer_layout
 from downcycle.errors import DowncycleError
-from downcycle.surgery import cut_config
+from downcycle.surgery.depth import cut_config
 
 _CLASSES = {"gemma2": "Gemma2Config", "gemma3_text": "Gemma3TextConfig", "cohere2": "Cohere2Config", "exaone4": "Exaone4Config",
             "qwen2": "Qwen2Config", "qwen3": "Qwen3Config", "qwen2_moe": "Qwen2MoeConfig", "smollm3": "SmolLM3Config"}
@@ -127,3 +127,21 @@ def test_refusals():
         _cut({"hidden_size_per_layer_input": 256}, [0, 1])
     with pytest.raises(DowncycleError, match="mystery_layer_split=3"):
         _cut({"mystery_layer_split": 3}, [0, 1])
+
+
+def test_family_facts_for_other_stages():
+    from types import SimpleNamespace
+
+    from downcycle.architecture import is_mlp_module, logit_transform, num_layers, uses_sliding_window
+
+    assert num_layers({"num_hidden_layers": 4}) == 4 and num_layers({"n_layer": 3}) == 3
+    assert num_layers({"text_config": {"num_hidden_layers": 5}, "vision_config": {"num_hidden_layers": 2}}) == 5
+    with pytest.raises(DowncycleError, match="no layer count"):
+        num_layers({"hidden_size": 8})
+    assert uses_sliding_window({"sliding_window": 4}) and not uses_sliding_window({"sliding_window": 4, "use_sliding_window": False})
+    assert uses_sliding_window(SimpleNamespace(layer_types=["full_attention", "sliding_attention"]))
+    assert not uses_sliding_window(SimpleNamespace(sliding_window=None, layer_types=["full_attention"]))
+    assert logit_transform({"final_logit_softcapping": 30.0}) == "final_logit_softcapping=30.0"
+    assert logit_transform(SimpleNamespace(logit_scale=1.0)) is None and logit_transform(None) is None
+    assert is_mlp_module("model.layers.3.mlp.up_proj") and is_mlp_module("model.layers.0.block_sparse_moe.experts.1.w1")
+    assert not is_mlp_module("model.layers.3.self_attn.q_proj")

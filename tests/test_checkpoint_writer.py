@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from downcycle.artifacts.quantities import parse_quantity as parse_size
 from downcycle.checkpoint import open_checkpoint, plan_shards, write_shards, writer
-from downcycle.checkpoint.writer import parse_size
 
 
 def _source(tmp_path: Path, names_sizes: dict[str, int], name="model.safetensors") -> Path:

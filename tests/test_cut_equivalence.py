@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from conftest import keep_layers_in_memory
-from downcycle.cut import cut
-from downcycle.layerspec import parse_layers
+from downcycle.surgery.cut import cut
+from downcycle.surgery.layerspec import parse_layers
 from downcycle.recipe import CutConfig
 from downcycle.tiny import FAMILIES
 

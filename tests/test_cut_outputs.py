@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from downcycle.cut import cut
-from downcycle.plan import Plan
+from downcycle.surgery.cut import cut
+from downcycle.surgery.plan import Plan
 from downcycle.recipe import CutConfig
 
 

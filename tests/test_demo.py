@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from downcycle.demo import RECIPE, run_demo
-from downcycle.pipeline import load_recipe
+from downcycle.cli import execute
+from downcycle.demo import RECIPE
+from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.recipe import DemoConfig
 
 STAGES = ("corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora", "healed-first-distill",
@@ -29,7 +30,7 @@ def test_the_embedded_recipe_is_valid_and_uses_the_shipped_reference():
 def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     torch.set_num_threads(2)
     out = tmp_path / "demo"
-    report = run_demo(DemoConfig(out=out, heal_steps=2, eval_limit=8, progress=False))
+    report = execute("demo", DemoConfig(out=out, heal_steps=2, eval_limit=8, progress=False)).report
     for stage in STAGES:
         assert (out / stage / "downcycle.json").is_file(), stage
     assert report == out / "report.html" and report.is_file() and (out / "report.md").is_file()
@@ -39,5 +40,5 @@ def test_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert {row["model"] for row in table["rows"]} == {"reference", *STAGES[2:8]}
     printed = capsys.readouterr().out
     assert "gap recovered" in printed and f"report: {out / 'report.html'}" in printed
-    again = run_demo(DemoConfig(out=out, heal_steps=2, eval_limit=8, progress=False))
+    again = execute("demo", DemoConfig(out=out, heal_steps=2, eval_limit=8, progress=False)).report
     assert again == report and "11 were already done" in capsys.readouterr().out

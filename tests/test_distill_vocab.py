@@ -117,13 +117,16 @@ def test_train_distills_from_a_padded_teacher(real_model, real_corpus, padded_te
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     assert all(r["kl"] > 0 and abs(r["loss"] - (0.5 * r["lm_loss"] + 0.5 * r["kl"])) < 1e-4 for r in train)
+    teacher = json.loads((out / "downcycle.json").read_text())["inputs"]["teacher"]  # recorded by the method itself
+    assert teacher["source"] == str(padded_teacher) and teacher["path"] == str(padded_teacher.resolve())
+    assert teacher["hashes"]["config.json"] and teacher["hashes"]["shard_headers"]
 
 
 def test_the_loss_plot_of_a_distillation_run_puts_its_lm_term_beside_validation(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from downcycle.training.logging import plot_losses
+    from downcycle.artifacts.loss_log import plot_losses
 
     saved = []
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))

@@ -32,7 +32,7 @@ def evaluated(two_models, tmp_path_factory):
 
 
 def test_eval_writes_results_samples_and_manifest(evaluated):
-    from downcycle.checkpoint import read_manifest
+    from downcycle.artifacts.manifest import read_manifest
     from downcycle.evaluation.results import read_results
 
     out = evaluated.out

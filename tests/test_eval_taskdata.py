@@ -55,7 +55,7 @@ def _sha(path: Path) -> str:
 
 
 def test_taskdata_writes_every_split_with_provenance(fake_package, tmp_path):
-    from downcycle.checkpoint import read_manifest
+    from downcycle.artifacts.manifest import read_manifest
     from downcycle.evaluation.task_package import PROVENANCE_NAME, SOURCES, write_task_data
 
     out = tmp_path / "td"

@@ -188,7 +188,7 @@ def _dead_pid() -> int:
 
 
 def test_leftovers_of_a_killed_process_are_removed_by_the_next_run(tmp_path):
-    from downcycle.checkpoint.atomic import atomic_output_dir, write_text_atomic
+    from downcycle.artifacts.atomic import atomic_output_dir, write_atomic
 
     dead, alive = _dead_pid(), os.getpid()
     for name in (f".out.tmp-{dead}-0000", f".out.old-{dead}-0000", f".out.tmp-{alive}-1111"):
@@ -196,7 +196,7 @@ def test_leftovers_of_a_killed_process_are_removed_by_the_next_run(tmp_path):
     (tmp_path / f".report.html.tmp-{dead}-2222").write_text("half")
     with atomic_output_dir(tmp_path / "out") as tmp:
         (tmp / "a").write_text("a")
-    write_text_atomic(tmp_path / "report.html", "whole")
+    write_atomic(tmp_path / "report.html", "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.tmp-{alive}-1111", "out", "report.html"]  # a live run's is kept
     assert (tmp_path / "report.html").read_text() == "whole"
 

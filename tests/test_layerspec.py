@@ -1,7 +1,7 @@
 import pytest
 
 from downcycle.errors import SpecError
-from downcycle.layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
+from downcycle.surgery.layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
 
 
 @pytest.mark.parametrize(

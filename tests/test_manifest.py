@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from downcycle.checkpoint.manifest import _TRACKED, git_revision, versions
+from downcycle.artifacts.manifest import _TRACKED, git_revision, versions
 
 
 def test_versions_equal_importlib_metadata():

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from downcycle.cli import main
-from downcycle.pipeline import load_recipe, run_recipe, run_sweep
+from downcycle.pipeline.recipe_file import load_recipe
+from downcycle.pipeline.run import run_recipe, run_sweep
 from downcycle.recipe import RunConfig, SweepConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -102,7 +103,7 @@ def test_interrupted_healing_resumes_from_its_checkpoint(recipe_path, tmp_path, 
         run_recipe(RunConfig(recipe=recipe_path, out=out, progress=False))
     assert not (out / "healed-first-lora").exists() and (out / "healed-first-lora.run" / "checkpoints").is_dir()
     capsys.readouterr()
-    result = run_recipe(RunConfig(recipe=recipe_path, out=out, progress=False))
+    result = run_recipe(RunConfig(recipe=recipe_path, out=out, progress=False), echo=print)
     printed = capsys.readouterr().out
     assert result.skipped == ["corpus", "analysis", "cut-first", "cut-block"] and result.ran[0] == "healed-first-lora"
     assert "resumed from" in printed and "(step 2 of 4)" in printed, printed  # its last checkpoint

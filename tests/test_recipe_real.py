@@ -12,7 +12,8 @@ import yaml
 
 from downcycle.cli import main
 from downcycle.errors import DowncycleError
-from downcycle.pipeline import build_stages, load_recipe
+from downcycle.pipeline.recipe_file import load_recipe
+from downcycle.pipeline.stages import build_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

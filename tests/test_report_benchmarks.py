@@ -65,7 +65,7 @@ def test_pairs_match_items_by_index_and_refuse_different_items(tmp_path):
 def bench_experiment(tmp_path_factory, real_model, real_corpus, one_torch_thread):
     """Reference (outside), a cut, a model healed from it, a control (the reference trained the same
     way), all evaluated on loss and two benchmarks (one a group) on the shipped task fixtures."""
-    from downcycle.cut import cut
+    from downcycle.surgery.cut import cut
     from downcycle.evaluation.run import run_eval
     from downcycle.recipe import CutConfig, EvalConfig, TrainConfig
     from downcycle.training import run_train

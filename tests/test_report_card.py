@@ -9,11 +9,12 @@ import shutil
 import pytest
 import yaml
 
-from downcycle.cut import cut
 from downcycle.errors import DowncycleError
-from downcycle.plan import Plan
+from downcycle.artifacts.card import front_matter_license
 from downcycle.recipe import CutConfig
-from downcycle.report.card import card_text, front_matter_license, write_card
+from downcycle.report.card import card_text, write_card
+from downcycle.surgery.cut import cut
+from downcycle.surgery.plan import Plan
 from report_support import REFERENCE_README, experiment  # noqa: F401  (the session fixture)
 
 

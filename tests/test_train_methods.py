@@ -92,7 +92,7 @@ def test_tensorboard_events_hold_the_same_scalars_as_the_jsonl_log(tiny_model, t
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (it is in the dev extra, so CI has it)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from downcycle.training.logging import read_log
+    from downcycle.artifacts.loss_log import read_log
 
     torch.set_num_threads(1)
     out = tmp_path / "out"

@@ -222,7 +222,7 @@ def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus
     """The seed's own file, only sequence_len set to the test corpus's 64 (its 8192 takes many minutes
     per step on a CPU; BENCHMARKS.md has that run) and the cut, --max-steps and --eval-max-seqs given
     on the command line."""
-    from downcycle.cut import cut
+    from downcycle.surgery.cut import cut
     from downcycle.recipe import CutConfig
     from downcycle.training.optim import lr_factor
 

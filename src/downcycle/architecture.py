@@ -26,6 +26,11 @@ TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
 NON_TEXT_HINTS = ("vision", "visual", "audio", "encoder", "mtp", "speech")
 # Output heads that, when present, mean the embeddings are not tied.
 _HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
+# Module path segments that hold a decoder layer's feed-forward block
+# (Llama/Qwen/Gemma/GPT-2: "mlp", Mixtral: "block_sparse_moe", others: "feed_forward", "ffn").
+MLP_SEGMENTS = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
+# Config fields of families whose head does more than a linear map (softcapping, scaling).
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale", "logit_softcapping")
 
 
 def _every(default: int, key: str | None = "sliding_window_pattern") -> Callable[[Config, int], list]:
@@ -127,11 +132,54 @@ def text_config(config: Config) -> tuple[Config, tuple[str, ...]]:
     return config, ()
 
 
-def layer_count(cfg: Config) -> tuple[str, int]:
+def layer_count(cfg: Config | Any) -> tuple[str, int]:
+    """The decoder's layer-count field and value, in a config.json dict or a loaded config object.
+
+    Raises:
+        DowncycleError: if none of :data:`LAYER_COUNT_KEYS` holds an integer.
+    """
     for key in LAYER_COUNT_KEYS:
-        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool):
-            return key, cfg[key]
+        value = _field(cfg, key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return key, value
     raise DowncycleError(f"config.json has no layer count ({' / '.join(LAYER_COUNT_KEYS)})")
+
+
+def num_layers(config: Config) -> int:
+    """The decoder's layer count of a whole config.json (a nested ``text_config`` included)."""
+    return layer_count(text_config(config)[0])[1]
+
+
+def loaded_text_config(model_config: Any) -> Any:
+    """The decoder's config of a loaded model's ``config`` (transformers' ``get_text_config()``)."""
+    return model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+
+
+def uses_sliding_window(cfg: Config | Any) -> bool:
+    """Whether some layer of this (text) config attends through a sliding window: ``sliding_window``
+    set and not switched off by ``use_sliding_window`` (Mistral, Qwen2), or a ``sliding_*`` layer type."""
+    if _field(cfg, "sliding_window") and _field(cfg, "use_sliding_window", True) is not False:
+        return True
+    return any("sliding" in str(t) for t in (_field(cfg, "layer_types") or []))
+
+
+def logit_transform(cfg: Config | Any) -> str | None:
+    """``"field=value"`` when the config makes the logits more than the output layer's linear map of
+    the last hidden state (softcapping, scaling: Gemma-2, Cohere, Granite ...), else None."""
+    for key in LOGIT_TRANSFORMS:
+        value = _field(cfg, key)
+        if value not in (None, 1, 1.0):
+            return f"{key}={value}"
+    return None
+
+
+def is_mlp_module(name: str) -> bool:
+    """Whether the module named ``name`` (``model.layers.3.mlp.up_proj``) lies in a feed-forward block."""
+    return any(s in name.split(".") for s in MLP_SEGMENTS)
+
+
+def _field(cfg: Config | Any, key: str, default: Any = None) -> Any:
+    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
 
 
 def infer_layout(config: Config, tensor_names: list[str]) -> LayerLayout:

@@ -15,7 +15,10 @@ It runs the embedded recipe ``examples/recipes/demo.yaml`` through the same pipe
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import DowncycleError
 from .recipe import DemoConfig
@@ -23,12 +26,21 @@ from .recipe import DemoConfig
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RECIPE = EXAMPLES / "recipes" / "demo.yaml"
 
-__all__ = ["RECIPE", "run_demo"]
+__all__ = ["RECIPE", "DemoResult", "run_demo", "summary"]
 
 
-def run_demo(config: DemoConfig) -> Path:
-    """Run the embedded recipe into ``config.out``; returns the path of ``report.html``."""
-    from .pipeline import build_stages, load_recipe, run_stages
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path  # report.html
+    pipeline: Any  # the PipelineResult of the embedded recipe
+
+
+def run_demo(config: DemoConfig, echo: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the embedded recipe into ``config.out``; ``echo`` is given the pipeline's progress lines."""
+    from .pipeline.recipe_file import load_recipe
+    from .pipeline.run import run_stages
+    from .pipeline.stages import build_stages
 
     if not RECIPE.is_file() or not (EXAMPLES / "reference" / "config.json").is_file():
         raise DowncycleError(f"{EXAMPLES}: the shipped recipe and reference model are missing (run from a clone of the repository)")
@@ -45,26 +57,26 @@ def run_demo(config: DemoConfig) -> Path:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the stages show their own bars
-    result = run_stages(recipe, out, build_stages(recipe, out), progress=config.progress)
-    _headline(out)
-    print(f"\ndone in {result.seconds / 60:.1f} min ({len(result.ran)} stages ran, {len(result.skipped)} were already done); "
-          f"every directory under {out} has a downcycle.json manifest")
-    print(f"report: {out / 'report.html'}  (and {out / 'report.md'})")
-    return out / "report.html"
+    return DemoResult(out, out / "report.html", run_stages(recipe, out, build_stages(recipe, out), progress=config.progress, echo=echo))
 
 
-def _headline(out: Path) -> None:
-    """The result in a few lines: the loss of every model, the gap each healing recovered, who won."""
+def summary(result: DemoResult) -> str:
+    """The result in a few lines: the loss of every model, the gap each healing recovered, who won;
+    then where the report is."""
     from .report.experiment import discover
     from .report.summary import summarize
 
-    summary = summarize(discover(out))
-    print("\n== result (validation loss, nats/token)")
+    out, ran = result.out, result.pipeline
+    found = summarize(discover(out))
+
     def fmt(value: float | None, spec: str = ".4f") -> str:
         return "n/a" if value is None else format(value, spec)
 
-    for h in summary.healed:
-        print(f"  {h['model']}: {fmt(h['loss_cut'])} (cut) -> {fmt(h['loss'])} (healed); reference {fmt(h['loss_ref'])}; "
-              f"gap recovered {fmt(h['recovered'], '.0%')}")
-    for line in summary.verdicts:
-        print(f"  {line.replace('**', '')}")
+    lines = ["\n== result (validation loss, nats/token)"]
+    lines += [f"  {h['model']}: {fmt(h['loss_cut'])} (cut) -> {fmt(h['loss'])} (healed); reference {fmt(h['loss_ref'])}; "
+              f"gap recovered {fmt(h['recovered'], '.0%')}" for h in found.healed]
+    lines += [f"  {line.replace('**', '')}" for line in found.verdicts]
+    lines.append(f"\ndone in {ran.seconds / 60:.1f} min ({len(ran.ran)} stages ran, {len(ran.skipped)} were already done); "
+                 f"every directory under {out} has a downcycle.json manifest")
+    lines.append(f"report: {out / 'report.html'}  (and {out / 'report.md'})")
+    return "\n".join(lines)

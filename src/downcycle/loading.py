@@ -18,7 +18,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "LICENSE*"]
 
-__all__ = ["check_weights", "cpu_has_native_bf16", "load_model", "read_config", "resolve_precision", "resolve_source"]
+__all__ = ["check_weights", "cpu_has_native_bf16", "eos_token_ids", "load_model", "read_config", "resolve_device",
+           "resolve_precision", "resolve_source"]
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -63,13 +64,32 @@ def check_weights(path: str | Path) -> None:
         open_checkpoint(directory)
 
 
+def resolve_device(device: str) -> str:
+    """The torch device for ``--device``: ``auto`` is ``cuda`` when a CUDA GPU is available, else ``cpu``
+    (never ``mps``: name it to use it); any other name is checked and returned as given.
+
+    Raises:
+        DowncycleError: for a CUDA or MPS device this machine does not have.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DowncycleError(f"--device {device}: CUDA is not available on this machine")
+    if device.startswith("mps") and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DowncycleError(f"--device {device}: MPS is not available on this machine")
+    return device
+
+
 def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False,
                load_in_4bit: bool = False, compute_dtype: str | None = None) -> Any:
     """Load a causal LM from safetensors only (``use_safetensors=True``).
 
     With ``load_in_4bit`` the linear weights are quantised to NF4 with double quantisation
     (bitsandbytes, on a CUDA GPU or a CPU; QLoRA, Dettmers et al. 2023) from their values in
-    ``dtype``, and the 4-bit layers compute in ``compute_dtype`` (default: ``dtype``).
+    ``dtype``, and the 4-bit layers compute in ``compute_dtype`` (default: ``dtype``). ``device``
+    may be ``auto`` (:func:`resolve_device`).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -77,6 +97,7 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", tr
     from .progress import quiet_library_bars
 
     check_weights(path)
+    device = resolve_device(device)
     quiet_library_bars()
     if load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -92,6 +113,17 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", tr
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )
     return model.to(device).eval()
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end a sequence: the model's generation config's ``eos_token_id`` (what
+    ``generate`` stops on), else the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return set()
+    return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
 
 
 def cpu_has_native_bf16() -> bool:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LOGIT_BYTES", "LOGIT_TRANSFORMS", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "split_head"]
+from .architecture import logit_transform
+
+__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "split_head"]
 
 LOGIT_BYTES = 64 * 2**20  # float32 logits held at once by position_nll's chunked output layer
-
-# Config fields of families whose head does more than a linear map (softcapping, scaling): the body's
-# hidden states through the output layer would be a different function, so the split is refused.
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale", "logit_softcapping")
 
 
 def split_head(model: Any) -> tuple[Any, Any] | str:
@@ -31,10 +29,11 @@ def split_head(model: Any) -> tuple[Any, Any] | str:
     body = getattr(inner, "base_model", inner)
     if body is inner:
         return "no separate body module"
-    config = getattr(inner, "config", None)
-    for key in LOGIT_TRANSFORMS:
-        if getattr(config, key, None) not in (None, 1, 1.0):
-            return f"its config transforms the logits ({key}={getattr(config, key)})"
+    # A head that softcaps or scales: the body's hidden states through the output layer would be a
+    # different function, so the split is refused.
+    transform = logit_transform(getattr(inner, "config", None))
+    if transform:
+        return f"its config transforms the logits ({transform})"
     return body, head
 
 

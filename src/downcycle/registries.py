@@ -23,7 +23,7 @@ REGISTRIES: dict[str, str] = {
     "tasks": "downcycle.evaluation.tasks:TASKS",
 }
 
-__all__ = ["REGISTRIES", "describe", "list_registries", "load_registry"]
+__all__ = ["REGISTRIES", "describe", "list_registries", "load_registry", "run_ls", "summary"]
 
 
 def load_registry(name: str) -> dict[str, Any]:
@@ -48,3 +48,18 @@ def list_registries(only: str = "all") -> dict[str, dict[str, str]]:
     """``{registry: {name: description}}`` for every registry, or just ``only``."""
     names = list(REGISTRIES) if only == "all" else [only]
     return {reg: {name: describe(obj) for name, obj in load_registry(reg).items()} for reg in names}
+
+
+def run_ls(config: Any) -> dict[str, dict[str, str]]:
+    """``downcycle ls [REGISTRY]``."""
+    return list_registries(config.registry)
+
+
+def summary(listing: dict[str, dict[str, str]]) -> str:
+    """Each registry, then its entries and their descriptions in aligned columns."""
+    lines = []
+    for registry, entries in listing.items():
+        lines.append(f"{registry}:")
+        width = max((len(name) for name in entries), default=0)
+        lines += [f"  {name:<{width}}  {text}" for name, text in entries.items()]
+    return "\n".join(lines)

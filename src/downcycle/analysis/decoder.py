@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS
+from ..architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS, layer_count, loaded_text_config
 from ..errors import DowncycleError
 
 __all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
@@ -21,12 +21,10 @@ __all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_lay
 
 def num_decoder_layers(model: Any) -> int:
     """The decoder's layer count from the model's (text) config."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for key in LAYER_COUNT_KEYS:
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    raise DowncycleError(f"{type(model).__name__}: its config has no layer count ({' / '.join(LAYER_COUNT_KEYS)})")
+    try:
+        return layer_count(loaded_text_config(model.config))[1]
+    except DowncycleError:
+        raise DowncycleError(f"{type(model).__name__}: its config has no layer count ({' / '.join(LAYER_COUNT_KEYS)})") from None
 
 
 def find_decoder_layers(model: Any) -> tuple[str, Any]:

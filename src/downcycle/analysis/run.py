@@ -10,18 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_output_dir, write_manifest
-from ..checkpoint.safetensors_index import file_sha256
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.hashes import file_sha256
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
-from ..loading import load_model, resolve_source
-from ..plan import PLAN_NAME, Plan
+from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import AnalyzeConfig, output_dict, to_dict
+from ..surgery.plan import PLAN_NAME, Plan
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
 from .strategies import get_strategy, resolve_keep
 
 SCORES_NAME = "scores.json"
 
-__all__ = ["SCORES_NAME", "AnalyzeResult", "analyze_to_plan", "plan_for_cut", "run_analyze", "write_analysis", "write_files"]
+__all__ = ["SCORES_NAME", "AnalyzeResult", "analyze_to_plan", "plan_for_cut", "run_analyze", "summary", "write_analysis", "write_files"]
 
 
 @dataclass
@@ -29,30 +30,30 @@ class AnalyzeResult:
     out: Path
     plan: Plan
     files: list[str] = field(default_factory=list)
+    model: str | None = None  # the analyzed model, as given
 
 
 def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
     """Analyze ``config.model`` on ``config.data`` and write the plan, scores and plots to ``config.out``."""
     out = Path(config.out)
-    if out.exists() and not config.force:  # fail before loading anything
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, config.force)  # fail before loading anything
     src = resolve_source(config.model)
     analysis, plan = analyze_to_plan(config, src)
     inputs = {"model": config.model, "model_path": str(src.resolve()), "data": config.data,
               "hashes": {"config.json": file_sha256(src / "config.json")}}
-    return write_analysis(out, analysis, plan, config=to_dict(config), inputs=inputs, force=config.force, plots=config.plots,
-                          hashed=output_dict(config))
+    result = write_analysis(out, analysis, plan, config=to_dict(config), inputs=inputs, force=config.force, plots=config.plots,
+                            hashed=output_dict(config))
+    result.model = config.model
+    return result
 
 
 def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     """Load the model in ``src`` and its tokenizer, read the calibration windows, score every layer
     (plus the NLL search when the strategy or metric needs it) and choose the kept layers."""
-    import torch
-
     strategy = get_strategy(config.strategy)
     metric = check_metric(strategy, config.metric)
     calib, tok_path = _calibration(config, src)  # every input checked before the model loads
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    device = resolve_device(config.device)
     model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
     from .decoder import num_decoder_layers
 
@@ -84,14 +85,14 @@ def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
     what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
     from transformers import AutoTokenizer
 
-    from ..architecture import layer_count, text_config
+    from ..architecture import num_layers
     from ..compat import check_tokenizer, embedding_rows
     from ..loading import check_weights, read_config
     from .calibration import load_calibration
 
     model_config = read_config(src)
     check_weights(src)
-    resolve_keep(config.keep, layer_count(text_config(model_config)[0])[1])
+    resolve_keep(config.keep, num_layers(model_config))
     tok_path = config.tokenizer or str(src)
     if config.tokenizer is not None:
         check_tokenizer(src, config.tokenizer)
@@ -168,3 +169,11 @@ def _plots(tmp: Path, analysis: Analysis, plan: Plan) -> list[str]:
                        "NLL - NLL(full model)", dropped)
         files.append("nll.png")
     return files
+
+
+def summary(result: AnalyzeResult) -> str:
+    """The choice, and the command that cuts by it."""
+    plan = result.plan
+    return (f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
+            f"drops {plan.details['dropped_layers']} ({', '.join(result.files)})\n"
+            f"  next: downcycle cut {result.model} OUT --plan {result.out / PLAN_NAME}")

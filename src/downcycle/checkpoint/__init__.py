@@ -1,29 +1,8 @@
-"""Checkpoints on disk: safetensors headers, byte-range writing, atomic directories, manifests.
+"""Safetensors checkpoints on disk: the header index (:mod:`.safetensors_index`) and the writer that
+copies tensors' byte ranges into new shards (:mod:`.writer`). What a stage writes around the
+weights (atomic directories, manifests, hashes) is :mod:`downcycle.artifacts`."""
 
-The manifest functions are imported on first use (PEP 562): their module brings hashlib and
-subprocess, which a cut does not need before its copies have started.
-"""
-
-from __future__ import annotations
-
-from typing import Any
-
-from .atomic import atomic_output_dir, check_free_space
 from .safetensors_index import Checkpoint, TensorEntry, open_checkpoint, read_header
-from .writer import OutShard, ShardCopy, parse_size, plan_shards, start_shards, write_shards
+from .writer import OutShard, ShardCopy, plan_shards, start_shards, write_shards
 
-_MANIFEST = frozenset({"MANIFEST_NAME", "read_manifest", "write_manifest"})
-
-__all__ = [
-    "MANIFEST_NAME", "Checkpoint", "OutShard", "ShardCopy", "TensorEntry", "atomic_output_dir", "check_free_space",
-    "open_checkpoint", "parse_size", "plan_shards", "read_header", "read_manifest", "start_shards", "write_manifest",
-    "write_shards",
-]  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MANIFEST:
-        from . import manifest
-
-        return getattr(manifest, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["Checkpoint", "OutShard", "ShardCopy", "TensorEntry", "open_checkpoint", "plan_shards", "read_header", "start_shards", "write_shards"]

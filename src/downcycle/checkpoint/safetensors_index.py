@@ -28,7 +28,7 @@ DTYPE_SIZES = {
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 _BIN_PATTERNS = ("pytorch_model*.bin", "*.pt", "*.pth", "model*.bin")
 
-__all__ = ["TensorEntry", "Checkpoint", "open_checkpoint", "read_header", "file_sha256"]
+__all__ = ["TensorEntry", "Checkpoint", "open_checkpoint", "read_header"]
 
 
 @dataclass(frozen=True)
@@ -166,10 +166,3 @@ def _raise_no_weights(directory: Path) -> None:
             f"Convert them safely first: downcycle convert {directory} DIR"
         )
     raise DowncycleError(f"{directory}: no model.safetensors or {INDEX_NAME} found")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a small file (configs, indexes)."""
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()

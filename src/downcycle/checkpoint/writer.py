@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DowncycleError
 from .safetensors_index import INDEX_NAME, METADATA_KEY, SINGLE_NAME, TensorEntry
 
 _CHUNK = 64 * 1024 * 1024  # bytes per copy call, so progress moves and signals are seen
@@ -39,7 +38,7 @@ _MIN_SPLIT = 64 * 1024 * 1024
 # into one file do not go faster with more threads: ext4, for one, serialises them on the inode.)
 _HALVE_FROM = 128 * 1024 * 1024
 
-__all__ = ["OutShard", "ShardCopy", "plan_shards", "start_shards", "write_shards", "parse_size", "usable_cores"]
+__all__ = ["OutShard", "ShardCopy", "plan_shards", "start_shards", "write_shards", "usable_cores"]
 
 Progress = Callable[[int], None]
 
@@ -53,26 +52,6 @@ class OutShard:
     @property
     def nbytes(self) -> int:
         return sum(e.nbytes for _, e in self.tensors)
-
-
-def parse_size(text: str | int, what: str = "size") -> int:
-    """``"5GB"`` -> 5_000_000_000; ``"512MiB"`` -> 536_870_912; ints pass through.
-
-    Raises:
-        DowncycleError: naming ``what`` (the option) for text that is not a positive size.
-    """
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().replace(" ", "")
-    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
-    unit, mult = next(((u, m) for u, m in units.items() if s.endswith(u)), ("", 1))
-    try:
-        value = int(float(s[: len(s) - len(unit)]) * mult)
-    except ValueError:
-        raise DowncycleError(f"{what}: {text!r} is not a size (e.g. 256MB, 5GB, 512MiB)") from None
-    if value <= 0:
-        raise DowncycleError(f"{what}: {text!r} must be positive")
-    return value
 
 
 def plan_shards(tensors: Iterable[tuple[str, TensorEntry]], max_shard_bytes: int) -> list[OutShard]:

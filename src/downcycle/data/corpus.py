@@ -13,6 +13,7 @@ re-tokenized). The finished shards are moved into ``OUT`` through :func:`atomic_
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -22,20 +23,22 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import atomic_output_dir, parse_size, write_manifest
-from ..checkpoint.manifest import config_hash
+from ..artifacts.atomic import atomic_output_dir, check_new_output, write_atomic
+from ..artifacts.hashes import config_hash
+from ..artifacts.manifest import write_manifest
+from ..artifacts.quantities import BYTES, COUNT, parse_quantity
 from ..errors import DowncycleError
-from ..recipe import DataConfig, output_dict, parse_count, to_dict
+from ..recipe import DataConfig, output_dict, to_dict
 from .generated import generator_provenance, is_generated
 from .mixture import Doc, ShuffleBuffer, SourceStream, in_validation, pick_source
 from .pack import Packer
-from .shards import write_corpus_meta
+from .shards import read_corpus_meta, write_corpus_meta
 from .sources import check_source
 from .tokenize import encode_documents, load_tokenizer, token_dtype
 
 STATE_NAME = "state.json"
 
-__all__ = ["build_corpus", "partial_dir", "split_budgets"]
+__all__ = ["build_corpus", "partial_dir", "split_budgets", "summary"]
 
 
 def split_budgets(total: int | None, val: float, seq_len: int) -> tuple[int | None, int | None]:
@@ -54,7 +57,7 @@ def split_budgets(total: int | None, val: float, seq_len: int) -> tuple[int | No
 
 
 def parse_shuffle_tokens(text: str) -> int:
-    return 0 if str(text).strip() == "0" else parse_count(text, "--shuffle-tokens")
+    return 0 if str(text).strip() == "0" else parse_quantity(text, "--shuffle-tokens", COUNT)
 
 
 def shuffle_capacity(config: DataConfig) -> int:
@@ -88,15 +91,14 @@ def build_corpus(config: DataConfig) -> Path:
             that hold fewer tokens than the budget asks for.
     """
     out = Path(config.out)
-    if out.exists() and not config.force:  # fail before any work; atomic_output_dir checks again
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, config.force)  # fail before any work
     for source in config.source:
         check_source(source)
     backend, info = load_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)
     dtype = token_dtype(info.vocab_size)
     seq_len = config.seq_len
     train_budget, val_budget = split_budgets(config.token_budget(), config.val, seq_len)
-    seqs_per_shard = max(1, parse_size(config.shard_size, "--shard-size") // (seq_len * dtype.itemsize))
+    seqs_per_shard = max(1, parse_quantity(config.shard_size, "--shard-size", BYTES) // (seq_len * dtype.itemsize))
     shuffle_tokens = shuffle_capacity(config)
     generated = {src: generator_provenance(src, config.generation()) for src in config.source if is_generated(src)}
     kwargs = {"text_field": config.text_field, "txt_docs": config.txt_docs, "filters": config.filters() or None,
@@ -228,14 +230,13 @@ def _save_state(work: Path, key: str, streams: list[SourceStream], packers: dict
     for split, p in packers.items():
         arrays[f"{split}_doc_starts"] = np.asarray(p.doc_starts, dtype=np.int64)
     arrays["seen"] = np.frombuffer(b"".join(sorted(seen)), dtype=np.uint8).reshape(-1, 16) if seen else np.zeros((0, 16), np.uint8)
-    with open(work / "state.npz.tmp", "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(work / "state.npz.tmp", work / "state.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(work / "state.npz", buffer.getvalue())
     doc = {"key": key, "shuffle": buf_state, "duplicates": duplicates,
            "streams": [{"consumed": s.consumed, "tokens": s.tokens, "exhausted": s.exhausted} for s in streams],
            "packers": {split: p.state() for split, p in packers.items()}}
-    (work / (STATE_NAME + ".tmp")).write_text(json.dumps(doc))
-    os.replace(work / (STATE_NAME + ".tmp"), work / STATE_NAME)
+    write_atomic(work / STATE_NAME, json.dumps(doc))
 
 
 def _load_state(work: Path, key: str) -> dict[str, Any] | None:
@@ -257,3 +258,11 @@ def _restore(work: Path, state: dict[str, Any], streams: list[SourceStream], pac
     if seen is not None:
         seen.update(bytes(row) for row in arrays["seen"])
     return list(state["duplicates"])
+
+
+def summary(out: Path) -> str:
+    """Each split's sequences and tokens, from the corpus's ``corpus.json``."""
+    meta = read_corpus_meta(out)
+    parts = [f"{s} {v['sequences']:,} x {meta['seq_len']} = {v['tokens']:,} tokens from {v['documents']:,} documents"
+             for s, v in meta["splits"].items()]
+    return f"wrote {out}: " + "; ".join(parts) + f" ({meta['token_dtype']})"

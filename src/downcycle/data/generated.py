@@ -8,41 +8,26 @@ corpus needs ``--tokens`` (or ``--gen-docs``).
 Each document is a prompt and its sampled continuation, decoded to text (special tokens skipped):
 the prompt is BOS alone, or BOS and the first ``prompt_tokens`` tokens of a document of a prompt
 source (its documents cycled; shorter ones skipped). Documents are made ``batch`` at a time, every
-row the same length (no padding), each batch drawn from its own ``torch.Generator`` seeded by
-``(seed, batch index)``: the same options give the same documents, on the same software and thread
-count (float sums may round differently elsewhere, and a sample can then differ). Sampling is
-temperature then top-p as :mod:`downcycle.generation.sampling` defines them. A row that reaches EOS
-stops there; the batch runs until every row has, or ``new_tokens``.
+row the same length (no padding), through ``transformers``' ``generate`` with the torch RNG seeded by
+``(seed, batch index)`` for each batch: the same options give the same documents, on the same
+software and thread count (float sums may round differently elsewhere, and a sample can then
+differ). Sampling is temperature then top-p, as :mod:`downcycle.generation.sampling` spells them for
+``generate``. A row that reaches EOS stops there; the batch runs until every row has, or ``new_tokens``.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
+from ..recipe.data import GenerationOptions
 
 __all__ = ["GEN_PREFIX", "GenerationOptions", "check_generated", "generator_provenance", "is_generated", "iter_generated"]
 GEN_PREFIX = "gen:"
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """How a ``gen:`` source samples (``downcycle data --gen-*``)."""
-
-    new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    prompts: str | None = None  # a text source; None: BOS-only prompts
-    prompt_tokens: int = 8
-    batch: int = 16
-    docs: int | None = None  # stop after this many documents (None: endless)
-    seed: int = 0
-    device: str = "cpu"
 
 
 def is_generated(source: str) -> bool:
@@ -63,7 +48,7 @@ def check_generated(source: str) -> None:
 def generator_provenance(source: str, options: GenerationOptions) -> dict[str, Any]:
     """What the corpus manifest records of a ``gen:`` source: the model directory, the SHA-256 of its
     config, tokenizer and weight files, and the sampling options."""
-    from ..checkpoint.safetensors_index import file_sha256
+    from ..artifacts.hashes import file_sha256
 
     if options.prompts is not None:  # fail before any work, not in the reader thread
         from .sources import check_source
@@ -96,39 +81,29 @@ def _prompts(tokenizer: Any, options: GenerationOptions, text_field: str) -> Ite
             raise DowncycleError(f"--gen-prompts {options.prompts}: no document has {options.prompt_tokens} tokens")
 
 
-def _accepts(model: Any, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
+def sample_batch(model: Any, prompt: Any, options: GenerationOptions, eos_ids: set[int], seed: int | None) -> list[list[int]]:
+    """Continue each row of ``prompt`` (B, P) with ``model.generate`` (temperature, then top-p); each
+    row's new tokens, up to and including its EOS.
 
-
-def sample_batch(model: Any, prompt: Any, options: GenerationOptions, eos_ids: set[int], generator: Any) -> list[list[int]]:
-    """Continue each row of ``prompt`` (B, P) token by token through the KV cache; each row's new
-    tokens, up to and including its EOS."""
+    Args:
+        seed: seeds the draws (None: greedy, or the global RNG as it is); the global torch RNG's
+            state is restored afterwards, so the caller's random stream is left as it was.
+    """
     import torch
 
-    from ..generation.sampling import SamplingParams, warp_scores
+    from ..generation.sampling import SamplingParams, generate_kwargs
 
     params = SamplingParams(temperature=options.temperature, top_p=options.top_p)
-    cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
-    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    eos = torch.tensor(sorted(eos_ids), device=prompt.device, dtype=torch.long)
-    rows: list[list[int]] = [[] for _ in range(prompt.size(0))]
-    done = torch.zeros(prompt.size(0), dtype=torch.bool, device=prompt.device)
-    with torch.inference_mode():
-        out = model(input_ids=prompt, use_cache=True, **keep)
-        for step in range(options.new_tokens):
-            scores = out.logits[:, -1].to(torch.float32)  # (B, V)
-            if params.greedy:
-                token = scores.argmax(dim=-1)
-            else:
-                probs = torch.softmax(warp_scores(scores, params), dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
-            for i in (~done).nonzero().flatten().tolist():
-                rows[i].append(int(token[i]))
-            done |= torch.isin(token, eos)
-            if bool(done.all()) or step == options.new_tokens - 1:
-                break
-            cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
-            out = model(input_ids=token[:, None], use_cache=True, **{cache_arg: cache}, **keep)
+    kwargs = generate_kwargs(params, options.new_tokens, eos_ids)
+    devices = [prompt.device] if prompt.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **kwargs)  # (B, P + n)
+    rows = []
+    for new in out[:, prompt.size(1):].tolist():
+        end = next((i + 1 for i, t in enumerate(new) if t in eos_ids), len(new))  # finished rows are padded after their EOS
+        rows.append(new[:end])
     return rows
 
 
@@ -154,8 +129,7 @@ def iter_generated(source: str, options: GenerationOptions, text_field: str = "t
         if size <= 0:
             return
         batch = list(itertools.islice(prompts, size))
-        generator = torch.Generator(device=device).manual_seed(options.seed * 1_000_003 + b)
-        rows = sample_batch(model, torch.tensor(batch, device=device), options, eos_ids, generator)
+        rows = sample_batch(model, torch.tensor(batch, device=device), options, eos_ids, options.seed * 1_000_003 + b)
         for ids, new in zip(batch, rows):
             yield {text_field: tokenizer.decode(ids + new, skip_special_tokens=True)}
         made += size

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..loading import eos_token_ids
 from .scoring import _cache_argument
 
 __all__ = ["Generation", "cut_at_stops", "eos_token_ids", "greedy_generate"]
@@ -46,17 +47,6 @@ def cut_at_stops(text: str, until: tuple[str, ...] | list[str]) -> str:
         if stop:
             text = text.split(stop, 1)[0]
     return text
-
-
-def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The token ids that end a sequence: the model's generation config's ``eos_token_id`` (what
-    ``generate`` stops on), else the tokenizer's."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if ids is None:
-        ids = tokenizer.eos_token_id
-    if ids is None:
-        return set()
-    return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
 
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, until: tuple[str, ...] | list[str],

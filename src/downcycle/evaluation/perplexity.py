@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..architecture import loaded_text_config
 from ..output_layer import LOGIT_BYTES, checked_split, position_nll
 
 __all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "LossTotals", "document_nll", "total_nll", "windows"]
@@ -112,7 +113,7 @@ class _Scorer:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.device = next(model.parameters()).device
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        cfg = loaded_text_config(model.config)
         self.vocab = int(getattr(cfg, "vocab_size", 0) or 2**17)
         self.head: tuple[Any, Any] | None = None
         self.checked = False

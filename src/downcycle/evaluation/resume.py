@@ -24,7 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.manifest import config_hash
+from ..artifacts.atomic import write_atomic
+from ..artifacts.hashes import config_hash
 from ..recipe import EvalConfig, to_dict
 from .results import MetricValue, TaskResult
 
@@ -40,9 +41,7 @@ def partial_dir(out: Path) -> Path:
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=2, default=str) + "\n")
 
 
 def _read_json(path: Path) -> Any:

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_output_dir, write_manifest
-from ..checkpoint.manifest import git_revision, versions
-from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
-from ..loading import load_model, resolve_source
+from ..architecture import loaded_text_config
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.hashes import file_sha256
+from ..artifacts.manifest import git_revision, versions, write_manifest
+from ..checkpoint.safetensors_index import INDEX_NAME
+from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, to_dict
 from .encoding import Encoder
 from .generative import evaluate_generative
@@ -30,7 +32,7 @@ from .resume import EvalProgress, ModelProgress
 from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
-__all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval"]
+__all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval", "summary"]
 _DEFAULT_MAX_LENGTH = 2048  # the harness's default when neither config nor tokenizer says
 
 
@@ -44,7 +46,7 @@ class EvalOutcome:
 def max_length(model: Any, tokenizer: Any) -> int:
     """The model's maximum sequence length, looked up as the harness does (config fields, then the
     tokenizer's ``model_max_length``, then 2048)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = loaded_text_config(model.config)
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(cfg, attr, None)
         if isinstance(value, int) and value > 0:
@@ -94,7 +96,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     """
     start = time.perf_counter()
     path = resolve_source(source)
-    model = load_model(path, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    device = resolve_device(cfg.device)
+    model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
     encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
@@ -133,7 +136,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
 
         names = [t.strip() for t in cfg.harness.split(",") if t.strip()]
         tasks.update(run_harness_tasks(model, tokenizer, names, limit=cfg.limit, shots=cfg.shots, batch_size=cfg.batch_size,
-                                       device=cfg.device, include_path=cfg.harness_include))
+                                       device=device, include_path=cfg.harness_include))
     results = EvalResults(model=_model_info(name, path, model), tasks=tasks, config=to_dict(cfg), versions=versions(),
                           git_revision=git_revision(), seconds=time.perf_counter() - start)
     results.write(model_dir)
@@ -151,8 +154,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     start = time.perf_counter()
     cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)
-    if out.exists() and not cfg.force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, cfg.force)
     check_inputs(cfg)  # every model, --data and task file, before loading any model
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}
@@ -174,3 +176,16 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
         write_manifest(tmp, "eval", to_dict(cfg), inputs, outputs)
     progress.finish()
     return EvalOutcome(out, results, time.perf_counter() - start)
+
+
+_HEADLINE = ("acc", "acc_norm", "perplexity", "bits_per_byte")
+
+
+def summary(result: EvalOutcome) -> str:
+    """Each model's headline metrics, one line a model."""
+    lines = []
+    for name, res in result.models.items():
+        parts = [f"{task} {m}={v.value:.4f}" for task, t in res.tasks.items() for m, v in t.metrics.items()
+                 if m in _HEADLINE or m.startswith("exact_match")]
+        lines.append(f"{name}: " + ", ".join(parts))
+    return "\n".join(lines + [f"wrote {result.out} ({result.seconds:.1f} s)"])

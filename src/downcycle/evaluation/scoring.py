@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..architecture import loaded_text_config, uses_sliding_window
 from .encoding import EncodedGroup, common_prefix_length
 
 __all__ = ["score_groups", "supports_packing"]
@@ -28,10 +29,7 @@ __all__ = ["score_groups", "supports_packing"]
 
 def supports_packing(model: Any) -> bool:
     """Whether the shared-context 4-D mask is exact for ``model`` (no sliding-window attention)."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) is not False:
-        return False
-    return not any("sliding" in str(t) for t in (getattr(cfg, "layer_types", None) or []))
+    return not uses_sliding_window(loaded_text_config(model.config))
 
 
 _MIN_SHARED_PREFIX = 32  # tokens; below this a cached task-wide prefix is not worth a forward pass

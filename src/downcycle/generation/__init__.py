@@ -1,21 +1,27 @@
-"""Text generation for people: one prompt, sampled as ``transformers``' ``generate`` samples, printed
-as it is produced (`downcycle generate`).
+"""Text generation for people: one prompt, continued by ``transformers``' ``generate`` and printed as
+it is produced (`downcycle generate`).
 
-- :mod:`.sampling`: repetition penalty, temperature, top-k, top-p and the token draw;
-- :mod:`.detokenize`: token ids to printable text pieces, never splitting a character;
-- :mod:`.stream`: the KV-cached decoding loop;
-- :mod:`.run`: the command (model and tokenizer loading, chat template, printing).
+``generate`` does the sampling (repetition penalty, temperature, top-k, top-p, the draw from the
+global torch RNG) and the KV-cached decoding loop; its ``TextIteratorStreamer`` does the incremental
+detokenizing (never printing half a character). What this package keeps is what they lack:
+
+- :mod:`.sampling`: downcycle's settings with their own meaning (temperature 0 is greedy, top-k 0
+  is off where ``generate`` defaults to 50) and checks, spelled as ``generate`` keyword arguments
+  that a checkpoint's ``generation_config.json`` cannot override;
+- :mod:`.stream`: ``generate`` in a worker thread behind the streamer, with the generated ids, the
+  stop reason (EOS or length) and the worker's exception handed back to the caller;
+- :mod:`.run`: the command: the prompt from an argument, stdin or a file, the chat template
+  (system message, generation prompt, no second BOS), the model's position limit, printing.
 
 Batched greedy generation for benchmarks (stop sequences, many prompts) is
 :mod:`downcycle.evaluation.generation`.
 """
 
-from .detokenize import IncrementalDecoder
 from .run import GenerateResult, encode_prompt, read_prompt, run_generate
-from .sampling import RepetitionTracker, SamplingParams, choose_token, warp_scores
-from .stream import TextStream, generate_tokens
+from .sampling import SamplingParams, generate_kwargs
+from .stream import TextStream, generate_tokens, text_streamer
 
 __all__ = [
-    "GenerateResult", "IncrementalDecoder", "RepetitionTracker", "SamplingParams", "TextStream", "choose_token",
-    "encode_prompt", "generate_tokens", "read_prompt", "run_generate", "warp_scores",
+    "GenerateResult", "SamplingParams", "TextStream", "encode_prompt", "generate_kwargs", "generate_tokens", "read_prompt",
+    "run_generate", "text_streamer",
 ]  # fmt: skip

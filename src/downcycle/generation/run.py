@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from ..loading import load_model, read_config, resolve_source
+from ..architecture import loaded_text_config
+from ..loading import eos_token_ids, load_model, read_config, resolve_device, resolve_source
 from ..recipe.generate import GenerateConfig
 from .sampling import SamplingParams
 from .stream import TextStream
@@ -118,24 +119,20 @@ def run_generate(config: GenerateConfig, write: Callable[[str], None] | None = N
     """
     import torch
 
-    from ..evaluation.generation import eos_token_ids
-
     write = write or _stdout
     prompt = read_prompt(config)  # before the (slow) model load, so a bad prompt fails fast
     src = resolve_source(config.model)
     model_config = read_config(src)
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DowncycleError(f"--device {config.device}: CUDA is not available on this machine")
+    device = resolve_device(config.device)
     tokenizer = _load_tokenizer(src, config.trust_remote_code)
     prompt_ids, chat = encode_prompt(tokenizer, prompt, config.chat, config.system, source=str(src))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
     model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
 
     vocab = model.get_input_embeddings().num_embeddings
     if max(prompt_ids) >= vocab:
         raise DowncycleError(f"{src}: the tokenizer gives token id {max(prompt_ids)}, but the model has only {vocab} embeddings")
     notes, max_new = [], config.max_new_tokens
-    limit = getattr(model.config.get_text_config(), "max_position_embeddings", None) or model_config.get("n_positions")
+    limit = getattr(loaded_text_config(model.config), "max_position_embeddings", None) or model_config.get("n_positions")
     if limit is not None:
         if len(prompt_ids) >= limit:
             raise DowncycleError(f"the prompt is {len(prompt_ids)} tokens; {src} handles at most {limit} positions")
@@ -144,7 +141,7 @@ def run_generate(config: GenerateConfig, write: Callable[[str], None] | None = N
             notes.append(f"max_new_tokens cut to {max_new}: the model handles at most {limit} positions")
 
     if config.seed is not None:
-        torch.manual_seed(config.seed)  # seeds every device; sampling draws from the global RNG, as generate() does
+        torch.manual_seed(config.seed)  # seeds every device; generate() samples from the global RNG
     params = SamplingParams(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                             repetition_penalty=config.repetition_penalty)
     stream = TextStream(model, tokenizer, prompt_ids, params, max_new, eos_token_ids(model, tokenizer))

@@ -1,22 +1,12 @@
-"""Choosing the next token from a model's logits, as ``transformers``' ``generate`` chooses it.
+"""How the next token is chosen, as settings for ``transformers``' ``generate``.
 
-The definitions are those of the ``transformers`` logits processors, applied in the order
-``generate`` applies them (``GenerationMixin._get_logits_processor``, transformers 5.x):
-
-1. repetition penalty (Keskar et al. 2019, CTRL; ``RepetitionPenaltyLogitsProcessor``): the logit
-   of every token already in the sequence (prompt included) is divided by the penalty when it is
-   positive and multiplied by it when negative, so a penalty > 1 always makes it less likely;
-   applied in greedy decoding too;
-2. temperature (``TemperatureLogitsWarper``): logits / T;
-3. top-k (``TopKLogitsWarper``): logits below the k-th largest become -inf (ties at the k-th
-   value are kept);
-4. top-p (``TopPLogitsWarper``, Holtzman et al. 2020): sorted ascending, the tokens whose
-   cumulative probability is <= 1 - p are removed, the most likely token always kept
-   (``min_tokens_to_keep=1``);
-
-then the next token is ``torch.multinomial(softmax(scores), 1)``, on float32 logits, which is the
-same draw from the global torch RNG that ``generate(do_sample=True)`` makes: with the same seed the
-two produce the same tokens. Temperature 0 means greedy: the argmax, with no warper applied.
+``generate`` applies the repetition penalty (CTRL, Keskar et al. 2019: logits of tokens already in
+the sequence, prompt included, divided by the penalty when positive and multiplied when negative;
+in greedy decoding too), then temperature, top-k and top-p (Holtzman et al. 2020), and draws from
+the global torch RNG, so ``torch.manual_seed`` fixes a run. :class:`SamplingParams` holds
+downcycle's meaning of each setting and :func:`generate_kwargs` spells it for ``generate``
+completely: temperature 0 is greedy decoding, top-k 0 and top-p 1 are off (``generate``'s own
+default top-k is 50), and nothing of the checkpoint's ``generation_config.json`` changes the draw.
 """
 
 from __future__ import annotations
@@ -24,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RepetitionTracker", "SamplingParams", "choose_token", "warp_scores"]
+__all__ = ["SamplingParams", "generate_kwargs"]
 
 
 @dataclass(frozen=True)
@@ -58,86 +48,34 @@ class SamplingParams:
         return self.temperature == 0
 
 
-class RepetitionTracker:
-    """The set of token ids seen so far, as a boolean mask over the vocabulary, and the penalty it
-    implies. A mask updated one token per step gives the same result as ``transformers``' gather and
-    scatter over the whole sequence, in O(vocab) per step instead of a pass over the sequence.
+# Every other setting by which generate() could shape the draw, off: a checkpoint's generation_config.json
+# (min_p, typical_p, no_repeat_ngram_size, ...) does not change what downcycle's settings mean.
+_OFF = {"top_h": None, "min_p": None, "typical_p": None, "epsilon_cutoff": None, "eta_cutoff": None, "no_repeat_ngram_size": None,
+        "bad_words_ids": None, "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
+        "forced_eos_token_id": None, "min_new_tokens": None, "min_length": 0}
+
+
+def generate_kwargs(params: SamplingParams, max_new_tokens: int, eos_ids: set[int] | frozenset[int] | list[int],
+                    pad_token_id: int | None = None) -> dict[str, Any]:
+    """The keyword arguments that make ``model.generate`` choose tokens as ``params`` says.
+
+    Passed as keyword arguments, they take precedence over the checkpoint's generation config (a
+    ``GenerationConfig`` object would have its unset fields filled from it).
 
     Args:
-        vocab_size: width of the logits (ids at or above it are ignored, as transformers ignores them).
-        penalty: the repetition penalty; 1.0 makes :meth:`apply` a no-op.
-        device: where the logits live.
+        params: how each token is chosen.
+        max_new_tokens: tokens to produce at most (>= 1).
+        eos_ids: token ids that end a sequence (generate returns the EOS token as the last one); empty:
+            always ``max_new_tokens`` tokens.
+        pad_token_id: what finished rows of a batch are padded with (default: an EOS id, else 0).
     """
-
-    def __init__(self, vocab_size: int, penalty: float, device: Any = "cpu") -> None:
-        import torch
-
-        self.vocab_size, self.penalty = vocab_size, float(penalty)
-        self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)  # (V,)
-
-    def add(self, ids: Any) -> None:
-        """Mark token ids (an int, a list or a tensor) as present in the sequence."""
-        import torch
-
-        ids = torch.as_tensor(ids, dtype=torch.long, device=self.seen.device).reshape(-1)
-        self.seen[ids[ids < self.vocab_size]] = True
-
-    def apply(self, scores: Any) -> Any:
-        """Penalized copy of ``scores`` (..., V): seen tokens' logits divided by the penalty when
-        positive, multiplied when negative."""
-        import torch
-
-        if self.penalty == 1.0:
-            return scores
-        penalized = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
-        return torch.where(self.seen, penalized, scores)
-
-
-def warp_scores(scores: Any, params: SamplingParams) -> Any:
-    """Temperature, then top-k, then top-p, as ``generate(do_sample=True)`` warps its scores.
-
-    Args:
-        scores: float logits (B, V), already repetition-penalized.
-        params: the sampling parameters (``params.temperature > 0``).
-
-    Returns:
-        The warped scores (B, V), removed tokens at -inf.
-    """
-    import torch
-
-    if params.temperature != 1.0:
-        scores = scores / params.temperature
-    if params.top_k:
-        k = min(params.top_k, scores.size(-1))
-        kth = torch.topk(scores, k)[0][..., -1, None]  # (B, 1): the k-th largest logit
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=False)  # (B, V), most likely last
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        remove = cumulative <= (1 - params.top_p)
-        remove[..., -1:] = False  # min_tokens_to_keep = 1: the most likely token survives any p
-        scores = scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
-    return scores
-
-
-def choose_token(logits: Any, params: SamplingParams, repetition: RepetitionTracker | None = None) -> Any:
-    """The next token of each row.
-
-    Args:
-        logits: the model's last-position logits (B, V), any float dtype (computed in float32,
-            as ``generate`` computes them).
-        params: how to choose.
-        repetition: the tokens seen so far, when a repetition penalty applies.
-
-    Returns:
-        Token ids (B,), long.
-    """
-    import torch
-
-    scores = logits.to(dtype=torch.float32)
-    if repetition is not None:
-        scores = repetition.apply(scores)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    eos = sorted(int(i) for i in eos_ids)
+    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     if params.greedy:
-        return scores.argmax(dim=-1)
-    probs = torch.softmax(warp_scores(scores, params), dim=-1)
-    return torch.multinomial(probs, num_samples=1).squeeze(1)
+        choice = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    else:
+        choice = {"do_sample": True, "temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p}
+    return {**_OFF, **choice, "repetition_penalty": params.repetition_penalty, "max_new_tokens": max_new_tokens,
+            "eos_token_id": eos or None, "pad_token_id": pad}

@@ -1,73 +1,59 @@
-"""The decoding loop: the prompt runs once, then one token per step through the KV cache.
+"""The continuation of one prompt through ``transformers``' ``generate``, as tokens or as printable text.
 
-:func:`generate_tokens` yields token ids as they are chosen; :class:`TextStream` turns them into
-printable text pieces (:mod:`.detokenize`) and records what happened. The cache is the one the
-model returns (a ``transformers`` ``DynamicCache``, grown in place by each forward pass), passed
-back as is: nothing is copied per step, and the prompt never runs again.
+:func:`generate_tokens` returns the new token ids. :class:`TextStream` runs ``generate`` in a worker
+thread with a ``TextIteratorStreamer``, which decodes the growing token list and releases text only
+once it is stable (a character split across byte-level BPE tokens, U+FFFD while incomplete, waits
+for the token that completes it), and yields those pieces as they come. What the streamer lacks,
+this adds: the generated ids and why generation stopped once it is over, and an exception raised
+inside ``generate`` re-raised in the caller instead of leaving the iterator waiting forever.
 """
 
 from __future__ import annotations
 
-import inspect
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .detokenize import IncrementalDecoder
-from .sampling import RepetitionTracker, SamplingParams, choose_token
+from .sampling import SamplingParams, generate_kwargs
 
-__all__ = ["TextStream", "generate_tokens"]
-
-
-def _accepts(model: Any, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
+__all__ = ["TextStream", "generate_tokens", "text_streamer"]
 
 
-def generate_tokens(model: Any, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
-                    eos_ids: set[int] | frozenset[int] = frozenset()) -> Iterator[int]:
-    """Yield the continuation of ``prompt_ids`` token by token, as ``model.generate`` would produce it.
-
-    Args:
-        model: a causal LM in eval mode (its device is that of its first parameter).
-        prompt_ids: the prompt's token ids (non-empty), e.g. with BOS.
-        params: how each token is chosen (:func:`.sampling.choose_token`); sampling draws from the
-            global torch RNG, so seed it with ``torch.manual_seed`` for a reproducible run.
-        max_new_tokens: tokens to produce at most (>= 1).
-        eos_ids: token ids that end the sequence; an EOS token is yielded, then the loop stops
-            (as ``generate`` returns it as the last token).
-
-    Yields:
-        Token ids (int), one per forward pass.
-    """
+def _inputs(model: Any, prompt_ids: list[int]) -> dict[str, Any]:
     import torch
 
     if not prompt_ids:
         raise ValueError("prompt_ids must not be empty")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    device = next(model.parameters()).device
-    cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
-    prefill = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # the head runs on the last position only
-    # inference_mode is entered around each step, never across a `yield`: a suspended generator
-    # must not leave the caller's code running in inference mode.
+    ids = torch.tensor([prompt_ids], device=next(model.parameters()).device)  # (1, P)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def generate_tokens(model: Any, prompt_ids: list[int], params: SamplingParams, max_new_tokens: int,
+                    eos_ids: set[int] | frozenset[int] = frozenset(), pad_token_id: int | None = None) -> list[int]:
+    """The continuation of ``prompt_ids``: ``model.generate``'s new tokens (an EOS token included as
+    the last one when it stopped there).
+
+    Args:
+        model: a causal LM in eval mode (its device is that of its first parameter).
+        prompt_ids: the prompt's token ids (non-empty), e.g. with BOS.
+        params: how each token is chosen; sampling draws from the global torch RNG, so seed it with
+            ``torch.manual_seed`` for a reproducible run.
+        max_new_tokens: tokens to produce at most (>= 1).
+        eos_ids: token ids that end the sequence (empty: always ``max_new_tokens`` tokens).
+    """
+    import torch
+
+    inputs = _inputs(model, prompt_ids)
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, **prefill)
-        logits = out.logits[:, -1]  # (1, V)
-        repetition = None
-        if params.repetition_penalty != 1.0:
-            repetition = RepetitionTracker(logits.size(-1), params.repetition_penalty, device=logits.device)
-            repetition.add(prompt_ids)  # transformers penalizes the prompt's tokens too
-        token = choose_token(logits, params, repetition)  # (1,)
-    for step in range(max_new_tokens):
-        value = int(token)
-        yield value
-        if value in eos_ids or step == max_new_tokens - 1:
-            return
-        with torch.inference_mode():
-            cache = out.past_key_values if getattr(out, "cache", None) is None else out.cache
-            out = model(input_ids=token[:, None], use_cache=True, **{cache_arg: cache})  # (1, 1): the new token only
-            if repetition is not None:
-                repetition.add(value)
-            token = choose_token(out.logits[:, -1], params, repetition)
+        out = model.generate(**inputs, **generate_kwargs(params, max_new_tokens, eos_ids, pad_token_id))  # (1, P + n)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def text_streamer(tokenizer: Any) -> Any:
+    """The streamer :class:`TextStream` decodes with: new tokens only, special tokens skipped."""
+    from transformers import TextIteratorStreamer
+
+    return TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 class TextStream:
@@ -92,15 +78,31 @@ class TextStream:
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
-        decoder = IncrementalDecoder(self.tokenizer, skip_special_tokens=True)
-        for token in generate_tokens(self.model, self.prompt_ids, self.params, self.max_new_tokens, self.eos_ids):
-            self.tokens.append(token)
-            piece = decoder.push(token)
-            if piece:
-                self.text += piece
-                yield piece
-        tail = decoder.flush()
-        if tail:
-            self.text += tail
-            yield tail
+        streamer = text_streamer(self.tokenizer)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        kwargs = {**_inputs(self.model, self.prompt_ids), **generate_kwargs(self.params, self.max_new_tokens, self.eos_ids, pad)}
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            import torch
+
+            try:
+                with torch.inference_mode():  # in this thread only: the caller's code never runs under it
+                    result["ids"] = self.model.generate(**kwargs, streamer=streamer)  # (1, P + n)
+            except BaseException as e:  # noqa: BLE001 -- handed to the caller, below
+                result["error"] = e
+                streamer.end()  # lets the iteration below finish
+
+        worker = threading.Thread(target=work, name="downcycle-generate", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    self.text += piece
+                    yield piece
+        finally:
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        self.tokens = result["ids"][0, len(self.prompt_ids):].tolist()
         self.stop = "eos" if self.tokens and self.tokens[-1] in self.eos_ids else "length"

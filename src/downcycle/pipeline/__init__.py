@@ -1,8 +1,7 @@
-"""``downcycle run`` and ``sweep``: a YAML recipe's stages chained through their directories and manifests."""
+"""``downcycle run`` and ``sweep``: a YAML recipe's stages chained through their directories and manifests.
 
-from .recipe_file import CutSpec, HealSpec, Recipe, load_recipe, parse_recipe
-from .run import PipelineResult, plan_stages, run_recipe, run_stages, run_sweep, stage_key
-from .stages import Stage, build_stages
-
-__all__ = ["CutSpec", "HealSpec", "PipelineResult", "Recipe", "Stage", "build_stages", "load_recipe", "parse_recipe", "plan_stages",
-           "run_recipe", "run_stages", "run_sweep", "stage_key"]
+Modules: :mod:`.recipe_file` (the YAML recipe), :mod:`.stages` (its stages and their configs),
+:mod:`.run` (``run_recipe``, ``run_sweep``: skipping what is done, resuming), :mod:`.plans` (each
+strategy's cut plan from the one analysis), :mod:`.sweep` (the size-quality stage) and
+:mod:`.cut_keep` (``cut --keep``: an analysis, then the cut).
+"""

@@ -7,14 +7,13 @@ One analysis pass serves every cut of a recipe or sweep: the strategies only ran
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from ..analysis.strategies import get_strategy
 from ..errors import DowncycleError
-from ..plan import Plan
+from ..surgery.plan import Plan
 
 __all__ = ["plan_from_scores", "write_plan"]
 
@@ -54,7 +53,5 @@ def write_plan(analysis_dir: Path, path: Path, strategy: str, keep: int, num_lay
         scores = json.loads(scores_path.read_text())
     plan = plan_from_scores(scores, strategy, keep, metric)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    plan.save(tmp)
-    os.replace(tmp, path)
+    plan.save(path)
     return plan.kept_layers

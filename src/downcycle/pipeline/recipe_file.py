@@ -15,11 +15,7 @@ the *control* that tells healing apart from continued training on the corpus.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import glob
 import os
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +23,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 from ..recipe import AnalyzeConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
+from .recipe_values import Where, check_name, coerce, kind, local_path, opt_str, scalar, unknown, unknown_key
 
 __all__ = ["Recipe", "CutSpec", "HealSpec", "load_recipe", "parse_recipe"]
 
@@ -43,8 +40,6 @@ OWNED = {
 # Fields naming local files or directories, resolved against the recipe's directory.
 PATH_FIELDS = {"data": {"tokenizer", "source", "gen_prompts"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
                "eval": {"data", "task_data", "harness_include"}}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -86,16 +81,6 @@ class Recipe:
     corpora: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra corpora by name (``data`` options)
 
 
-class _Where:
-    """Formats errors as ``FILE: key[1].sub: message``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, where: str, message: str) -> DowncycleError:
-        return DowncycleError(f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}")
-
-
 def load_recipe(path: Path) -> Recipe:
     """Read and validate ``path``; every problem is a one-line :class:`DowncycleError` naming its place."""
     import yaml
@@ -116,15 +101,15 @@ def load_recipe(path: Path) -> Recipe:
 
 def parse_recipe(doc: Any, path: Path) -> Recipe:
     """Validate an already-parsed recipe document; ``path`` is where it came from (for messages and paths)."""
-    w = _Where(path)
+    w = Where(path)
     base = path.resolve().parent
     if not isinstance(doc, dict):
         raise w.error("", "a recipe must be a mapping of sections (reference, data, cuts, heal, eval, ...)")
-    _unknown(w, "", doc, TOP_KEYS)
+    unknown(w, "", doc, TOP_KEYS)
     for required in ("reference", "data", "cuts"):
         if doc.get(required) is None:
             raise w.error(required, "missing (every recipe needs reference, data and cuts)")
-    reference = _path(w, "reference", _scalar(w, "reference", doc["reference"]), base, hub=True)
+    reference = local_path(w, "reference", scalar(w, "reference", doc["reference"]), base, hub=True)
     data = _section(w, "data", doc["data"], DataConfig, base)
     data.setdefault("tokenizer", reference)
     analyze = _section(w, "analyze", doc.get("analyze") or {}, AnalyzeConfig, base)
@@ -138,20 +123,20 @@ def parse_recipe(doc: Any, path: Path) -> Recipe:
         report = _section(w, "report", report, ReportConfig, base)
     out = doc.get("out")
     return Recipe(path, reference, data, cuts, heal, analyze, evaluation, report,
-                  Path(os.path.normpath(base / _scalar(w, "out", out))) if out is not None else None,
-                  _opt_str(w, "name", doc.get("name")), _opt_str(w, "description", doc.get("description")), corpora)
+                  Path(os.path.normpath(base / scalar(w, "out", out))) if out is not None else None,
+                  opt_str(w, "name", doc.get("name")), opt_str(w, "description", doc.get("description")), corpora)
 
 
-def _corpora(w: _Where, doc: Any, data: dict[str, Any], base: Path) -> dict[str, dict[str, Any]]:
+def _corpora(w: Where, doc: Any, data: dict[str, Any], base: Path) -> dict[str, dict[str, Any]]:
     """Extra corpora: each a mapping of ``data`` options, the ones it leaves out taken from ``data``
     (its ``source`` and ``weights`` excepted: each corpus names its own)."""
     if not isinstance(doc, dict):
-        raise w.error("corpora", f"expected a mapping of corpus names to `downcycle data` options, got {_kind(doc)}")
+        raise w.error("corpora", f"expected a mapping of corpus names to `downcycle data` options, got {kind(doc)}")
     inherited = {k: v for k, v in data.items() if k not in ("source", "weights")}
     corpora: dict[str, dict[str, Any]] = {}
     for name, item in doc.items():
         where = f"corpora.{name}"
-        _check_name(w, where, str(name), list(corpora))
+        check_name(w, where, str(name), list(corpora))
         options = _section(w, where, item if item is not None else {}, DataConfig, base, owned_key="data")
         if not options.get("source"):
             raise w.error(f"{where}.source", "missing (each corpus names its own source)")
@@ -159,7 +144,7 @@ def _corpora(w: _Where, doc: Any, data: dict[str, Any], base: Path) -> dict[str,
     return corpora
 
 
-def _cuts(w: _Where, items: Any) -> list[CutSpec]:
+def _cuts(w: Where, items: Any) -> list[CutSpec]:
     from ..analysis.strategies import STRATEGIES
 
     if not isinstance(items, list) or not items:
@@ -169,35 +154,35 @@ def _cuts(w: _Where, items: Any) -> list[CutSpec]:
     for i, item in enumerate(items):
         where = f"cuts[{i}]"
         if not isinstance(item, dict):
-            raise w.error(where, f"expected a mapping (strategy, keep, layers, name), got {_kind(item)}")
-        _unknown(w, where, item, allowed)
-        values = {k.replace("-", "_"): (None if v is None else _scalar(w, f"{where}.{k}", v)) for k, v in item.items()}
+            raise w.error(where, f"expected a mapping (strategy, keep, layers, name), got {kind(item)}")
+        unknown(w, where, item, allowed)
+        values = {k.replace("-", "_"): (None if v is None else scalar(w, f"{where}.{k}", v)) for k, v in item.items()}
         if (values.get("layers") is None) == (values.get("keep") is None):
             raise w.error(where, "give exactly one of `layers` (e.g. 0-8) or `keep` (a count or a fraction, with a strategy)")
         strategy = values.get("strategy") or "block"
         if strategy not in STRATEGIES:
             raise w.error(f"{where}.strategy", f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
         name = values.get("name") or (strategy if values.get("keep") is not None else f"layers{i}")
-        _check_name(w, f"{where}.name", name, [s.name for s in specs])
+        check_name(w, f"{where}.name", name, [s.name for s in specs])
         if name == CONTROL:
             raise w.error(f"{where}.name", f"{CONTROL!r} is reserved (heal[].cuts: [{CONTROL}] trains the uncut reference)")
         specs.append(CutSpec(name, values.get("keep"), strategy, values.get("metric"), values.get("layers")))
     return specs
 
 
-def _heal(w: _Where, items: Any, cut_names: list[str], corpora: list[str], base: Path) -> list[HealSpec]:
+def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: Path) -> list[HealSpec]:
     if not isinstance(items, list):
-        raise w.error("heal", f"expected a list of healing runs, got {_kind(items)}")
+        raise w.error("heal", f"expected a list of healing runs, got {kind(items)}")
     specs: list[HealSpec] = []
     for i, item in enumerate(items):
         where = f"heal[{i}]"
         if not isinstance(item, dict):
-            raise w.error(where, f"expected a mapping of `downcycle train` options, got {_kind(item)}")
+            raise w.error(where, f"expected a mapping of `downcycle train` options, got {kind(item)}")
         item = dict(item)
         name, cuts, corpus = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None)
         options = _section(w, where, item, TrainConfig, base, owned_key="heal")
-        name = _scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
-        _check_name(w, f"{where}.name", name, [s.name for s in specs])
+        name = scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
+        check_name(w, f"{where}.name", name, [s.name for s in specs])
         if cuts is None:
             cuts = list(cut_names)
         cuts = [cuts] if isinstance(cuts, str) else cuts
@@ -208,7 +193,7 @@ def _heal(w: _Where, items: Any, cut_names: list[str], corpora: list[str], base:
                 raise w.error(f"{where}.cuts", f"no cut named {c!r} (the recipe's cuts: {', '.join(cut_names)}; "
                                                f"or {CONTROL!r}: the uncut reference, as a control)")
         if corpus is not None:
-            corpus = _scalar(w, f"{where}.corpus", corpus)
+            corpus = scalar(w, f"{where}.corpus", corpus)
             if corpus not in corpora:
                 raise w.error(f"{where}.corpus", f"no corpus named {corpus!r} in `corpora`"
                                                  + (f" (the recipe's: {', '.join(corpora)})" if corpora else ""))
@@ -216,11 +201,11 @@ def _heal(w: _Where, items: Any, cut_names: list[str], corpora: list[str], base:
     return specs
 
 
-def _section(w: _Where, where: str, doc: Any, cls: type, base: Path, owned_key: str | None = None) -> dict[str, Any]:
+def _section(w: Where, where: str, doc: Any, cls: type, base: Path, owned_key: str | None = None) -> dict[str, Any]:
     """A section's options checked against ``cls``'s fields and types; paths resolved."""
     key = owned_key or where
     if not isinstance(doc, dict):
-        raise w.error(where, f"expected a mapping of `downcycle {key}` options, got {_kind(doc)}")
+        raise w.error(where, f"expected a mapping of `downcycle {key}` options, got {kind(doc)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     owned = OWNED.get(key, set())
@@ -230,96 +215,11 @@ def _section(w: _Where, where: str, doc: Any, cls: type, base: Path, owned_key: 
         if name in owned:
             raise w.error(f"{where}.{raw}", "set by the pipeline itself; remove it from the recipe")
         if name not in names:
-            raise _unknown_key(w, where, str(raw), [n for n in names if n not in owned])
-        values[name] = _coerce(w, f"{where}.{raw}", value, hints[name])
+            raise unknown_key(w, where, str(raw), [n for n in names if n not in owned])
+        values[name] = coerce(w, f"{where}.{raw}", value, hints[name])
         if name in PATH_FIELDS.get(key, ()) and values[name] is not None:
             v = values[name]
             hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval") and name == "data")
-            values[name] = [_path(w, f"{where}.{raw}", s, base, hub=False) for s in v] if isinstance(v, list) \
-                else _path(w, f"{where}.{raw}", str(v), base, hub=hub)
+            values[name] = [local_path(w, f"{where}.{raw}", s, base, hub=False) for s in v] if isinstance(v, list) \
+                else local_path(w, f"{where}.{raw}", str(v), base, hub=hub)
     return values
-
-
-def _coerce(w: _Where, where: str, value: Any, tp: Any) -> Any:
-    """``value`` as the field type ``tp`` wants it; YAML numbers become strings where a field takes text."""
-    optional = False
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional, tp = len(args) < len(typing.get_args(tp)), (args[0] if len(args) == 1 else str)
-    if value is None:
-        if optional:
-            return None
-        raise w.error(where, "must not be empty")
-    if typing.get_origin(tp) is list:
-        items = value if isinstance(value, list) else [value]
-        return [_coerce(w, f"{where}[{i}]", v, typing.get_args(tp)[0] if typing.get_args(tp) else str) for i, v in enumerate(items)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise w.error(where, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise w.error(where, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise w.error(where, f"expected a number, got {value!r}")
-        try:
-            return float(value)  # YAML reads 1e-3 as text; accept it as the number it is
-        except (TypeError, ValueError):
-            raise w.error(where, f"expected a number, got {value!r}") from None
-    if isinstance(value, (dict, list)) or isinstance(value, bool):
-        raise w.error(where, f"expected a single value, got {_kind(value)}")
-    return Path(str(value)) if tp is Path else str(value)
-
-
-def _path(w: _Where, where: str, value: str, base: Path, hub: bool) -> str:
-    """A local path resolved against the recipe's directory (checked to exist), or a hub/dataset id as is."""
-    if value.startswith("hf:"):
-        return value
-    if value.startswith("gen:"):  # text sampled from a model (`downcycle data`): the model's directory
-        return "gen:" + _path(w, where, value[len("gen:"):], base, hub=False)
-    p = Path(value).expanduser()
-    p = Path(os.path.normpath(p if p.is_absolute() else base / p))  # "recipes/../reference" -> "reference"
-    if any(c in value for c in "*?["):
-        if not glob.glob(str(p)):
-            raise w.error(where, f"{value}: no file matches (relative to {base})")
-        return str(p)
-    if p.exists():
-        return str(p)
-    if hub and _HUB_ID.match(value) and not value.startswith("."):
-        return value  # a hub id: resolved (and reported when unreachable) by the stage that loads it
-    raise w.error(where, f"{value}: no such file or directory (relative to {base})")
-
-
-def _scalar(w: _Where, where: str, value: Any) -> str:
-    if isinstance(value, (dict, list)) or isinstance(value, bool) or value is None:
-        raise w.error(where, f"expected a single value, got {_kind(value)}")
-    return str(value)
-
-
-def _opt_str(w: _Where, where: str, value: Any) -> str | None:
-    return None if value is None else _scalar(w, where, value)
-
-
-def _check_name(w: _Where, where: str, name: str, taken: list[str]) -> None:
-    if not _NAME.match(name):
-        raise w.error(where, f"{name!r}: use letters, digits, '.', '_' and '-' (it becomes a directory name)")
-    if name in taken:
-        raise w.error(where, f"{name!r} is used twice; give each entry its own `name`")
-
-
-def _unknown(w: _Where, where: str, doc: dict, allowed: tuple[str, ...]) -> None:
-    for key in doc:
-        if str(key).replace("-", "_") not in allowed:
-            raise _unknown_key(w, where, str(key), list(allowed))
-
-
-def _unknown_key(w: _Where, where: str, key: str, allowed: list[str]) -> DowncycleError:
-    close = difflib.get_close_matches(key.replace("-", "_"), allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-    return w.error(f"{where}.{key}" if where else key, f"unknown key{hint}")
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "text", bool: "a boolean", type(None): "nothing"}.get(type(value), type(value).__name__)

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.manifest import MANIFEST_NAME, config_hash
-from ..checkpoint.safetensors_index import file_sha256
+from ..artifacts.atomic import write_atomic
+from ..artifacts.hashes import config_hash, file_sha256
+from ..artifacts.manifest import MANIFEST_NAME
 from ..errors import DowncycleError
 from ..recipe import RunConfig, SweepConfig, output_dict
 from ..recipe.run import STAGE_KINDS
+from ..stages import get_stage
 from .recipe_file import Recipe, load_recipe
 from .stages import Stage, build_stages
 
 STATE_NAME = "pipeline.json"
 
-__all__ = ["PipelineResult", "run_recipe", "run_sweep", "run_stages", "plan_stages", "stage_key"]
+__all__ = ["PipelineResult", "plan_stages", "run_recipe", "run_stages", "run_sweep", "stage_key", "summary"]
 
 
 @dataclass
@@ -38,15 +40,25 @@ class PipelineResult:
     skipped: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     seconds: float = 0.0
+    dry_run: bool = False
 
 
-def run_recipe(config: RunConfig) -> PipelineResult:
+Echo = Callable[[str], None]
+
+
+def _silent(line: str) -> None:
+    pass
+
+
+def run_recipe(config: RunConfig, echo: Echo | None = None) -> PipelineResult:
+    """``downcycle run``; ``echo`` is given a line as each stage starts, is skipped or finishes."""
     recipe = load_recipe(config.recipe)
     out = _out(config.out, recipe, "")
-    return run_stages(recipe, out, build_stages(recipe, out), config.from_stage, config.dry_run, config.progress)
+    return run_stages(recipe, out, build_stages(recipe, out), config.from_stage, config.dry_run, config.progress, echo)
 
 
-def run_sweep(config: SweepConfig) -> PipelineResult:
+def run_sweep(config: SweepConfig, echo: Echo | None = None) -> PipelineResult:
+    """``downcycle sweep``: each cut chosen by ``keep`` made at every depth; ``echo`` as :func:`run_recipe`."""
     recipe = load_recipe(config.recipe)
     if not any(c.keep is not None for c in recipe.cuts):
         raise DowncycleError(f"{config.recipe}: cuts: a sweep needs at least one cut chosen by `keep` (a depth), not only `layers`")
@@ -56,7 +68,18 @@ def run_sweep(config: SweepConfig) -> PipelineResult:
 
     at = next((i for i, s in enumerate(stages) if s.kind == "report"), len(stages))
     stages.insert(at, sweep_stage(out, stages, recipe))
-    return run_stages(recipe, out, stages, config.from_stage, config.dry_run, config.progress)
+    return run_stages(recipe, out, stages, config.from_stage, config.dry_run, config.progress, echo)
+
+
+def summary(result: PipelineResult) -> str | None:
+    """What ran and what was skipped (a dry run has listed its stages already)."""
+    if result.dry_run:
+        return None
+    lines = [f"\n{result.out}: ran {len(result.ran)} stage(s), skipped {len(result.skipped)} already done ({result.seconds:.0f} s)"]
+    report = result.out / "report.html"
+    if report.is_file():
+        lines.append(f"report: {report}")
+    return "\n".join(lines)
 
 
 def _out(out: Path | None, recipe: Recipe, suffix: str) -> Path:
@@ -87,28 +110,30 @@ def plan_stages(stages: list[Stage], out: Path, from_stage: str | None) -> tuple
 
 
 def run_stages(recipe: Recipe, out: Path, stages: list[Stage], from_stage: str | None = None, dry_run: bool = False,
-               progress: bool = True) -> PipelineResult:
-    """Run (or, with ``dry_run``, list) ``stages`` into ``out``, skipping those already done."""
+               progress: bool = True, echo: Echo | None = None) -> PipelineResult:
+    """Run (or, with ``dry_run``, list) ``stages`` into ``out``, skipping those already done;
+    ``echo`` (default: nothing) is given the progress lines, each stage's summary among them."""
+    echo = echo or _silent
     must, state = plan_stages(stages, out, from_stage)
     first_forced = _from_index(stages, from_stage)
-    result = PipelineResult(out, stages=stages)
+    result = PipelineResult(out, stages=stages, dry_run=dry_run)
     width = max(len(s.name) for s in stages)
     if dry_run:
         for i, stage in enumerate(stages, 1):
-            print(f"[{i}/{len(stages)}] {stage.name:<{width}}  {stage.kind:<8} {'run' if must[stage.name] else 'done: skip'}")
+            echo(f"[{i}/{len(stages)}] {stage.name:<{width}}  {stage.kind:<8} {'run' if must[stage.name] else 'done: skip'}")
         return result
     out.mkdir(parents=True, exist_ok=True)
     state["recipe"] = str(recipe.path.resolve())
     start = time.perf_counter()
     for i, stage in enumerate(stages, 1):
         if not must[stage.name]:
-            print(f"[{i}/{len(stages)}] {stage.name}: done, skipped", flush=True)
+            echo(f"[{i}/{len(stages)}] {stage.name}: done, skipped")
             result.skipped.append(stage.name)
             continue
-        print(f"\n== [{i}/{len(stages)}] {stage.name} ({stage.kind})", flush=True)
+        echo(f"\n== [{i}/{len(stages)}] {stage.name} ({stage.kind})")
         t0 = time.perf_counter()
         forced = first_forced is not None and i - 1 >= first_forced
-        _execute(stage, out, progress, resume=not forced)
+        _execute(stage, out, progress, resume=not forced, echo=echo)
         manifest = marker(stage, out)
         state["stages"][stage.name] = {"kind": stage.kind, "key": stage_key(stage, out), "manifest": _sha(manifest),
                                        "seconds": round(time.perf_counter() - t0, 1)}
@@ -131,57 +156,32 @@ def stage_key(stage: Stage, out: Path) -> str:
     return config_hash(doc)
 
 
-def _execute(stage: Stage, out: Path, progress: bool, resume: bool) -> None:
+def _execute(stage: Stage, out: Path, progress: bool, resume: bool, echo: Echo) -> None:
+    """Run one stage through the stage table, as its command would, and echo its summary. A cut
+    chosen by a strategy first writes its plan; an interrupted healing run resumes."""
+    if stage.kind == "sweep":  # the pipeline's own stage (not a command)
+        from .sweep import run_sweep_stage
+
+        echo(run_sweep_stage(stage, out))
+        return
     cfg = stage.config
-    if stage.kind == "data":
-        from ..data.corpus import build_corpus
+    # every stage directory belongs to the pipeline: replaced when it must re-run
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in (("force", True), ("progress", progress)) if hasattr(cfg, k)})
+    if stage.kind == "cut" and stage.choice is not None:
+        from .plans import write_plan
 
-        build_corpus(dataclasses.replace(cfg, force=True, progress=progress))
-    elif stage.kind == "analyze":
-        from ..analysis.run import run_analyze
-
-        result = run_analyze(dataclasses.replace(cfg, force=True, progress=progress))
-        print(f"analysis: {cfg.strategy} would keep {result.plan.kept_layers}")
-    elif stage.kind == "cut":
-        from ..cut import cut
-
-        if stage.choice is not None:
-            from .plans import write_plan
-
-            kept = write_plan(out / "analysis", cfg.plan, **stage.choice)
-            print(f"{stage.choice['strategy']}: keep {kept}")
-        result = cut(dataclasses.replace(cfg, force=True, progress=progress))
-        print(f"wrote {result.out}: {len(result.kept_layers)} of {result.source_layers} layers")
+        kept = write_plan(out / "analysis", cfg.plan, **stage.choice)
+        echo(f"{stage.choice['strategy']}: keep {kept}")
     elif stage.kind == "train":
-        from ..training import run_train
         from ..training.checkpointing import latest_checkpoint
 
         # resume an interrupted run where it left a checkpoint (`--resume` with none is an error)
         resume = resume and latest_checkpoint(out / f"{stage.name}.run" / "checkpoints") is not None
-        result = run_train(dataclasses.replace(cfg, force=True, resume=resume, progress=progress))
-        for note in result.notes:
-            print(f"  note: {note}")
-        start = f"{result.val_loss_start:.4f} -> " if result.val_loss_start is not None else ""
-        print(f"{stage.name}: {result.steps} steps, val loss {start}{result.val_loss:.4f}")
-    elif stage.kind == "eval":
-        from ..evaluation.run import run_eval
-
-        run_eval(dataclasses.replace(cfg, force=True, progress=progress))
-    elif stage.kind == "compare":
-        from ..report.compare import run_compare
-
-        print(run_compare(dataclasses.replace(cfg, force=True)).markdown)
-    elif stage.kind == "report":
-        from ..report.build import run_report
-
-        result = run_report(cfg)
-        print(f"report: {result.html}")
-    elif stage.kind == "sweep":
-        from .sweep import run_sweep_stage
-
-        run_sweep_stage(stage, out)
-    else:  # pragma: no cover - build_stages makes only the kinds above
-        raise AssertionError(stage.kind)
+        cfg = dataclasses.replace(cfg, resume=resume)
+    spec = get_stage(stage.kind)
+    text = spec.load_summary()(spec.load_run()(cfg))
+    if text:
+        echo(text)
 
 
 def _from_index(stages: list[Stage], from_stage: str | None) -> int | None:
@@ -209,6 +209,4 @@ def _read_state(out: Path) -> dict[str, Any]:
 
 
 def _write_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / f".{STATE_NAME}.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, out / STATE_NAME)
+    write_atomic(out / STATE_NAME, json.dumps(state, indent=2) + "\n")

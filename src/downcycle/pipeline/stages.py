@@ -61,16 +61,14 @@ def _wrap(where: str, build: Any) -> Any:
 def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> list[Stage]:
     """Every stage of ``recipe`` writing under ``out``; with ``depths`` (a sweep) each cut is made at each depth."""
     from ..analysis.strategies import get_strategy, resolve_keep
-    from ..layerspec import parse_layers
+    from ..architecture import num_layers as count_layers
+    from ..surgery.layerspec import parse_layers
     from ..loading import read_config, resolve_source
 
     where = str(recipe.path)
     ref_dir = _wrap(f"{where}: reference", lambda: resolve_source(recipe.reference))
     ref_config = read_config(ref_dir)
-    text = ref_config.get("text_config") or {}
-    num_layers = ref_config.get("num_hidden_layers") or text.get("num_hidden_layers") or ref_config.get("n_layer")
-    if not isinstance(num_layers, int):
-        raise DowncycleError(f"{where}: reference: {ref_dir}/config.json has no num_hidden_layers")
+    num_layers = _wrap(f"{where}: reference: {ref_dir}", lambda: count_layers(ref_config))
 
     stages = [Stage("corpus", "data", _wrap(f"{where}: data", lambda: DataConfig(**recipe.data, out=out / "corpus")))]
     corpus = out / "corpus"

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.manifest import write_manifest
 from .recipe_file import Recipe
 from .stages import Stage
 
@@ -44,7 +45,8 @@ def sweep_rows(out: Path, models: dict[str, dict[str, Any]]) -> tuple[list[dict[
     return rows, columns
 
 
-def run_sweep_stage(stage: Stage, out: Path) -> None:
+def run_sweep_stage(stage: Stage, out: Path) -> str:
+    """Write ``sweep/`` from the eval stage's results; returns its table (Markdown)."""
     models = stage.config["models"]
     rows, columns = sweep_rows(out, models)
     with atomic_output_dir(out / "sweep", force=True) as tmp:
@@ -52,7 +54,7 @@ def run_sweep_stage(stage: Stage, out: Path) -> None:
         (tmp / "sweep.md").write_text(_markdown(rows, columns))
         files = ["sweep.json", "sweep.md"] + _plot(tmp, rows, columns)
         write_manifest(tmp, "sweep", stage.config, {"eval": str(out / "eval")}, {"files": files})
-    print((out / "sweep" / "sweep.md").read_text())
+    return (out / "sweep" / "sweep.md").read_text()
 
 
 def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import arg, device_arg
 
 __all__ = ["AnalyzeConfig", "LsConfig"]
 
@@ -29,7 +29,7 @@ class AnalyzeConfig:
     text_field: str = arg("field holding the text in .jsonl/.json/.parquet/arrow/HF records", "text")
     tokenizer: str | None = arg("tokenizer directory (default: MODEL)", metavar="DIR")
     dtype: str = arg("dtype to load the model in: auto (the checkpoint's), float32, bfloat16, float16", "auto")
-    device: str = arg("device: auto (cuda if available), cpu, cuda, cuda:1, mps", "auto")
+    device: str = device_arg()
     plots: bool = arg("write PNG plots (needs matplotlib)", True)
     force: bool = arg("replace DIR if it exists", False, affects_output=False)
     progress: bool = arg("show progress bars", True, affects_output=False)

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ..artifacts.quantities import COUNT, parse_quantity
 from ..errors import DowncycleError
-from .fields import arg, parse_count
+from .fields import arg, device_arg
 
-if TYPE_CHECKING:
-    from ..data.generated import GenerationOptions
+__all__ = ["DataConfig", "GenerationOptions"]
 
-__all__ = ["DataConfig"]
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How a ``gen:`` source samples (``downcycle data --gen-*``)."""
+
+    new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    prompts: str | None = None  # a text source; None: BOS-only prompts
+    prompt_tokens: int = 8
+    batch: int = 16
+    docs: int | None = None  # stop after this many documents (None: endless)
+    seed: int = 0
+    device: str = "auto"  # resolved by loading.resolve_device
 
 
 @dataclass
@@ -50,7 +62,7 @@ class DataConfig:
     gen_prompt_tokens: int = arg("gen: tokens of each --gen-prompts document in a prompt", 8)
     gen_batch: int = arg("gen: documents sampled together (one forward pass per token for the batch)", 16)
     gen_docs: int | None = arg("gen: documents to generate at most (default: until --tokens is met)", metavar="N")
-    gen_device: str = arg("gen: device of the generating model: cpu, cuda, ...", "cpu")
+    gen_device: str = device_arg("gen: device of the generating model")
 
     def __post_init__(self) -> None:
         if self.tokenizer is None:
@@ -63,7 +75,7 @@ class DataConfig:
             raise DowncycleError("data needs --out DIR")
         self.out = Path(self.out)
         if self.tokens is not None and str(self.tokens).lower() != "all":
-            parse_count(self.tokens, "--tokens")
+            parse_quantity(self.tokens, "--tokens", COUNT)
         if self.seq_len < 2:
             raise DowncycleError(f"--seq-len: {self.seq_len} must be at least 2")
         if not 0 <= self.val < 1:
@@ -85,7 +97,7 @@ class DataConfig:
 
     def token_budget(self) -> int | None:
         """The total token budget, or None for every token of the sources."""
-        return None if self.tokens is None or str(self.tokens).lower() == "all" else parse_count(self.tokens, "--tokens")
+        return None if self.tokens is None or str(self.tokens).lower() == "all" else parse_quantity(self.tokens, "--tokens", COUNT)
 
     def weight_list(self) -> list[float]:
         """One weight per source (equal when --weights is not given), normalised to sum to 1."""
@@ -114,7 +126,5 @@ class DataConfig:
 
     def generation(self) -> GenerationOptions:
         """The sampling options of this corpus's ``gen:`` sources."""
-        from ..data.generated import GenerationOptions
-
         return GenerationOptions(self.gen_tokens, self.gen_temperature, self.gen_top_p, self.gen_prompts, self.gen_prompt_tokens,
                                  self.gen_batch, self.gen_docs, self.seed, self.gen_device)

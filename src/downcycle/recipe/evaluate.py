@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import arg, device_arg
 
 __all__ = ["CompareConfig", "EvalConfig", "TaskDataConfig"]
 
@@ -37,7 +37,7 @@ class EvalConfig:
     stride: int | None = arg("loss: new tokens scored per window; smaller gives each token more context (default: --window)")
     add_bos: bool | None = arg("prepend BOS: default follows the tokenizer (as lm-eval does)")
     dtype: str = arg("weights dtype: float32, bfloat16, float16 or auto (as saved)", "float32")
-    device: str = arg("cpu, cuda, cuda:1, mps...", "cpu")
+    device: str = device_arg()
     shared_context: bool = arg("score all choices of a question in one packed sequence (exact; faster)", True)
     harness: str | None = arg("also run these lm-evaluation-harness tasks through its HF backend on the same loaded model "
                               "(comma-separated; needs `pip install lm-eval`)", metavar="TASKS")

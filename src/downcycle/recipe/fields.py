@@ -1,5 +1,5 @@
 """The field helpers every stage config is built with: CLI help on the field, output-affecting
-flags for the config hash, JSON-ready dumps, and count parsing ("1B")."""
+flags for the config hash, JSON-ready dumps."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from dataclasses import asdict, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import DowncycleError
-
-__all__ = ["arg", "to_dict", "output_dict", "parse_count"]
+__all__ = ["arg", "device_arg", "to_dict", "output_dict"]
 
 
 def arg(help: str, default: Any = None, positional: bool = False, metavar: str | None = None, affects_output: bool = True,
@@ -28,6 +26,12 @@ def arg(help: str, default: Any = None, positional: bool = False, metavar: str |
     return field(default=default, metadata=meta)
 
 
+def device_arg(what: str = "device") -> Any:
+    """The ``--device`` field of every stage that loads a model: one default, ``auto``, which
+    :func:`downcycle.loading.resolve_device` resolves (cuda when available, else cpu)."""
+    return arg(f"{what}: auto (cuda when available, else cpu), cpu, cuda, cuda:1, mps", "auto")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A config as JSON-ready data (paths as strings), for manifests."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
@@ -37,23 +41,3 @@ def output_dict(config: Any) -> dict[str, Any]:
     """The fields of a config that change what a stage writes (see ``arg(affects_output=...)``)."""
     keep = {f.name for f in fields(config) if f.metadata.get("affects_output", True)}
     return {k: v for k, v in to_dict(config).items() if k in keep}
-
-
-_COUNT_SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-
-
-def parse_count(text: str | int, what: str = "count") -> int:
-    """``"1B"`` -> 1_000_000_000; ``"2.5M"``, ``"10K"``, ``"123456"`` and ints pass too (decimal units)."""
-    if isinstance(text, int):
-        value = text
-    else:
-        s = str(text).strip().upper().replace("_", "").replace(",", "")
-        mult = _COUNT_SUFFIXES.get(s[-1:], 1) if s else 1
-        num = s[:-1] if mult != 1 else s
-        try:
-            value = round(float(num) * mult)
-        except ValueError:
-            raise DowncycleError(f"{what}: {text!r} is not a count (e.g. 1B, 500M, 20K, 123456)") from None
-    if value <= 0:
-        raise DowncycleError(f"{what}: {text!r} must be positive")
-    return value

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import arg, device_arg
 
 __all__ = ["CHAT_MODES", "GenerateConfig"]
 
@@ -32,7 +32,7 @@ class GenerateConfig:
     chat: str = arg("apply the tokenizer's chat template: auto (when it has one), on (required) or off", "auto")
     system: str | None = arg("system prompt (chat template only)", metavar="TEXT")
     dtype: str = arg("dtype to load the model in: auto (the checkpoint's), float32, bfloat16, float16", "auto")
-    device: str = arg("device: auto (cuda if available), cpu, cuda, cuda:1, mps", "auto")
+    device: str = device_arg()
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
     stream: bool = arg("print tokens as they are produced (--no-stream prints the text once it is complete)", True,
                        affects_output=False)

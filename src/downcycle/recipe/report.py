@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import arg, device_arg
 
 __all__ = ["DEFAULT_PROMPTS", "CardConfig", "ReportConfig"]
 
@@ -25,7 +25,7 @@ class ReportConfig:
     samples: bool = arg("include sample generations from every model (cached in DIR/report/samples.json)", True)
     regenerate: bool = arg("generate the samples again even when DIR/report/samples.json has them", False)
     cards: bool = arg("refresh the README.md model card of every model in DIR with its evaluation results", True)
-    device: str = arg("device for the sample generations: cpu, cuda, ...", "cpu")
+    device: str = device_arg("device for the sample generations")
 
     def __post_init__(self) -> None:
         self.dir = Path(self.dir)

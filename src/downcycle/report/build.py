@@ -13,12 +13,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir, write_atomic
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from ..recipe import ReportConfig, to_dict
 from .experiment import REPORT_DIR, discover
 
-__all__ = ["ReportResult", "run_report"]
+__all__ = ["ReportResult", "run_report", "summary"]
 HTML_NAME, MD_NAME = "report.html", "report.md"
 
 
@@ -31,12 +32,7 @@ class ReportResult:
     verdicts: list[str]
     cards: list[str] = field(default_factory=list)
     generated: list[str] = field(default_factory=list)  # models whose samples were generated (not cached)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    from ..checkpoint.atomic import write_text_atomic  # one left by a killed run is removed by the next
-
-    write_text_atomic(path, text)
+    samples: bool = False  # whether the report shows sample generations
 
 
 def run_report(cfg: ReportConfig) -> ReportResult:
@@ -82,8 +78,8 @@ def run_report(cfg: ReportConfig) -> ReportResult:
         write_manifest(tmp, "report", to_dict(cfg), inputs,
                        {"files": [HTML_NAME, MD_NAME], "figures": figures, "verdicts": summary.verdicts,
                         "healed": summary.healed, "paired": [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs]})
-    _write_atomic(root / MD_NAME, md)
-    _write_atomic(root / HTML_NAME, page)
+    write_atomic(root / MD_NAME, md)
+    write_atomic(root / HTML_NAME, page)
     cards = []
     if cfg.cards:
         from .card import write_card
@@ -92,4 +88,13 @@ def run_report(cfg: ReportConfig) -> ReportResult:
             if m.stage is not None and m.stage.kind in ("cut", "train"):
                 write_card(m.path, m.results)
                 cards.append(m.name)
-    return ReportResult(root / HTML_NAME, root / MD_NAME, figures, [m.name for m in exp.models], summary.verdicts, cards, generated)
+    return ReportResult(root / HTML_NAME, root / MD_NAME, figures, [m.name for m in exp.models], summary.verdicts, cards, generated, bool(cfg.samples))
+
+
+def summary(result: ReportResult) -> str:
+    """The verdicts, then what was written."""
+    cached = len(result.models) - len(result.generated)
+    return "\n".join([f"  {verdict.replace('**', '')}" for verdict in result.verdicts] + [
+        f"wrote {result.html} and {result.markdown} ({len(result.models)} models, {len(result.figures)} figures"
+        + (f", samples: {len(result.generated)} generated, {cached} cached" if result.samples else "")
+        + (f"; refreshed {len(result.cards)} model cards" if result.cards else "") + ")"])

@@ -15,12 +15,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import atomic_output_dir, write_manifest
+from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
 from ..recipe import CompareConfig, to_dict
 
-__all__ = ["CompareResult", "collect", "headline", "run_compare", "table_rows"]
+__all__ = ["CompareResult", "collect", "headline", "run_compare", "summary", "table_rows"]
 _SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte")
 _SHOWN_PREFIXES = ("exact_match",)  # generative tasks: exact_match[<filter>]
 _LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte"}
@@ -180,3 +181,8 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         inputs = {"results": list(cfg.results), "models": {r.model.name: {"path": r.model.path, **r.model.hashes} for r in results}}
         write_manifest(tmp, "compare", to_dict(cfg), inputs, {"files": files})
     return CompareResult(Path(cfg.out), files, md)
+
+
+def summary(result: CompareResult) -> str:
+    """The table itself, then what was written."""
+    return f"{result.markdown}\nwrote {result.out}: {', '.join(result.files)}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.manifest import MANIFEST_NAME
+from ..artifacts.manifest import MANIFEST_NAME
 from ..evaluation.results import EvalResults, read_results
 
 __all__ = ["Experiment", "Model", "Stage", "discover"]
@@ -147,7 +147,7 @@ def discover(root: Path) -> Experiment:
 def _attach_results(exp: Experiment) -> None:
     """Give each model the results of the ``eval`` stages that evaluated it (matched by resolved
     path, else by the config.json hash the results record; the newest evaluation wins)."""
-    from ..checkpoint.safetensors_index import file_sha256
+    from ..artifacts.hashes import file_sha256
 
     found: list[tuple[str, EvalResults, Path]] = []
     for s in exp.of_kind("eval"):

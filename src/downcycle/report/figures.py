@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..training.logging import LOG_NAME, plot_losses, read_log
+from ..artifacts.loss_log import LOG_NAME, plot_losses, read_log
 from .experiment import Experiment, Model, Stage
 
 __all__ = ["Figure", "analysis_figures", "loss_figures"]

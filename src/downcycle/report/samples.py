@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.manifest import MANIFEST_NAME
-from ..checkpoint.safetensors_index import file_sha256
+from ..artifacts.hashes import file_sha256
+from ..artifacts.manifest import MANIFEST_NAME
 from .experiment import Experiment, Model
 
 __all__ = ["SAMPLES_NAME", "model_key", "read_samples", "sample_generations"]
@@ -39,7 +39,7 @@ def read_samples(path: Path) -> dict[str, Any]:
 
 
 def sample_generations(exp: Experiment, prompts: list[str], new_tokens: int, cache: dict[str, Any], *,
-                       regenerate: bool = False, device: str = "cpu") -> dict[str, Any]:
+                       regenerate: bool = False, device: str = "auto") -> dict[str, Any]:
     """Greedy continuations of ``prompts`` by every model of ``exp``.
 
     Args:

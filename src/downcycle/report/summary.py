@@ -62,7 +62,7 @@ def cut_strategy(exp: Experiment, model: Model) -> str | None:
     cfg, out = model.stage.manifest["config"], model.stage.manifest.get("outputs", {})
     if cfg.get("plan"):
         from ..errors import DowncycleError
-        from ..plan import load_plan
+        from ..surgery.plan import load_plan
 
         try:
             return load_plan(Path(cfg["plan"])).strategy or "plan"

@@ -4,7 +4,7 @@ logits of either model, and their log-softmaxes and gradients, are never held wh
 
 The teacher runs its body once per micro-batch under ``torch.inference_mode``; its logits are made a
 chunk at a time, next to the student's. Each chunk's loss is differentiated at once, in the forward
-pass (as :func:`~downcycle.training.losses.chunked_lm_loss_sum` does for the LM loss), so the backward
+pass (as :func:`~downcycle.training.lm_loss.chunked_lm_loss_sum` does for the LM loss), so the backward
 pass only scales the gradients of the student's hidden states and output layer; no chunk is computed
 twice. The KL is any loss of the registry (:data:`~downcycle.training.losses.DISTILL_LOSSES`), over
 the first ``vocab`` logits when the two embeddings are padded to different sizes.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.sidecars import copy_sidecars
+from ..artifacts.sidecars import copy_sidecars
 
 __all__ = ["ADAPTER_DIR", "save_trained", "source_dtype", "source_inputs"]
 
@@ -79,8 +79,9 @@ def source_inputs(path: Path | None) -> dict[str, Any]:
     """Provenance of a model directory: its path and the hashes of its config and safetensors headers."""
     if path is None:
         return {}
+    from ..artifacts.hashes import file_sha256
     from ..checkpoint import open_checkpoint
-    from ..checkpoint.safetensors_index import INDEX_NAME, file_sha256
+    from ..checkpoint.safetensors_index import INDEX_NAME
 
     path = Path(path)
     hashes: dict[str, Any] = {"config.json": file_sha256(path / "config.json")}

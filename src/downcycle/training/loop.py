@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from ..loading import resolve_precision
+from ..loading import resolve_device, resolve_precision
 from ..recipe import TrainConfig, to_dict
 from .batches import StepPlan, collate, eval_batches
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
-from .logging import build_loggers
+from .logging import build_loggers, part_fields
 from .methods import Method
 
 __all__ = ["Trainer", "TrainingDiverged", "resolve_precision", "run_dir_for"]
@@ -58,10 +58,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.config
-        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise DowncycleError("--device cuda: no CUDA GPU is available")
-        probe = "cpu" if cpu else "cuda"
+        probe = resolve_device(cfg.device)  # "cpu" or "cuda" (--device's choices); accelerate picks the GPU
+        cpu = probe == "cpu"
         self.precision = resolve_precision(cfg.precision, probe)
         if self.precision == "bf16" and probe == "cuda" and not torch.cuda.is_bf16_supported():
             raise DowncycleError("--precision bf16: this GPU does not support bfloat16")
@@ -156,7 +154,7 @@ class Trainer:
         bar = self._progress()
         while self.step < self.total_steps:
             start = time.perf_counter()
-            sums = torch.zeros(4, dtype=torch.float64, device=acc.device)  # total, tokens, lm, kl
+            tokens, sums = 0, {}  # predicted tokens; "loss" (the objective) and the method's named parts, summed
             micro = self.plan.micro_batches(self.step, self.rank)
             for i, indices in enumerate(micro):
                 batch = collate(self.train_set, indices, acc.device)
@@ -166,11 +164,15 @@ class Trainer:
                     out = self.method.loss(self.model, batch)
                     # Per-process mean over its tokens; DDP averages processes -> the global mean.
                     acc.backward(out.total / tokens_per_rank_step)
-                sums += torch.stack([out.total.detach().double(), torch.tensor(float(out.tokens), dtype=torch.float64, device=acc.device),
-                                     out.parts.get("lm", out.total).detach().double(),
-                                     out.parts.get("kl", torch.zeros((), device=acc.device)).detach().double()])
-            total = acc.reduce(sums, reduction="sum")
-            loss = (total[0] / total[1]).item()
+                tokens += out.tokens
+                for name, value in {"loss": out.total, **out.parts}.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach().double()
+            # Every process's method names the same parts, so one vector reduces them all.
+            total = acc.reduce(torch.stack([torch.tensor(float(tokens), dtype=torch.float64, device=acc.device),
+                                            *(torch.as_tensor(v, dtype=torch.float64, device=acc.device) for v in sums.values())]),
+                               reduction="sum")
+            means = {name: (total[i + 1] / total[0]).item() for i, name in enumerate(sums)}
+            loss = means.pop("loss")
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
             norm = None if grad_norm is None else float(grad_norm)
             if not math.isfinite(loss) or (norm is not None and not math.isfinite(norm)):
@@ -188,8 +190,7 @@ class Trainer:
                           "tokens_per_s": self.tokens_per_second}
                 if norm is not None:
                     record["grad_norm"] = norm
-                if total[3] != 0:
-                    record.update(lm_loss=(total[2] / total[1]).item(), kl=(total[3] / total[1]).item())
+                record.update(part_fields(means))
                 self.logger.log(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{self.tokens_per_second:,.0f}", refresh=False)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..artifacts.atomic import check_new_output
+from ..artifacts.loss_log import LOG_NAME, PLOT_NAME, read_log
 from ..errors import DowncycleError
 from ..recipe import TrainConfig, to_dict
-from .logging import LOG_NAME, PLOT_NAME, read_log
 
-__all__ = ["TrainResult", "run_train"]
+__all__ = ["TrainResult", "run_train", "summary"]
 
 
 @dataclass
@@ -63,8 +64,7 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     if datasets is None and config.data is None:
         raise DowncycleError("train needs --data CORPUS_DIR (a directory written by `downcycle data`)")
     out = Path(config.out)
-    if out.exists() and not config.force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, config.force)
     if config.resume:
         _check_resumable(out)
     from ..loading import check_weights, read_config, resolve_source
@@ -88,8 +88,7 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
         raise DowncycleError(f"{config.axolotl}: sequence_len {seq_len} differs from the corpus's seq_len {have}; "
                              "rebuild the corpus with that length or edit the file")
     method = get_method(config.method)
-    if config.method == "distill" and config.teacher is not None:
-        notes += _check_teacher(config, source, model_config, method)
+    notes += method.check_inputs(config, source, model_config)  # e.g. distillation's teacher
     trainer = Trainer(config, method, *datasets)
     trainer.notes.extend(notes)
     trainer.setup()
@@ -114,24 +113,13 @@ def _check_resumable(out: Path) -> None:
         raise DowncycleError(f"--resume: nothing to resume for --out {out}: {run_dir} {found}; check --out, or drop --resume to start a new run")
 
 
-def _check_teacher(config: TrainConfig, source: Path, model_config: dict[str, Any], method: Any) -> list[str]:
-    """The teacher's vocabulary against the student's, from their files, before either is loaded."""
-    from ..compat import check_distill
-    from ..loading import check_weights, read_config, resolve_source
-
-    teacher = resolve_source(config.teacher)
-    vocab = check_distill(source, model_config, teacher, read_config(teacher))
-    check_weights(teacher)
-    method.shared_vocab = vocab.shared
-    return vocab.notes
-
-
 def _write_output(trainer: Any, source: Path, requested: str, result: TrainResult) -> None:
     """Gather the weights (all processes), then write ``OUT`` from the main process."""
-    from ..checkpoint import atomic_output_dir, write_manifest
-    from ..report.card import write_card
+    from ..artifacts.atomic import atomic_output_dir
+    from ..artifacts.card import write_card
+    from ..artifacts.loss_log import plot_losses
+    from ..artifacts.manifest import write_manifest
     from .export import save_trained, source_inputs
-    from .logging import plot_losses
 
     acc, cfg = trainer.acc, trainer.config
     state_dict = acc.get_state_dict(trainer.model)
@@ -145,9 +133,8 @@ def _write_output(trainer: Any, source: Path, requested: str, result: TrainResul
             plotted = plot_losses(records, tmp / PLOT_NAME, title=f"downcycle train --method {trainer.method.name}")
             if not plotted:
                 result.notes.append("matplotlib is not installed: no loss.png (pip install 'downcycle[plots]')")
-            inputs = {"model": {"source": requested, **source_inputs(source)},
-                      "data": _data_inputs(cfg.data),
-                      **({"teacher": {"source": cfg.teacher, **source_inputs(Path(cfg.teacher))}} if cfg.method == "distill" and cfg.teacher else {})}
+            inputs = {"model": {"source": requested, **source_inputs(source)}, "data": _data_inputs(cfg.data),
+                      **trainer.method.inputs(cfg)}  # what the method read besides (distillation: its teacher)
             outputs = {**written, "steps": trainer.step, "tokens": trainer.tokens, "train_loss": result.train_loss,
                        "val_loss": result.val_loss, "val_loss_start": result.val_loss_start,
                        "tokens_per_second": result.tokens_per_second, "processes": trainer.world,
@@ -164,7 +151,18 @@ def _write_output(trainer: Any, source: Path, requested: str, result: TrainResul
 def _data_inputs(data: Path | None) -> dict[str, Any]:
     if data is None:
         return {"source": "in-memory datasets"}
-    from ..checkpoint.safetensors_index import file_sha256
+    from ..artifacts.hashes import file_sha256
 
     corpus = Path(data) / "corpus.json"
     return {"path": str(Path(data).resolve()), "hashes": {"corpus.json": file_sha256(corpus) if corpus.is_file() else None}}
+
+
+def summary(result: TrainResult) -> str | None:
+    """The run in one line, after its notes; nothing from a process other than the main one of a
+    distributed run (only the main process reports)."""
+    if not result.main_process:
+        return None
+    val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+    return "\n".join([f"  note: {note}" for note in result.notes] + [
+        f"wrote {result.out}: {result.method}, {result.steps} steps, {result.tokens:,} tokens, "
+        f"train loss {result.train_loss:.4f}{val} ({result.tokens_per_second:,.0f} tokens/s)"])

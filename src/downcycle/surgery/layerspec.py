@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import SpecError
+from ..errors import SpecError
 
 _INT = r"-?\d+"
 _RANGE = re.compile(r"^(\d+)-(\d+)$")

@@ -8,51 +8,32 @@ matches its config can be skipped.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .hashes import config_hash
 
 MANIFEST_NAME = "downcycle.json"
 SCHEMA_VERSION = 1
 _TRACKED = ("downcycle", "torch", "transformers", "safetensors", "accelerate", "peft", "huggingface_hub")
 
-__all__ = ["MANIFEST_NAME", "prefetch_provenance", "write_manifest", "read_manifest", "config_hash", "versions", "git_revision"]
+__all__ = ["MANIFEST_NAME", "git_revision", "read_manifest", "versions", "write_manifest"]
 
 
 @functools.lru_cache(maxsize=1)
 def versions() -> dict[str, str | None]:
-    """Installed versions of the libraries that shape results, read without importing them.
-
-    The versions come from the names of the ``<name>-<version>.dist-info`` directories on
-    ``sys.path``, first match winning as it does for ``importlib.metadata`` (which this avoids: its
-    import alone costs more than a small cut), falling back to ``importlib.metadata`` for a library
-    installed another way (e.g. an egg-info)."""
+    """Installed versions of the libraries that shape results (None: not installed)."""
     out: dict[str, str | None] = {"python": "{}.{}.{}".format(*sys.version_info[:3])}
-    found: dict[str, str] = {}
-    for entry in sys.path:
-        try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in names:
-            if name.endswith(".dist-info"):
-                project, _, version = name[: -len(".dist-info")].partition("-")
-                found.setdefault(project.lower().replace("-", "_").replace(".", "_"), version)
     for name in _TRACKED:
-        out[name] = found.get(name.lower().replace("-", "_"))
-        if out[name] is None:
-            from importlib import metadata as _md
-
-            try:
-                out[name] = _md.version(name)
-            except _md.PackageNotFoundError:
-                pass
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
     return out
 
 
@@ -74,23 +55,6 @@ def git_revision() -> str | None:
         return None
 
 
-_prefetch: threading.Thread | None = None
-
-
-def prefetch_provenance() -> None:
-    """Start collecting versions and the git revision (tens of milliseconds of metadata scans and
-    subprocesses) in the background, so that a stage pays for them while it does its own work."""
-    global _prefetch
-    if _prefetch is None:
-        _prefetch = threading.Thread(target=lambda: (versions(), git_revision()), daemon=True)
-        _prefetch.start()
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """A stable hash of a stage config (sorted JSON), used to decide whether a stage must re-run."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def write_manifest(directory: Path, stage: str, config: dict[str, Any], inputs: dict[str, Any],
                    outputs: dict[str, Any] | None = None, hashed: dict[str, Any] | None = None) -> Path:
     """Write ``directory/downcycle.json`` and return its path.
@@ -98,8 +62,6 @@ def write_manifest(directory: Path, stage: str, config: dict[str, Any], inputs: 
     ``config_hash`` is taken over ``hashed`` (the fields that affect the output, see
     ``recipe.output_dict``) when given, else over the whole config.
     """
-    if _prefetch is not None:
-        _prefetch.join()
     doc = {
         "schema": SCHEMA_VERSION,
         "stage": stage,

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DowncycleError
-from .jsonfile import read_json
+from ..artifacts.atomic import write_atomic
+from ..errors import DowncycleError
+from ..jsonfile import read_json
 
 PLAN_NAME = "plan.json"
 
@@ -25,7 +26,8 @@ class Plan:
     details: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """Write the plan as JSON (temporary file, then rename)."""
+        write_atomic(Path(path), json.dumps(asdict(self), indent=2) + "\n")
 
 
 def load_plan(path: Path) -> Plan:

@@ -1,5 +1,5 @@
 """``downcycle convert``: turn a PyTorch pickle (``.bin``) checkpoint into safetensors, safely
-(a ``.gguf`` file goes to :mod:`downcycle.convert_gguf`).
+(a ``.gguf`` file goes to :mod:`.gguf`).
 
 Pickles can run code when loaded; these are read with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain containers. One ``.bin`` shard becomes one safetensors shard.
@@ -11,15 +11,17 @@ import json
 import shutil
 from pathlib import Path
 
-from .checkpoint import atomic_output_dir, write_manifest
-from .checkpoint.safetensors_index import INDEX_NAME, file_sha256
-from .errors import DowncycleError
-from .recipe import ConvertConfig, to_dict
+from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.hashes import file_sha256
+from ..artifacts.manifest import write_manifest
+from ..checkpoint.safetensors_index import INDEX_NAME
+from ..errors import DowncycleError
+from ..recipe import ConvertConfig, to_dict
 
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
 
-__all__ = ["convert"]
+__all__ = ["convert", "summary"]
 
 
 def convert(config: ConvertConfig) -> Path:
@@ -27,7 +29,7 @@ def convert(config: ConvertConfig) -> Path:
     checkpoint in ``config.out``."""
     src = config.source
     if src.suffix.lower() == ".gguf":
-        from .convert_gguf import convert_gguf
+        from .gguf import convert_gguf
 
         return convert_gguf(config)
     import torch
@@ -70,3 +72,7 @@ def convert(config: ConvertConfig) -> Path:
         write_manifest(tmp, "convert", to_dict(config), {"source_path": str(src.resolve()), "hashes": hashes},
                        {"shards": sorted(set(weight_map.values())), "tensors": len(weight_map)})
     return config.out
+
+
+def summary(out: Path) -> str:
+    return f"wrote {out}"

@@ -1,4 +1,5 @@
-"""Output directories that appear whole or not at all."""
+"""Outputs that appear whole or not at all: a stage's directory, and single files (state, plans,
+cards, reports) replaced through a temporary sibling."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from ..errors import DowncycleError
 
-__all__ = ["atomic_output_dir", "check_free_space", "remove_stale", "write_text_atomic"]
+__all__ = ["atomic_output_dir", "check_free_space", "check_new_output", "remove_stale", "write_atomic"]
 
 
 def _alive(pid: int) -> bool:
@@ -39,17 +40,25 @@ def remove_stale(parent: Path, prefix: str) -> None:
                 path.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a temporary sibling: readers see the old or the new file."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Replace ``path`` with ``data`` (text as UTF-8) through a temporary sibling: readers, and a
+    process killed mid-write, see the old or the new file, never half of one."""
     path = Path(path)
     remove_stale(path.parent, f".{path.name}.tmp-")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_new_output(out: Path, force: bool) -> None:
+    """Refuse an existing ``out`` unless ``force``: stages call this before any work (loading a
+    model, reading a corpus), :func:`atomic_output_dir` again when it starts."""
+    if Path(out).exists() and not force:
+        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
 
 
 @contextmanager
@@ -61,8 +70,7 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     left by a killed process (its id is in the name) is removed by the next run.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
+    check_new_output(out, force)
     if out.exists() and not out.is_dir():
         raise DowncycleError(f"{out}: exists and is not a directory")
     parent = out.absolute().parent

@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .architecture import (
-    EXTRA_PER_LAYER_FIELDS, IMPLICIT_PER_LAYER, INDEX_LIST_FIELDS, PATTERN_FIELDS, PERIODIC_FIELDS,
+from ..architecture import (
+    EXTRA_PER_LAYER_FIELDS, IMPLICIT_PER_LAYER, INDEX_LIST_FIELDS, LAYER_COUNT_KEYS, PATTERN_FIELDS, PERIODIC_FIELDS,
     THRESHOLD_FIELDS, Config, LayerLayout, refusal,
 )  # fmt: skip
-from .checkpoint.safetensors_index import TensorEntry
-from .errors import DowncycleError
+from ..checkpoint.safetensors_index import TensorEntry
+from ..errors import DowncycleError
 
 __all__ = ["cut_config", "tensor_plan"]
 
@@ -62,7 +62,7 @@ def cut_config(config: Config, layout: LayerLayout, kept: list[int]) -> tuple[Co
             if [(j + 1) % p != 0 for j in range(len(kept))] != [t != "full_attention" for t in cfg[listed]]:
                 del cfg[key]
                 notes.append(f"{key}={p} no longer describes the kept layers; removed ({listed} is explicit)")
-    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+    for key in LAYER_COUNT_KEYS:
         if cfg.get(key) == n:
             cfg[key] = len(kept)
     return new, notes

@@ -1,6 +1,6 @@
 """``downcycle cut``: write a checkpoint made of a selection of a model's decoder layers.
 
-Reads only safetensors headers, plans the new config and tensor layout (:mod:`downcycle.surgery`),
+Reads only safetensors headers, plans the new config and tensor layout (:mod:`.depth`),
 then copies byte ranges into a temporary sibling directory that is renamed into place at the end.
 Memory use is independent of the model's size, and torch is never imported.
 """
@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .architecture import LayerLayout, infer_layout
-from .checkpoint import atomic_output_dir, check_free_space, open_checkpoint, parse_size, plan_shards, start_shards
-from .checkpoint.safetensors_index import INDEX_NAME
-from .checkpoint.writer import usable_cores
-from .errors import DowncycleError
+from ..architecture import LayerLayout, infer_layout
+from ..artifacts.atomic import atomic_output_dir, check_free_space, check_new_output
+from ..artifacts.quantities import BYTES, parse_quantity
+from ..checkpoint import open_checkpoint, plan_shards, start_shards
+from ..checkpoint.safetensors_index import INDEX_NAME
+from ..checkpoint.writer import usable_cores
+from ..errors import DowncycleError
+from ..loading import read_config, resolve_source
+from ..recipe import CutConfig, output_dict, to_dict
+from .depth import cut_config, describe, tensor_plan
 from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
-from .loading import read_config, resolve_source
 from .plan import load_plan
-from .recipe import CutConfig, output_dict, to_dict
-from .surgery import cut_config, describe, tensor_plan
 
 MERGEKIT_NAME = "mergekit.yaml"
-ANALYSIS_DIR = "analysis"  # cut --keep: plan.json, scores.json and plots of the analysis
 _PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 
-__all__ = ["cut", "copy_threads", "CutResult", "select_layers"]
+__all__ = ["cut", "check_paths", "copy_threads", "CutResult", "select_layers", "summary"]
 
 
 @dataclass
@@ -46,7 +48,8 @@ def select_layers(config: CutConfig, num_layers: int) -> list[int]:
         return parse_layers(config.layers, num_layers)
     if config.drop is not None:
         return drop_to_keep(config.drop, num_layers)
-    assert config.plan is not None
+    if config.plan is None:  # --keep: an analysis chooses them (downcycle.pipeline.cut_keep), and passes them in
+        raise DowncycleError("--keep: the layers are chosen by an analysis first (`downcycle cut`, or downcycle.pipeline.cut_keep)")
     plan = load_plan(config.plan)
     if plan.source_layers is not None and plan.source_layers != num_layers:
         raise DowncycleError(f"{config.plan}: plan is for a {plan.source_layers}-layer model, the source has {num_layers}")
@@ -56,30 +59,39 @@ def select_layers(config: CutConfig, num_layers: int) -> list[int]:
     return plan.kept_layers
 
 
-def cut(config: CutConfig) -> CutResult:
+def check_paths(config: CutConfig) -> Path:
+    """Refuse an output that exists (without ``--force``) or lies in the source, before any work;
+    returns the source's local directory."""
+    out = Path(config.out)
+    check_new_output(out, config.force)
+    src = resolve_source(config.source)
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
+    return src
+
+
+def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path], None] | None = None) -> CutResult:
     """Cut ``config.source`` down (or up) to the selected layers and write it to ``config.out``.
 
     Only what the copy needs is done (and imported) before the shards start copying, in background
     threads; the small files, hashes and provenance are written meanwhile, on a core that no copy
     is using.
+
+    Args:
+        kept: the source layers to keep, when the caller chose them (``--keep``: an analysis);
+            else ``--layers``, ``--drop`` or ``--plan`` name them.
+        beside: called with the directory being filled, to write more files beside the weights
+            before the manifest and the card (``--keep``: the analysis that chose ``kept``).
     """
     out = Path(config.out)
-    if out.exists() and not config.force:  # fail before any work; atomic_output_dir checks again
-        raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
-    src = resolve_source(config.source)
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
+    src = check_paths(config)
     source_config = read_config(src)
     ckpt = open_checkpoint(src)
     layout = infer_layout(source_config, list(ckpt.tensors))
-    planned = None
-    if config.keep is not None:  # --keep: choose the layers with `analyze` first (imports torch)
-        from .analysis.run import plan_for_cut
-
-        planned = plan_for_cut(config, src)
-    kept = planned[1].kept_layers if planned is not None else select_layers(config, layout.num_layers)
+    if kept is None:
+        kept = select_layers(config, layout.num_layers)
     new_config, notes = cut_config(source_config, layout, kept)
-    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_size(config.max_shard_size, "--max-shard-size"))
+    shards = plan_shards(tensor_plan(layout, ckpt.tensors, kept), parse_quantity(config.max_shard_size, "--max-shard-size", BYTES))
     total = sum(s.nbytes for s in shards)
     check_free_space(out, total)
     metadata = {"format": "pt", **ckpt.metadata}
@@ -87,19 +99,15 @@ def cut(config: CutConfig) -> CutResult:
     with atomic_output_dir(out, force=config.force) as tmp, _progress(total, config.progress) as bar, \
             start_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=threads) as copying:
         copying.wait_for_spare_core()  # then the small files below take no CPU time from the copies
-        from .checkpoint.manifest import prefetch_provenance, write_manifest
-        from .checkpoint.safetensors_index import file_sha256
-        from .checkpoint.sidecars import copy_sidecars
-        from .report.card import write_card
+        from ..artifacts.card import write_card
+        from ..artifacts.hashes import file_sha256
+        from ..artifacts.manifest import write_manifest
+        from ..artifacts.sidecars import copy_sidecars
 
-        prefetch_provenance()
         (tmp / "config.json").write_text(json.dumps(new_config, indent=2, sort_keys=False) + "\n")
         copy_sidecars(src, tmp, rewritten={"config.json", MERGEKIT_NAME})
-        if planned is not None:  # the analysis that chose the layers, beside the weights
-            from .analysis.run import write_files
-
-            (tmp / ANALYSIS_DIR).mkdir()
-            write_files(tmp / ANALYSIS_DIR, *planned)
+        if beside is not None:
+            beside(tmp)
         (tmp / MERGEKIT_NAME).write_text(mergekit_yaml(config.source, kept, _dtype(source_config, ckpt.tensors, layout)))
         inputs = {
             "source": config.source,
@@ -164,7 +172,7 @@ class _progress:
 
     def __enter__(self):
         if self.enabled:
-            from .progress import progress_bar
+            from ..progress import progress_bar
 
             # decimal units, as the summary line
             self.bar = progress_bar(total=self.total, unit="B", unit_scale=True, unit_divisor=1000, desc="cut", leave=False)
@@ -173,3 +181,10 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def summary(result: CutResult) -> str:
+    """What ``downcycle cut`` wrote, and the notes on rewritten config fields."""
+    lines = [f"wrote {result.out}: {len(result.kept_layers)} of {result.source_layers} layers, "
+             f"{result.bytes_written / 1e6:.1f} MB in {len(result.shards)} shard(s)"]
+    return "\n".join(lines + [f"  note: {note}" for note in result.notes])

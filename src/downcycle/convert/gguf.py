@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_output_dir, write_manifest
-from .checkpoint.safetensors_index import METADATA_KEY, read_header
-from .errors import DowncycleError
-from .recipe import ConvertConfig, to_dict
+from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.manifest import write_manifest
+from ..checkpoint.safetensors_index import METADATA_KEY, read_header
+from ..errors import DowncycleError
+from ..recipe import ConvertConfig, to_dict
 
 GGUF_MAGIC = b"GGUF"
 PROVENANCE_NAME = "PROVENANCE.md"
@@ -150,8 +151,7 @@ def convert_gguf(config: ConvertConfig) -> Path:
     src = config.source
     dtype = config.dtype or "float32"
     info = read_gguf_info(src)
-    if config.out.exists() and not config.force:  # before the slow load; atomic_output_dir checks again
-        raise DowncycleError(f"{config.out}: already exists (pass --force to replace it)")
+    check_new_output(config.out, config.force)  # before the slow load
     sha = _sha256(src)
     origin = config.origin or str(src.resolve())
     with atomic_output_dir(config.out, force=config.force) as tmp:
