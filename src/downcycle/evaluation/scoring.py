@@ -123,9 +123,10 @@ def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any
         allowed = torch.cat([torch.ones(B, L, C, dtype=torch.bool), allowed], dim=2)  # (B, L, C + L): all see the cache
         mask = torch.zeros(B, 1, L, C + L, dtype=dtype).masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
         kwargs.update(attention_mask=mask, position_ids=pos)
-    else:  # every row is one causal sequence: the model's own (faster) causal attention
-        kwargs.update(attention_mask=torch.cat([torch.ones(B, C, dtype=torch.long), (seg >= 0).long()], dim=1),
-                      position_ids=pos)
+    else:  # every row is one causal sequence, right-padded: no mask at all, as the harness runs them;
+        # padding follows every real token, so causal attention alone keeps it out, and the model's
+        # attention takes its causal fast path (a padding mask would force a materialised one)
+        kwargs.update(position_ids=pos)
     device = next(model.parameters()).device
     kwargs = {k: v.to(device) for k, v in kwargs.items()}
     if cache is not None:
