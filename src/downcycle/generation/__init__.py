@@ -18,7 +18,7 @@ Batched greedy generation for benchmarks (stop sequences, many prompts) is
 """
 
 from .run import GenerateResult, encode_prompt, read_prompt, run_generate
-from .sampling import SamplingParams, generate_kwargs
+from ..sampling import SamplingParams, generate_kwargs
 from .stream import TextStream, generate_tokens, text_streamer
 
 __all__ = [
