@@ -27,7 +27,7 @@ OPTIMIZERS: dict[str, str] = {
 # memory runs short. On other devices the state is in host memory already, and bitsandbytes itself
 # falls back to the unpaged update. The fallback here is the same update, named and reported:
 # over the LoRA weights of a SmolLM2-135M-shaped model, bitsandbytes' (paged) 32-bit AdamW on a CPU
-# matched torch's to 4.5e-8 after 6 steps and was 3.7-4.0x slower than torch's fused kernel
+# matched torch's to 4.5e-8 after 6 steps and was 3.7-4.5x slower than torch's fused kernel
 # (benchmarks/bench_qlora.py --optimizers; BENCHMARKS.md), so paged_adamw_32bit becomes adamw.
 PAGED_FALLBACK: dict[str, str] = {"paged_adamw_32bit": "adamw", "paged_adamw_8bit": "adamw_8bit"}
 
