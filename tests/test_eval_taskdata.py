@@ -180,6 +180,12 @@ def test_sample_same_items_for_every_model(two_models, task_dir, tmp_path, monke
         assert r.tasks["mmlu_anatomy"].indices == [i - 100 for i in pooled if i >= 100]
         assert 0 < r.tasks["mmlu_anatomy"].n < 12 and r.tasks["mmlu"].n == 12 and r.tasks["mmlu"].sample == 12
         assert r.tasks["mmlu_stem"].n == 12 and r.tasks["mmlu_stem"].sample == 12
+        # the group's figures are those of its 12 drawn items as one sample
+        accs = [s["acc"] for sub in ("mmlu_abstract_algebra", "mmlu_anatomy") for s in _samples(tmp_path / "s", name, sub)]
+        mean = sum(accs) / 12
+        stderr = (sum((a - mean) ** 2 for a in accs) / 11) ** 0.5 / 12 ** 0.5
+        assert r.tasks["mmlu"].metrics["acc"].value == pytest.approx(mean)
+        assert r.tasks["mmlu"].metrics["acc"].stderr == pytest.approx(stderr)
     other = _eval(two_models[:1], tmp_path / "s2", monkeypatch, task_dir, tasks="arc_easy", sample=12, seed=8, shots=1)
     assert other["a"].tasks["arc_easy"].indices == sample_indices(250, 12, 8) != expected
     # each sampled item is scored exactly as in a run over every item (its few-shot draw, seeded by

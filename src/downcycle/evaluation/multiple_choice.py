@@ -95,10 +95,18 @@ def evaluate_group(model: Any, encoder: Encoder, group: GroupSpec, opts: McOptio
         sizes = [len(load_docs(TASKS[n], TASKS[n].split, opts.task_data)) for n in names]
         drawn = dict(zip(names, pooled_sample(sizes, opts.sample, opts.seed)))
         names = [n for n in names if drawn[n]]
-    subresults, samples, stats = {}, {}, {}
+    subresults, samples, stats, values = {}, {}, {}, {}
     for name in names:
-        subresults[name], samples[name], per_doc = evaluate_mc(model, encoder, TASKS[name], opts, drawn[name])
-        stats[name] = {m: mean_stat(per_doc[m]) for m in group.metrics}
+        subresults[name], samples[name], values[name] = evaluate_mc(model, encoder, TASKS[name], opts, drawn[name])
+        stats[name] = {m: mean_stat(values[name][m]) for m in group.metrics}
+    if opts.sample is not None:
+        # a seeded sample of the group's items taken together: its mean and standard error are those of
+        # the drawn items as one sample (a subject drawn once has no variance of its own to pool)
+        for sub in [TASKS[g] for g in group.groups] + [group]:
+            used = [n for n in sub.subtasks if n in values]
+            if used:
+                subresults[sub.name] = _sampled(sub, used, values, subresults, opts)
+        return subresults.pop(group.name), subresults, samples
     for sub in [TASKS[g] for g in group.groups]:
         used = [n for n in sub.subtasks if n in stats]
         if used:
@@ -109,6 +117,13 @@ def evaluate_group(model: Any, encoder: Encoder, group: GroupSpec, opts: McOptio
 def _pooled(group: GroupSpec, names: list[str], stats: dict[str, dict[str, Stat]], results: dict[str, TaskResult],
             opts: McOptions) -> TaskResult:
     metrics = {m: _metric(pool_stats([stats[n][m] for n in names])) for m in group.metrics}
+    return TaskResult(group.version, group.kind, results[names[0]].n_shot, opts.limit, sum(results[n].n for n in names), metrics,
+                      subtasks=names, sample=opts.sample)
+
+
+def _sampled(group: GroupSpec, names: list[str], values: dict[str, dict[str, list[float]]], results: dict[str, TaskResult],
+             opts: McOptions) -> TaskResult:
+    metrics = {m: _metric(mean_stat([v for n in names for v in values[n][m]])) for m in group.metrics}
     return TaskResult(group.version, group.kind, results[names[0]].n_shot, opts.limit, sum(results[n].n for n in names), metrics,
                       subtasks=names, sample=opts.sample)
 
