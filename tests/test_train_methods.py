@@ -71,6 +71,18 @@ def test_full_with_train_layers_trains_only_the_last_layer_and_head(tiny_model, 
     assert changed == {k for k in base if k.startswith(("model.layers.5.", "lm_head."))}
 
 
+def test_train_modules_lm_head_of_a_tied_model_trains_the_shared_embedding(tiny_model, tmp_path):
+    # a tied head is the embedding's tensor under a second name, which named_parameters() omits:
+    # naming it must train that tensor (the recipe's "last layers + head" baseline on SmolLM2)
+    src = tiny_model("llama", tie_word_embeddings=True)
+    run_train(train_config(src, tmp_path / "out", train_layers="-1:", train_modules="lm_head,model.norm", max_steps=3),
+              datasets=datasets())
+    base, trained = weights(src), weights(tmp_path / "out")
+    assert "lm_head.weight" not in base  # tied: stored once
+    changed = {k for k in base if not torch.equal(base[k], trained[k])}
+    assert changed == {k for k in base if k.startswith(("model.layers.5.", "model.embed_tokens.", "model.norm."))}
+
+
 def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path):
     src = tiny_model("llama")
     (tmp_path / "out").mkdir()

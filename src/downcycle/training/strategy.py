@@ -65,8 +65,11 @@ class Method:
             model.requires_grad_(True)
             return model
         prefixes = trainable_prefixes(model, config.train_layers, config.train_modules)
-        for name, param in model.named_parameters():
-            param.requires_grad_(name.startswith(prefixes))
+        # every name a parameter has: a tied head (``lm_head.weight``) is the embedding's tensor under a
+        # second name, which named_parameters() leaves out; naming either trains the shared tensor
+        chosen = {id(p) for name, p in model.named_parameters(remove_duplicate=False) if name.startswith(prefixes)}
+        for param in model.parameters():
+            param.requires_grad_(id(param) in chosen)
         return model
 
     def setup(self, config: TrainConfig, device: Any) -> None:
@@ -97,7 +100,7 @@ def trainable_prefixes(model: Any, layers_spec: str, modules: str | None) -> tup
     from ..architecture import infer_layout
     from ..surgery.layerspec import parse_layers
 
-    names = [n for n, _ in model.named_parameters()]
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]  # a tied head's name too
     layout = infer_layout(model.config.to_dict(), names)
     kept = parse_layers(layers_spec, layout.num_layers)
     prefixes = [f"{layout.prefix}{i}." for i in kept]
