@@ -22,8 +22,11 @@ from .tasks import TASKS, GenerativeSpec, GroupSpec, LossSpec, get_task
 __all__ = ["check_inputs"]
 
 
-def check_inputs(cfg: EvalConfig) -> None:
+def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
     """Refuse ``cfg`` if any model, ``--data`` or task data cannot be evaluated as asked.
+
+    Returns:
+        each model directory's tokenizer, loaded to check it (the evaluation uses it, not a second load).
 
     Raises:
         DowncycleError: naming the model, file or task at fault.
@@ -32,11 +35,13 @@ def check_inputs(cfg: EvalConfig) -> None:
 
     specs = [get_task(t) for t in cfg.task_names]
     models: list[tuple[Path, dict[str, Any]]] = []
+    tokenizers: dict[Path, Any] = {}
     for source in cfg.models:
         path = resolve_source(source)
         config = read_config(path)
         check_weights(path)
-        load_tokenizer(path, cfg.trust_remote_code)  # fast; the model itself loads only when its turn comes
+        if path not in tokenizers:  # fast; the model itself loads only when its turn comes
+            tokenizers[path] = load_tokenizer(path, cfg.trust_remote_code)
         models.append((path, config))
     for spec in specs:
         if isinstance(spec, LossSpec):
@@ -51,6 +56,7 @@ def check_inputs(cfg: EvalConfig) -> None:
             if isinstance(spec, GenerativeSpec):
                 for path, config in models:
                     _check_room(spec, path, config)
+    return tokenizers
 
 
 def _check_room(spec: GenerativeSpec, path: Path, config: dict[str, Any]) -> None:

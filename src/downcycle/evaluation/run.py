@@ -88,8 +88,11 @@ def _write_samples(directory: Path, task: str, samples: list[dict]) -> None:
     (directory / f"{task}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
 
 
-def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, progress: ModelProgress | None = None) -> EvalResults:
+def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, progress: ModelProgress | None = None,
+                   tokenizer: Any = None) -> EvalResults:
     """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``.
+
+    ``tokenizer``: the model's, when the caller has loaded it already (:func:`check_inputs` does).
 
     With ``progress``, tasks finished by an interrupted run are taken from it and each task is
     recorded there as it finishes (:mod:`downcycle.evaluation.resume`).
@@ -98,7 +101,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     path = resolve_source(source)
     device = resolve_device(cfg.device)
     model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
-    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
     encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
     opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, cfg.progress, cfg.seed,
@@ -155,16 +159,18 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)
     check_new_output(out, cfg.force)
-    check_inputs(cfg)  # every model, --data and task file, before loading any model
+    tokenizers = check_inputs(cfg)  # every model, --data and task file, before loading any model
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}
     progress = EvalProgress(cfg)  # what an interrupted run of the same options finished
     kept: dict[str, ModelProgress] = {}
     try:
         for source, name in zip(cfg.models, names):
-            kept[name] = progress.model(name, resolve_source(source))
+            path = resolve_source(source)
+            kept[name] = progress.model(name, path)
             done = kept[name].dir / RESULTS_NAME
-            results[name] = read_results(done) if done.is_file() else evaluate_model(cfg, source, name, kept[name].dir, kept[name])
+            results[name] = read_results(done) if done.is_file() else \
+                evaluate_model(cfg, source, name, kept[name].dir, kept[name], tokenizer=tokenizers.get(path))
     except DowncycleError:  # the same options fail the same way again: nothing worth resuming
         progress.finish()
         raise
