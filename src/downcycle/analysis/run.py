@@ -13,7 +13,6 @@ from typing import Any
 from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
-from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import AnalyzeConfig, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
@@ -83,29 +82,14 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
 def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
     """The calibration windows, read with the tokenizer before the model loads, and checked against
     what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
-    from transformers import AutoTokenizer
-
     from ..architecture import num_layers
-    from ..compat import check_tokenizer, embedding_rows
-    from ..loading import check_weights, read_config
-    from .calibration import load_calibration
+    from ..loading import read_config
+    from .calibration import model_calibration
 
     model_config = read_config(src)
-    check_weights(src)
     resolve_keep(config.keep, num_layers(model_config))
-    tok_path = config.tokenizer or str(src)
-    if config.tokenizer is not None:
-        check_tokenizer(src, config.tokenizer)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
-    calib = load_calibration(config.data, tokenizer, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field)
-    vocab = embedding_rows(model_config)
-    if vocab is not None and int(calib.input_ids.max()) >= vocab:
-        raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "
-                             f"{vocab} embeddings (the wrong --tokenizer?)")
-    return calib, tok_path
+    return model_calibration(src, config.data, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field,
+                             tokenizer=config.tokenizer, trust_remote_code=config.trust_remote_code)
 
 
 def plan_for_cut(cut_config: Any, src: Path) -> tuple[Analysis, Plan]:
