@@ -1,7 +1,8 @@
 """``downcycle analyze``: load a model, score its layers on calibration text, write a cut plan.
 
 Writes one directory (atomically, with a ``downcycle.json`` manifest): ``plan.json`` (read by
-``downcycle cut --plan``), ``scores.json`` (every metric) and PNG plots.
+``downcycle cut --plan``), ``scores.json`` (every metric) and PNG plots; with ``--width`` also
+``width/scores.json`` and ``width/importance.png`` (:mod:`.width`, read by ``downcycle prune --scores``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..recipe import AnalyzeConfig, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
 from .strategies import get_strategy, resolve_keep
+from .width import WIDTH_DIR, WIDTH_SCORES, check_width_family, width_importance, write_width_files
 
 SCORES_NAME = "scores.json"
 
@@ -65,6 +67,8 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     nll_k = num - keep if "nll" in (metric, strategy.name) else None
     nll_batches = as_batches(calib.input_ids[: config.nll_samples], config.batch_size)
     analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
+    if config.width:
+        analysis.width = width_importance(model, batches, progress=config.progress)
     kept = choose_layers(analysis, strategy.name, keep, metric)
     details = {
         "metric": metric,
@@ -76,6 +80,8 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
         "model": {"source": config.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": device},
         "scores": SCORES_NAME,
     }
+    if analysis.width is not None:
+        details["width_scores"] = f"{WIDTH_DIR}/{WIDTH_SCORES}"
     return analysis, Plan(kept, num, strategy.name, details)
 
 
@@ -88,6 +94,8 @@ def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
 
     model_config = read_config(src)
     resolve_keep(config.keep, num_layers(model_config))
+    if config.width:
+        check_width_family(model_config)
     return model_calibration(src, config.data, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field,
                              tokenizer=config.tokenizer, trust_remote_code=config.trust_remote_code)
 
@@ -112,12 +120,17 @@ def write_analysis(out: Path, analysis: Analysis, plan: Plan, *, config: dict[st
 
 
 def write_files(directory: Path, analysis: Analysis, plan: Plan, plots: bool = True) -> list[str]:
-    """``plan.json``, ``scores.json`` and (with ``plots``) the PNGs into an existing ``directory``."""
+    """``plan.json``, ``scores.json``, (with ``plots``) the PNGs and, when the width importance ran,
+    ``width/`` (its ``scores.json`` and plot) into an existing ``directory``."""
     import json
 
     plan.save(directory / PLAN_NAME)
     (directory / SCORES_NAME).write_text(json.dumps(analysis.to_json(), indent=1) + "\n")
-    return [PLAN_NAME, SCORES_NAME] + (_plots(directory, analysis, plan) if plots else [])
+    files = [PLAN_NAME, SCORES_NAME] + (_plots(directory, analysis, plan) if plots else [])
+    if analysis.width is not None:
+        (directory / WIDTH_DIR).mkdir()
+        files += [f"{WIDTH_DIR}/{f}" for f in write_width_files(directory / WIDTH_DIR, analysis.width, plots=plots)]
+    return files
 
 
 def _score_of_choice(analysis: Analysis, strategy: str, metric: str | None, n: int, kept: list[int]) -> Any:
@@ -158,6 +171,9 @@ def _plots(tmp: Path, analysis: Analysis, plan: Plan) -> list[str]:
 def summary(result: AnalyzeResult) -> str:
     """The choice, and the command that cuts by it."""
     plan = result.plan
-    return (f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
+    text = (f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
             f"drops {plan.details['dropped_layers']} ({', '.join(result.files)})\n"
             f"  next: downcycle cut {result.model} OUT --plan {result.out / PLAN_NAME}")
+    if "width_scores" in plan.details:
+        text += f"\n    or: downcycle prune {result.model} OUT --scores {result.out / plan.details['width_scores']} --ffn N ..."
+    return text
