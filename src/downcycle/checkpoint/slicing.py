@@ -8,7 +8,7 @@ RMSNorm weight gets; 1: Gemma's ``(1 + w)`` form). It is written by the cheapest
 - rows sliced, in long runs (heads: head_dim rows each): each run of consecutive kept rows is one
   byte range, copied the same way;
 - columns sliced, rescaled, or rows in short runs (neurons): the source rows from the next kept one
-  are read a block at a time (at most :data:`BLOCK_BYTES`),
+  are read a block at a time (at most :data:`BLOCK_BYTES`, 16 MiB),
   viewed as unsigned integers of the element's width (so any dtype, bfloat16 included, is gathered
   without knowing it), the kept rows and columns gathered with numpy, rescaled if asked, and written.
 
@@ -31,7 +31,7 @@ from ..errors import DowncycleError
 from .safetensors_index import DTYPE_SIZES, INDEX_NAME, TensorEntry
 from .writer import OutShard, _copy_range, encode_header, plan_shards, shard_names
 
-BLOCK_BYTES = 32 * 1024 * 1024  # source bytes read at once for a gather or a rescale
+BLOCK_BYTES = 16 * 1024 * 1024  # source bytes read at once for a gather or a rescale
 # Kept rows are copied as byte ranges when their runs average at least this much; shorter runs (MLP
 # neurons chosen one by one) are gathered from blocks instead: one read per block, not one call per row.
 MIN_RUN_BYTES = 256 * 1024
@@ -150,12 +150,12 @@ def _write_tensor(job: SliceJob, fd: int, stop: threading.Event) -> None:
                 raise DowncycleError(f"{src.file}: unexpected end of file in tensor {src.name!r}")
             block = np.frombuffer(data, dtype=width).reshape(end - first, -1)
             if j - i != end - first:
-                block = block[rows[i:j] - first]
+                block = np.take(block, rows[i:j] - first, axis=0)
             if cols is not None:
-                block = block[:, cols]
+                block = np.take(block, cols, axis=1)  # take: several times faster than block[:, cols]
             if job.scale is not None:
                 block = _rescale(block, src.dtype, job.scale, job.shift)
-            _write_all(fd, np.ascontiguousarray(block).tobytes())
+            _write_all(fd, memoryview(np.ascontiguousarray(block).reshape(-1).view(np.uint8)))  # no copy to bytes
             i = j
 
 
@@ -191,7 +191,7 @@ def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view, done = memoryview(data), 0
     while done < len(data):
         done += os.write(fd, view[done:])
