@@ -24,6 +24,7 @@ from .recipe.cut import ConvertConfig, CutConfig
 from .recipe.data import DataConfig
 from .recipe.evaluate import CompareConfig, EvalConfig, TaskDataConfig
 from .recipe.generate import GenerateConfig
+from .recipe.prune import PruneConfig
 from .recipe.report import CardConfig, ReportConfig
 from .recipe.run import DemoConfig, RunConfig, SweepConfig
 from .recipe.train import TrainConfig
@@ -59,6 +60,7 @@ class StageSpec:
 
 STAGES: dict[str, StageSpec] = {
     "cut": StageSpec(CutConfig, "downcycle.pipeline.cut_keep:run_cut", "downcycle.surgery.cut:summary"),
+    "prune": StageSpec(PruneConfig, "downcycle.pipeline.prune_run:run_prune", "downcycle.surgery.prune:summary"),
     "convert": StageSpec(ConvertConfig, "downcycle.convert.run:convert", "downcycle.convert.run:summary"),
     "demo": StageSpec(DemoConfig, "downcycle.demo:run_demo", "downcycle.demo:summary", echo=True),
     "train": StageSpec(TrainConfig, "downcycle.training.run:run_train", "downcycle.training.run:summary"),

@@ -31,12 +31,14 @@ class Analysis:
         scores: metric name -> its values (pair metrics: ``L x L`` lists, ``None`` where
             ``l + n > L``; layer metrics: ``L`` floats). ``nll`` is in :attr:`greedy`.
         greedy: the SLEB search, when it ran.
+        width: the width importance (``analyze --width``: :mod:`~downcycle.analysis.width`), when it ran.
     """
 
     num_layers: int
     stats: HiddenStats
     scores: dict[str, Any] = field(default_factory=dict)
     greedy: GreedyRemoval | None = None
+    width: dict[str, Any] | None = None
 
     def metric_values(self, name: str) -> Any:
         if name == "nll":

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
 
-__all__ = ["Calibration", "load_calibration", "pack_windows"]
+__all__ = ["Calibration", "load_calibration", "model_calibration", "pack_windows"]
 
 
 @dataclass
@@ -69,3 +70,34 @@ def load_calibration(source: str, tokenizer: Any, *, samples: int, seq_len: int,
     if ids.shape[0] == 0:
         raise DowncycleError(f"{source}: too little text for one calibration window of {seq_len} tokens (lower --seq-len)")
     return Calibration(ids, source, docs, int(ids.numel()))
+
+
+def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_field: str = "text", tokenizer: str | None = None,
+                      trust_remote_code: bool = False) -> tuple[Calibration, str]:
+    """The calibration windows of ``data`` for the model in ``src``, read with its tokenizer (or
+    ``tokenizer``) before the model loads, and checked against its config.json and weights: the
+    embedding rows the ids need. Returns the windows and the tokenizer's path.
+
+    Raises:
+        DowncycleError: missing or broken weights, no usable tokenizer, ids beyond the embeddings.
+    """
+    from transformers import AutoTokenizer
+
+    from ..compat import check_tokenizer, embedding_rows
+    from ..loading import check_weights, read_config
+
+    model_config = read_config(src)
+    check_weights(src)
+    tok_path = tokenizer or str(src)
+    if tokenizer is not None:
+        check_tokenizer(src, tokenizer)
+    try:
+        tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
+    calib = load_calibration(data, tok, samples=samples, seq_len=seq_len, text_field=text_field)
+    vocab = embedding_rows(model_config)
+    if vocab is not None and int(calib.input_ids.max()) >= vocab:
+        raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "
+                             f"{vocab} embeddings (the wrong --tokenizer?)")
+    return calib, tok_path

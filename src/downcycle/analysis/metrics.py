@@ -2,6 +2,8 @@
 
 A *pair* metric scores every contiguous block -- ``d[l][n]`` for removing layers ``l..l+n-1``,
 ``n = 1..L``, ``l = 0..L-n`` -- and a *layer* metric scores each layer alone. Low means redundant.
+The *width* metric scores the units inside the layers instead (:mod:`downcycle.analysis.width`; it ranks
+neurons, heads and channels for ``downcycle prune``, no layer strategy uses it).
 The one-pass metrics are read off :class:`~downcycle.analysis.hidden_stats.HiddenStats` (no model
 needed); ``nll`` needs forward passes with layers removed (:mod:`downcycle.analysis.nll`).
 
@@ -68,6 +70,8 @@ METRICS: dict[str, Metric] = {
                  "one pass", block_influence),
     "nll": Metric("nll", "layer", "calibration NLL with the layer removed, greedy and iterative (SLEB, Song et al. 2024)",
                   "sum over k removals of (L - i) passes"),
+    "width": Metric("width", "width", "MLP neurons, attention heads and embedding channels by activation: mean |x| over the "
+                    "sequence, L2 over the batch (Minitron, Muralidharan et al. 2024); analyze --width, prune", "one pass"),
 }
 
 

@@ -1,7 +1,8 @@
 """``downcycle analyze``: load a model, score its layers on calibration text, write a cut plan.
 
 Writes one directory (atomically, with a ``downcycle.json`` manifest): ``plan.json`` (read by
-``downcycle cut --plan``), ``scores.json`` (every metric) and PNG plots.
+``downcycle cut --plan``), ``scores.json`` (every metric) and PNG plots; with ``--width`` also
+``width/scores.json`` and ``width/importance.png`` (:mod:`.width`, read by ``downcycle prune --scores``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
-from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import AnalyzeConfig, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
 from .strategies import get_strategy, resolve_keep
+from .width import WIDTH_DIR, WIDTH_SCORES, check_width_family, width_importance, write_width_files
 
 SCORES_NAME = "scores.json"
 
@@ -66,6 +67,8 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     nll_k = num - keep if "nll" in (metric, strategy.name) else None
     nll_batches = as_batches(calib.input_ids[: config.nll_samples], config.batch_size)
     analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
+    if config.width:
+        analysis.width = width_importance(model, batches, progress=config.progress)
     kept = choose_layers(analysis, strategy.name, keep, metric)
     details = {
         "metric": metric,
@@ -77,35 +80,24 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
         "model": {"source": config.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": device},
         "scores": SCORES_NAME,
     }
+    if analysis.width is not None:
+        details["width_scores"] = f"{WIDTH_DIR}/{WIDTH_SCORES}"
     return analysis, Plan(kept, num, strategy.name, details)
 
 
 def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
     """The calibration windows, read with the tokenizer before the model loads, and checked against
     what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
-    from transformers import AutoTokenizer
-
     from ..architecture import num_layers
-    from ..compat import check_tokenizer, embedding_rows
-    from ..loading import check_weights, read_config
-    from .calibration import load_calibration
+    from ..loading import read_config
+    from .calibration import model_calibration
 
     model_config = read_config(src)
-    check_weights(src)
     resolve_keep(config.keep, num_layers(model_config))
-    tok_path = config.tokenizer or str(src)
-    if config.tokenizer is not None:
-        check_tokenizer(src, config.tokenizer)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=config.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
-    calib = load_calibration(config.data, tokenizer, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field)
-    vocab = embedding_rows(model_config)
-    if vocab is not None and int(calib.input_ids.max()) >= vocab:
-        raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "
-                             f"{vocab} embeddings (the wrong --tokenizer?)")
-    return calib, tok_path
+    if config.width:
+        check_width_family(model_config)
+    return model_calibration(src, config.data, samples=config.samples, seq_len=config.seq_len, text_field=config.text_field,
+                             tokenizer=config.tokenizer, trust_remote_code=config.trust_remote_code)
 
 
 def plan_for_cut(cut_config: Any, src: Path) -> tuple[Analysis, Plan]:
@@ -128,12 +120,17 @@ def write_analysis(out: Path, analysis: Analysis, plan: Plan, *, config: dict[st
 
 
 def write_files(directory: Path, analysis: Analysis, plan: Plan, plots: bool = True) -> list[str]:
-    """``plan.json``, ``scores.json`` and (with ``plots``) the PNGs into an existing ``directory``."""
+    """``plan.json``, ``scores.json``, (with ``plots``) the PNGs and, when the width importance ran,
+    ``width/`` (its ``scores.json`` and plot) into an existing ``directory``."""
     import json
 
     plan.save(directory / PLAN_NAME)
     (directory / SCORES_NAME).write_text(json.dumps(analysis.to_json(), indent=1) + "\n")
-    return [PLAN_NAME, SCORES_NAME] + (_plots(directory, analysis, plan) if plots else [])
+    files = [PLAN_NAME, SCORES_NAME] + (_plots(directory, analysis, plan) if plots else [])
+    if analysis.width is not None:
+        (directory / WIDTH_DIR).mkdir()
+        files += [f"{WIDTH_DIR}/{f}" for f in write_width_files(directory / WIDTH_DIR, analysis.width, plots=plots)]
+    return files
 
 
 def _score_of_choice(analysis: Analysis, strategy: str, metric: str | None, n: int, kept: list[int]) -> Any:
@@ -174,6 +171,9 @@ def _plots(tmp: Path, analysis: Analysis, plan: Plan) -> list[str]:
 def summary(result: AnalyzeResult) -> str:
     """The choice, and the command that cuts by it."""
     plan = result.plan
-    return (f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
+    text = (f"wrote {result.out}: strategy {plan.strategy} keeps {len(plan.kept_layers)} of {plan.source_layers} layers, "
             f"drops {plan.details['dropped_layers']} ({', '.join(result.files)})\n"
             f"  next: downcycle cut {result.model} OUT --plan {result.out / PLAN_NAME}")
+    if "width_scores" in plan.details:
+        text += f"\n    or: downcycle prune {result.model} OUT --scores {result.out / plan.details['width_scores']} --ffn N ..."
+    return text

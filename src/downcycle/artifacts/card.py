@@ -97,6 +97,22 @@ def _cut_lines(model_dir: Path, man: dict[str, Any]) -> list[str]:
     return lines
 
 
+_WIDTH_NAMES = {"ffn": "MLP neurons", "heads": "query heads", "kv_heads": "KV heads", "hidden": "hidden channels"}
+
+
+def _prune_lines(man: dict[str, Any]) -> list[str]:
+    cfg, out = man["config"], man.get("outputs", {})
+    before, after = out.get("sizes_before", {}), out.get("sizes_after", {})
+    sizes = ", ".join(f"{name} {before[k]} -> {after[k]}" for k, name in _WIDTH_NAMES.items() if k in before and k in after)
+    how = f"`--plan {cfg['plan']}`" if cfg.get("plan") else f"`--scores {cfg['scores']}`" if cfg.get("scores") else \
+        f"importance measured on `{cfg.get('data')}`"
+    lines = [(f"- **Pruned** from `{cfg['source']}` by `downcycle prune`: {sizes} (the same in every layer); "
+             f"{len(out.get('kept_layers', []))} of {out.get('source_layers')} decoder layers kept; "
+             f"parameters {out.get('parameters_before', 0):,} -> {out.get('parameters_after', 0):,}."),
+             f"  - Kept units chosen by {how}; listed in `{out.get('width_plan', 'width_plan.json')}`."]
+    return lines + [f"  - Note: {note}." for note in out.get("config_notes", [])]
+
+
 def _train_lines(man: dict[str, Any]) -> list[str]:
     cfg, out = man["config"], man.get("outputs", {})
     method = cfg.get("method")
@@ -131,17 +147,17 @@ def card_text(model_dir: Path, evaluation: Sequence[str] = ()) -> str:
     """
     model_dir = Path(model_dir)
     man = read_manifest(model_dir)
-    if man is None or man.get("stage") not in ("cut", "train"):
-        raise DowncycleError(f"{model_dir}: no downcycle.json of a cut or train stage (a card describes a model downcycle made)")
+    if man is None or man.get("stage") not in ("cut", "prune", "train"):
+        raise DowncycleError(f"{model_dir}: no downcycle.json of a cut, prune or train stage (a card describes a model downcycle made)")
     steps: list[tuple[Path, dict]] = [(model_dir, man)]
     while steps[-1][1]["stage"] == "train":  # walk back to the cut (or the first model) this one came from
         parent = Path(steps[-1][1]["inputs"].get("model", {}).get("path", ""))
         pm = read_manifest(parent) if parent.is_dir() else None
-        if pm is None or pm.get("stage") not in ("cut", "train") or len(steps) > 8:
+        if pm is None or pm.get("stage") not in ("cut", "prune", "train") or len(steps) > 8:
             break
         steps.append((parent, pm))
     root = steps[-1][1]
-    if root["stage"] == "cut":
+    if root["stage"] in ("cut", "prune"):
         source, source_path = root["config"]["source"], Path(root["inputs"].get("source_path", ""))
     else:
         source, source_path = str(root["inputs"]["model"].get("source")), Path(root["inputs"]["model"].get("path", ""))
@@ -159,14 +175,16 @@ def card_text(model_dir: Path, evaluation: Sequence[str] = ()) -> str:
     meta["library_name"] = "transformers"
     if lic:
         meta["license"] = lic
-    meta["tags"] = ["downcycle"] + (["layer-pruning"] if any(m["stage"] == "cut" for _, m in steps) else []) + \
+    layer_pruned = any(m["stage"] == "cut" or (m["stage"] == "prune" and m.get("outputs", {}).get("dropped_layers")) for _, m in steps)
+    meta["tags"] = ["downcycle"] + (["layer-pruning"] if layer_pruned else []) + \
+        (["width-pruning"] if any(m["stage"] == "prune" for _, m in steps) else []) + \
         [t for t in dict.fromkeys(_TAGS.get(x, x) for x in methods if x)]
     title = Path(man["config"].get("out") or model_dir).name  # not the name of the temporary directory being filled
     body = [_yaml(meta), f"# {title}", "",
             (f"Made with downcycle from `{source}`. The steps below are read from the `downcycle.json` manifests, "
              "which also hold the exact configs, input hashes and library versions."), "", "## How it was made", ""]
     for d, m in reversed(steps):
-        body += _cut_lines(d, m) if m["stage"] == "cut" else _train_lines(m)
+        body += _cut_lines(d, m) if m["stage"] == "cut" else _prune_lines(m) if m["stage"] == "prune" else _train_lines(m)
     if sources:
         body += ["", "Training corpus sources: " + ", ".join(f"`{s}`" for s in sources) + "."]
     if evaluation:

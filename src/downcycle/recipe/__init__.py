@@ -13,11 +13,12 @@ from .data import DataConfig
 from .evaluate import CompareConfig, EvalConfig, TaskDataConfig
 from .fields import arg, output_dict, to_dict
 from .generate import GenerateConfig
+from .prune import PruneConfig
 from .report import CardConfig, ReportConfig
 from .run import DemoConfig, RunConfig, SweepConfig
 from .train import TrainConfig
 
 __all__ = [
-    "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "LsConfig",
+    "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "LsConfig", "PruneConfig",
     "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "output_dict", "to_dict",
 ]  # fmt: skip

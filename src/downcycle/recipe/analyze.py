@@ -26,6 +26,8 @@ class AnalyzeConfig:
     seq_len: int = arg("tokens per calibration window", 512)
     batch_size: int = arg("windows per forward pass (bounds memory: the pass holds (L+1) x batch x seq-len x hidden floats)", 8)
     nll_samples: int = arg("windows the NLL search scores (it runs (L-k)..L passes per removal)", 16)
+    width: bool = arg("also score MLP neurons, attention heads and embedding channels (Minitron activation importance, one "
+                      "more pass) into DIR/width/scores.json, for `downcycle prune --scores`", False)
     text_field: str = arg("field holding the text in .jsonl/.json/.parquet/arrow/HF records", "text")
     tokenizer: str | None = arg("tokenizer directory (default: MODEL)", metavar="DIR")
     dtype: str = arg("dtype to load the model in: auto (the checkpoint's), float32, bfloat16, float16", "auto")

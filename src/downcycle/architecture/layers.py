@@ -1,4 +1,4 @@
-"""THE one place that knows model families.
+"""The depth axis of model families: where the decoder layers live, and the config fields a layer cut rewrites.
 
 Generic inference first: the decoder layers are the tensor-name prefix ``P.N.`` whose indices are
 exactly ``0..L-1`` for the config's layer count ``L`` (``model.layers.N.``, ``transformer.h.N.``,
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DowncycleError
+from ..errors import DowncycleError
 
 Config = dict[str, Any]
 

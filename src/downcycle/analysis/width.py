@@ -1,0 +1,254 @@
+"""Width importance (Minitron): how much each MLP neuron, query head and embedding channel carries,
+from the activations of one calibration pass.
+
+Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge Distillation"
+(arXiv:2407.14679), Sec. 2.2, and Sreenivas et al. 2024 (arXiv:2408.11796). What is hooked, per
+decoder layer (the modules are named by the family's width layout,
+:data:`downcycle.architecture.WIDTH_FAMILIES`, the table ``downcycle prune`` slices by):
+
+- MLP neuron ``i``: element ``i`` of the *input* of the down projection (``act(gate) * up`` or
+  ``act(fc_in)``), a forward pre-hook. Index ``i`` is row ``i`` of up/gate, column ``i`` of down.
+- query head ``j``: its ``head_dim`` slice of the input of the attention output projection
+  (transformers lays the heads out head-major, ``(B, T, h, head_dim)``), reduced per token by the
+  L2 norm over ``head_dim`` -- the paper's ``||Attn(...)_j||_2``. The KV group of head ``j`` is
+  ``j // (h // kv)``; a group's importance is the L2 of its query heads' importances.
+- embedding channel ``c``: element ``c`` of the output of every norm of the residual stream -- the
+  layer's norms over the hidden size (input / post-attention / pre- and post-feedforward, whichever
+  the family has; q/k norms act on heads and are not hooked) and the final norm -- forward hooks.
+  The final norm's hook stops the forward: the LM head is not needed.
+
+Aggregation (as Minitron's best-performing choice, mean over the sequence then L2 over the batch):
+``s_i = sqrt(sum_b (1/T sum_t a_{b,t,i})^2)`` over the calibration windows ``b``, with per-token
+``a = |x|`` (``x`` in float32) for neurons and channels and ``a = ||x_head||_2`` for heads. Each
+window's squared mean is summed in float64 and the sum rooted once at the end, so the batch size does not
+change the result. Channels: that per norm, then summed over the norms.
+
+Signed or absolute. NVIDIA ModelOpt's Minitron importance (NVIDIA/TensorRT-Model-Optimizer,
+modelopt/torch/nas/plugins/megatron.py: the forward hooks on ``linear_fc2``, ``linear_proj`` and the
+layer norms, and ``_estimate_hidden_size_importance``) takes the absolute value before the mean
+over the sequence (``abs().mean`` over seq, squares summed over the batch, square root at the end;
+per-norm L2s summed over the norms). We do the same: gated-MLP products and norm outputs are
+signed, so a signed mean lets a unit that swings +5 / -5 score like a dead one; with ``|x|`` a score
+is 0 exactly when the activation is 0 on every calibration token, so dead units rank strictly last.
+Where we differ from ModelOpt: a head is reduced per token by the L2 over ``head_dim`` before the
+sequence mean (the paper's definition; ModelOpt aggregates each channel first and takes the L2 over
+``head_dim`` last), and the final norm's output counts toward the channels (ModelOpt hooks only the
+norms before attention and MLP). Windows are full length: padding is refused, not masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..architecture import HIDDEN, WIDTH_REFUSED, loaded_text_config, text_config, width_family
+from ..errors import DowncycleError
+from .decoder import find_decoder_layers
+from .hidden_stats import batch_mask
+
+WIDTH_DIR = "width"  # analyze --width: width/scores.json and the plot, beside plan.json
+WIDTH_SCORES = "scores.json"
+KIND = "width-importance"
+AGGREGATION = ("per token |x| of each MLP neuron (the down projection's input) and embedding channel (each norm's output), "
+               "and the L2 norm over head_dim of each query head's slice of the output projection's input; mean over the "
+               "sequence, then L2 over the batch of calibration windows; channels summed over the norms; a KV group: the L2 "
+               "of its query heads' scores")
+
+__all__ = ["AGGREGATION", "KIND", "WIDTH_DIR", "WIDTH_SCORES", "SquaredMeans", "check_width_family", "hooked_modules",
+           "kv_group_scores", "width_importance", "width_scores_for_prune", "write_width_files"]
+
+
+class SquaredMeans:
+    """Running ``sum_b (mean_t a[b, t, :])^2`` over batches of per-token values ``a`` ``(B, T, C)``;
+    :meth:`l2` is its square root: the mean over the sequence, then the L2 over the batch."""
+
+    def __init__(self) -> None:
+        self.total: Any = None  # (C,) float64
+
+    def add(self, values: Any) -> None:
+        squares = values.mean(dim=1).double().pow(2).sum(dim=0).cpu()  # (B, T, C) -> (B, C) -> (C,)
+        self.total = squares if self.total is None else self.total + squares
+
+    def l2(self) -> Any:
+        if self.total is None:
+            raise DowncycleError("width importance: a hooked module never ran (no calibration batch reached it)")
+        return self.total.sqrt()
+
+
+class _Stop(Exception):
+    """Raised by the final norm's hook: the LM head is not needed."""
+
+
+def check_width_family(config: dict[str, Any]) -> None:
+    """Refuse, before the model loads, a config.json whose family has no width layout, or one with a
+    feature no width layout expresses (:data:`~downcycle.architecture.WIDTH_REFUSED`: experts ...)."""
+    cfg, _ = text_config(config)
+    width_family(cfg.get("model_type") or config.get("model_type") or "unknown")
+    for key, why in WIDTH_REFUSED.items():
+        if cfg.get(key):
+            raise DowncycleError(f"config.json: {key}={cfg[key]}: width importance does not score {why}")
+
+
+def _module_name(tensor: str) -> str:
+    return tensor.removesuffix(".weight")
+
+
+def hooked_modules(model: Any) -> tuple[list[tuple[Any, Any, list[Any]]], Any]:
+    """Per decoder layer ``(down projection, attention output projection, [norms over the hidden
+    size])`` and the final norm, found by the family's width layout.
+
+    Raises:
+        DowncycleError: a family without a width layout, or a module its layout names but the model lacks.
+    """
+    family = width_family(getattr(loaded_text_config(model.config), "model_type", "unknown"))
+    norms = [_module_name(t) for t, rule in family.layer.items() if rule.norm and rule.axes == (((HIDDEN, 1),),)]
+    _, layers = find_decoder_layers(model)
+    per_layer = [(_submodule(layer, _module_name(family.down_proj), i), _submodule(layer, _module_name(family.o_proj), i),
+                  [_submodule(layer, n, i) for n in norms]) for i, layer in enumerate(layers)]
+    try:
+        final = model.get_submodule(_module_name(family.final_norm))
+    except AttributeError:
+        raise DowncycleError(f"width importance: {type(model).__name__} has no final norm {_module_name(family.final_norm)}") from None
+    return per_layer, final
+
+
+def _submodule(layer: Any, path: str, index: int) -> Any:
+    try:
+        return layer.get_submodule(path)
+    except AttributeError:
+        raise DowncycleError(f"width importance: decoder layer {index} ({type(layer).__name__}) has no module {path}") from None
+
+
+def kv_group_scores(heads: list[float], kv: int) -> list[float]:
+    """A KV group's importance: the L2 of its query heads' (group of head ``j``: ``j // (h // kv)``)."""
+    size = len(heads) // kv
+    return [sum(x * x for x in heads[g * size : (g + 1) * size]) ** 0.5 for g in range(kv)]
+
+
+def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = False) -> dict[str, Any]:
+    """One forward pass over ``batches`` (``(B, T)`` ids, or :func:`~downcycle.analysis.hidden_stats.as_batches`
+    mappings without padding), reduced on the fly; returns the ``scores.json`` document.
+
+    Raises:
+        DowncycleError: a family without a width layout, padded batches.
+    """
+    import torch
+
+    cfg = loaded_text_config(model.config)
+    heads = cfg.num_attention_heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    per_layer, final = hooked_modules(model)
+    ffn = [SquaredMeans() for _ in per_layer]
+    attn = [SquaredMeans() for _ in per_layer]
+    layer_norms = [m for _, _, ns in per_layer for m in ns]
+    norms = [SquaredMeans() for _ in range(len(layer_norms) + 1)]
+
+    def head_values(x: Any) -> Any:
+        b, t, width = x.shape
+        if width % heads:
+            raise DowncycleError(f"width importance: the attention output projection's input has {width} features, "
+                                 f"not a multiple of num_attention_heads={heads}")
+        return torch.linalg.vector_norm(x.detach().float().reshape(b, t, heads, width // heads), dim=-1)  # (B, T, h)
+
+    def pre_hook(sums: SquaredMeans, per_head: bool):
+        def hook(module: Any, args: tuple) -> None:
+            sums.add(head_values(args[0]) if per_head else args[0].detach().float().abs())
+        return hook
+
+    def norm_hook(sums: SquaredMeans, stop: bool = False):
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            sums.add((output[0] if isinstance(output, (tuple, list)) else output).detach().float().abs())
+            if stop:
+                raise _Stop
+        return hook
+
+    handles = []
+    try:
+        for (down, o_proj, _), ffn_sums, attn_sums in zip(per_layer, ffn, attn):
+            handles.append(down.register_forward_pre_hook(pre_hook(ffn_sums, False)))
+            handles.append(o_proj.register_forward_pre_hook(pre_hook(attn_sums, True)))
+        for module, sums in zip(layer_norms, norms):
+            handles.append(module.register_forward_hook(norm_hook(sums)))
+        handles.append(final.register_forward_hook(norm_hook(norms[-1], stop=True)))
+        samples, seq_len = _run(model, batches, progress)
+    finally:
+        for h in handles:
+            h.remove()
+    ffn_scores = [s.l2().tolist() for s in ffn]
+    if len({len(row) for row in ffn_scores}) != 1:
+        raise DowncycleError(f"width importance: MLP widths differ between layers ({sorted({len(row) for row in ffn_scores})})")
+    head_scores = [s.l2().tolist() for s in attn]
+    return {
+        "kind": KIND, "aggregation": AGGREGATION, "model_type": getattr(cfg, "model_type", "unknown"), "num_layers": len(per_layer),
+        "hidden_size": cfg.hidden_size, "intermediate_size": len(ffn_scores[0]), "num_attention_heads": heads,
+        "num_key_value_heads": kv, "samples": samples, "seq_len": seq_len,
+        "ffn": ffn_scores,
+        "heads": head_scores,
+        "kv_heads": [kv_group_scores(h, kv) for h in head_scores],
+        "hidden": sum(s.l2() for s in norms).tolist(),
+    }
+
+
+def _run(model: Any, batches: Iterable[Any], progress: bool) -> tuple[int, int]:
+    """The forward passes; returns (windows, tokens per window)."""
+    import torch
+
+    from ..progress import progress_bar
+
+    device = next(model.parameters()).device
+    samples, seq_len = 0, None
+    bar = progress_bar(batches, total=len(batches) if hasattr(batches, "__len__") else None, desc="width", unit="batch",
+                       leave=False) if progress else batches
+    with torch.inference_mode():
+        for batch in bar:
+            ids, mask = batch_mask(batch)
+            if mask is not None and not bool(mask.all()):
+                raise DowncycleError("width importance takes full-length calibration windows (a batch has padding)")
+            if seq_len is not None and ids.shape[1] != seq_len:
+                raise DowncycleError(f"width importance: windows of {ids.shape[1]} and {seq_len} tokens (one length, please)")
+            seq_len = ids.shape[1]
+            try:
+                model(input_ids=ids.to(device), use_cache=False)
+            except _Stop:
+                pass
+            else:  # pragma: no cover -- a model whose final norm never ran
+                raise RuntimeError("the forward pass finished without reaching the final norm")
+            samples += ids.shape[0]
+    if seq_len is None:
+        raise DowncycleError("width importance: no calibration batches")
+    return samples, seq_len
+
+
+def width_scores_for_prune(source_dir: Path, data: str, *, samples: int, seq_len: int, seed: int, device: str = "auto",
+                           batch_size: int = 8, text_field: str = "text", tokenizer: str | None = None, dtype: str = "auto",
+                           trust_remote_code: bool = False, progress: bool = False) -> dict[str, Any]:
+    """The ``scores.json`` document of the model in ``source_dir`` on ``samples`` windows of
+    ``seq_len`` tokens of ``data``, read as ``downcycle analyze`` reads them (its tokenizer, EOS
+    between documents, windows in source order). The windows are deterministic, so ``seed`` only
+    seeds torch's generator (an eval-mode forward draws nothing)."""
+    import torch
+
+    from ..loading import load_model, read_config, resolve_device
+    from .calibration import model_calibration
+    from .hidden_stats import as_batches
+
+    check_width_family(read_config(Path(source_dir)))
+    calib, _ = model_calibration(Path(source_dir), data, samples=samples, seq_len=seq_len, text_field=text_field,
+                                 tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    torch.manual_seed(seed)
+    model = load_model(source_dir, dtype=dtype, device=resolve_device(device), trust_remote_code=trust_remote_code)
+    return width_importance(model, as_batches(calib.input_ids, batch_size), progress=progress)
+
+
+def write_width_files(directory: Path, scores: dict[str, Any], plots: bool = True) -> list[str]:
+    """``scores.json`` and (with ``plots``, needs matplotlib) ``importance.png`` into an existing
+    ``directory``; returns the names written."""
+    import json
+
+    (Path(directory) / WIDTH_SCORES).write_text(json.dumps(scores, indent=1) + "\n")
+    if not plots:
+        return [WIDTH_SCORES]
+    from .width_plots import plot_width
+
+    return [WIDTH_SCORES, plot_width(scores, Path(directory)).name]

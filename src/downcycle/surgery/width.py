@@ -1,0 +1,204 @@
+"""A width prune, planned: the new config and, for every output tensor, the rows and columns it keeps
+and the rescale it gets (:class:`~downcycle.checkpoint.slicing.SliceJob`). No torch here.
+
+Which axis of which tensor is a neuron, a head or a channel comes from the family's table in
+:mod:`downcycle.architecture.width`. The compensations that keep a prune exact where it can be:
+
+- **Norms over fewer channels.** An RMSNorm divides by the root mean square over its ``d``
+  channels; kept alone, ``d'`` channels whose pruned companions were zero have a mean square
+  ``d/d'`` times larger. So the weights are rescaled by ``sqrt(d/d')`` (Gemma's ``(1 + w)`` form:
+  ``w' = sqrt(d/d') * (1 + w) - 1``), and a prune of channels that are zero throughout the residual
+  stream is exact up to the norm's eps (``mean + eps`` over fewer channels). OLMo2's q/k norms span
+  the whole projection, so head pruning rescales them by the same rule.
+- **Gemma's embedding scale.** transformers multiplies Gemma's embedding output by
+  ``sqrt(hidden_size)`` from the config, which becomes ``sqrt(d')``; the embedding is scaled by
+  ``sqrt(d/d')`` to keep the residual stream as it was, and with tied embeddings (the output layer
+  then sees the scaled matrix) the inverse is folded into the final norm.
+- **LayerNorm** (GPT-2, GPT-NeoX) subtracts the mean over its channels, and the mean over fewer
+  channels differs even when the pruned ones are zero: hidden pruning there is approximate (the
+  weights are rescaled as for RMSNorm, which is exact for the variance of a zero-mean stream),
+  and says so in a note recorded in the manifest. Neurons and heads are exact in every family.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+from ..architecture import (
+    HEAD_KINDS,
+    HEADS,
+    HIDDEN,
+    KINDS,
+    KV_HEADS,
+    WIDTH_REFUSED,
+    Config,
+    LayerLayout,
+    WidthFamily,
+    width_family,
+)
+from ..architecture.width import Axis, Rule
+from ..checkpoint.safetensors_index import TensorEntry
+from ..checkpoint.slicing import SliceJob
+from ..errors import DowncycleError
+from .width_plan import OPTION, WidthPlan
+
+__all__ = ["WidthModel", "kept_sizes", "width_config", "width_jobs", "width_model"]
+
+LAYERNORM_NOTE = ("hidden channels pruned under LayerNorm: its mean is taken over fewer channels, so the prune is approximate "
+                  "even for channels that were zero (weights rescaled by sqrt(d/d') for the variance); heal it")
+
+
+@dataclass(frozen=True)
+class WidthModel:
+    """A source model's width: its family's table, its sizes (``kv_heads`` = ``heads`` for
+    multi-head attention) and head size."""
+
+    model_type: str
+    family: WidthFamily
+    sizes: dict[str, int]
+    head_dim: int
+    tied: bool
+
+
+def width_model(config: Config, layout: LayerLayout, tensors: dict[str, TensorEntry]) -> WidthModel:
+    """The width of the model of ``config`` whose tensors are ``tensors``; every tensor is checked
+    to have a rule in its family's table and the shape that rule implies.
+
+    Raises:
+        DowncycleError: for an unknown family, a multimodal config, a refused feature, a size
+            field that is not one integer, a tensor without a rule or of another shape.
+    """
+    family = width_family(layout.model_type)
+    if layout.text_path:
+        raise DowncycleError(f"cannot prune the width of a {layout.model_type} model nested in {layout.text_path[0]}")
+    for key, why in WIDTH_REFUSED.items():
+        if config.get(key):
+            raise DowncycleError(f"cannot prune the width of this {layout.model_type} model: {key}={config[key]}: {why}")
+    sizes = {}
+    for kind in KINDS:
+        key = family.sizes.get(kind) or family.sizes[HEADS]  # no KV field: one KV head per query head
+        value = config.get(key)
+        if value is None and kind in family.defaults:
+            base, times = family.defaults[kind]
+            value = config[base] * times
+        if value is None and kind == KV_HEADS:
+            value = sizes[HEADS]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DowncycleError(f"cannot prune the width of this {layout.model_type} model: config {key}={value!r} is not "
+                                 "one positive integer (per-layer sizes are not supported)")
+        sizes[kind] = value
+    if sizes[HEADS] % sizes[KV_HEADS]:
+        raise DowncycleError(f"config: {sizes[HEADS]} attention heads are not a multiple of {sizes[KV_HEADS]} KV heads")
+    head_dim = config.get(family.head_dim) if family.head_dim else None
+    model = WidthModel(layout.model_type, family, sizes, head_dim or sizes[HIDDEN] // sizes[HEADS], layout.tied_embeddings)
+    for name, entry in tensors.items():
+        rule = _rule(model, layout, name)
+        if rule.axes and (len(rule.axes) != len(entry.shape) or _expected_shape(model, rule, entry.shape) != entry.shape):
+            raise DowncycleError(f"{name}: shape {list(entry.shape)} is not what the {layout.model_type} width table expects "
+                                 f"from config sizes {sizes} (per-layer sizes or an unknown layout?)")
+    return model
+
+
+def _rule(model: WidthModel, layout: LayerLayout, name: str) -> Rule:
+    if name.startswith(layout.prefix):
+        suffix = name[len(layout.prefix):].split(".", 1)[1]
+        rule = model.family.layer.get(suffix)
+    else:
+        rule = model.family.others.get(name)
+    if rule is None:
+        raise DowncycleError(f"{name}: no {model.model_type} width rule says which of its axes are neurons, heads or channels; "
+                             "downcycle cannot prune this model's width")
+    return rule
+
+
+def _expected_shape(model: WidthModel, rule: Rule, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_axis_length(model, axis, shape[i]) for i, axis in enumerate(rule.axes))
+
+
+def _unit(model: WidthModel, kind: str, m: int) -> int:
+    return m * model.head_dim if kind in HEAD_KINDS else m
+
+
+def _axis_length(model: WidthModel, axis: Axis | None, actual: int) -> int:
+    return actual if axis is None else sum(model.sizes[kind] * _unit(model, kind, m) for kind, m in axis)
+
+
+def _axis_index(model: WidthModel, axis: Axis | None, kept: dict[str, list[int] | None]) -> list[int] | None:
+    """The kept elements of one tensor axis, in order (None: all of them)."""
+    if axis is None or all(kept[kind] is None for kind, _ in axis):
+        return None
+    out: list[int] = []
+    offset = 0
+    for kind, m in axis:
+        unit = _unit(model, kind, m)
+        for u in kept[kind] if kept[kind] is not None else range(model.sizes[kind]):
+            out.extend(range(offset + u * unit, offset + (u + 1) * unit))
+        offset += model.sizes[kind] * unit
+    return out
+
+
+def kept_sizes(model: WidthModel, plan: WidthPlan) -> dict[str, int]:
+    """The sizes after ``plan`` (of a checked plan: the same in every layer)."""
+    return {kind: model.sizes[kind] if getattr(plan, kind) is None else len(plan.kept(kind, 0)) for kind in KINDS}
+
+
+def width_config(config: Config, model: WidthModel, plan: WidthPlan) -> tuple[Config, list[str]]:
+    """The config of the pruned model (``config`` may already be a depth cut's).
+
+    Returns:
+        (new config, notes): notes say, in words, what was written besides the sizes.
+
+    Raises:
+        DowncycleError: for a family whose head size transformers derives from the hidden size
+            (GPT-2, GPT-NeoX) when the kept heads and channels do not keep it.
+    """
+    new, notes = copy.deepcopy(config), []
+    sizes = kept_sizes(model, plan)
+    family = model.family
+    if family.head_dim is None and sizes[HEADS] * model.head_dim != sizes[HIDDEN]:
+        raise DowncycleError(
+            f"{OPTION[HEADS]} {sizes[HEADS]} with {OPTION[HIDDEN]} {sizes[HIDDEN]}: transformers' {model.model_type} computes the head "
+            f"size as {family.sizes[HIDDEN]} / {family.sizes[HEADS]}, so heads and hidden shrink together: keep "
+            f"{OPTION[HIDDEN]} = {OPTION[HEADS]} x {model.head_dim}"
+        )
+    for kind, key in family.sizes.items():
+        if sizes[kind] != model.sizes[kind] or new.get(key) is None:
+            new[key] = sizes[kind]
+    heads_or_hidden = (sizes[HEADS], sizes[HIDDEN]) != (model.sizes[HEADS], model.sizes[HIDDEN])
+    if family.head_dim is not None and new.get(family.head_dim) is None and heads_or_hidden:
+        new[family.head_dim] = model.head_dim
+        notes.append(f"{family.head_dim}={model.head_dim} written out (it was derived from hidden_size / num_attention_heads)")
+    if family.norm == "layernorm" and sizes[HIDDEN] != model.sizes[HIDDEN]:
+        notes.append(LAYERNORM_NOTE)
+    return new, notes
+
+
+def width_jobs(model: WidthModel, layout: LayerLayout, plan: WidthPlan, depth: list[tuple[str, TensorEntry]]) -> list[SliceJob]:
+    """Every output tensor of the prune: ``depth`` is the depth cut's tensor plan (``(output name,
+    source entry)`` in on-disk order; every layer, for a width prune alone), each tensor sliced by
+    its rule and the plan's kept units for its source layer."""
+    d, d_kept = model.sizes[HIDDEN], kept_sizes(model, plan)[HIDDEN]
+    embed_scale = math.sqrt(d / d_kept) if model.family.embed_scale and d_kept != d else None
+    jobs = []
+    for name, entry in depth:
+        rule = _rule(model, layout, entry.name)
+        if not rule.axes:
+            jobs.append(SliceJob(name, entry))
+            continue
+        layer = int(entry.name[len(layout.prefix):].split(".", 1)[0]) if entry.name.startswith(layout.prefix) else 0
+        kept = {kind: plan.kept(kind, layer) for kind in KINDS}
+        index = [_axis_index(model, axis, kept) for axis in rule.axes]
+        scale = None
+        if rule.norm:
+            scale = math.sqrt(entry.shape[0] / len(index[0])) if index[0] is not None else None
+            if entry.name == model.family.final_norm and embed_scale is not None and model.tied:
+                scale = (scale or 1.0) / embed_scale  # the output layer sees the scaled embedding
+        elif entry.name == model.family.embedding:
+            scale = embed_scale
+        if scale is not None and math.isclose(scale, 1.0, rel_tol=0, abs_tol=1e-12):
+            scale = None
+        shift = 1.0 if rule.norm and model.family.norm == "rms1p" else 0.0
+        jobs.append(SliceJob(name, entry, index[0], index[1] if len(index) > 1 else None, scale, shift))
+    return jobs
