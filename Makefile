@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench taskdata smollm2 real clean
+.PHONY: setup demo test bench taskdata smollm2 real width clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ real: smollm2
 		|| $(MAKE) taskdata
 	$(BIN)/downcycle run examples/recipes/smollm2.yaml
 
+# depth vs width at equal size on the real reference (scripts/depth_vs_width.sh) into width-out/; resumable
+width: smollm2
+	@$(BIN)/python -c "from downcycle.evaluation.task_data import default_task_data as d; raise SystemExit(not (d() / 'downcycle.json').is_file())" \
+		|| $(MAKE) taskdata
+	PY=$(BIN)/python bash scripts/depth_vs_width.sh width-out
+
 bench: setup
 	$(BIN)/python benchmarks/bench_cut.py --sizes 1,4
 	$(BIN)/python benchmarks/bench_data.py
@@ -46,4 +52,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_eval.py --e2e
 
 clean:
-	rm -rf $(VENV) demo-out real-out benchmarks/out
+	rm -rf $(VENV) demo-out real-out width-out benchmarks/out
