@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..architecture import LayerLayout, infer_layout
 from ..artifacts.atomic import atomic_output_dir, check_free_space, check_new_output
@@ -29,7 +30,7 @@ from .plan import load_plan
 MERGEKIT_NAME = "mergekit.yaml"
 _PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 
-__all__ = ["cut", "check_paths", "copy_threads", "CutResult", "select_layers", "summary"]
+__all__ = ["cut", "check_paths", "copy_threads", "CutResult", "select_layers", "source_inputs", "summary"]
 
 
 @dataclass
@@ -100,7 +101,6 @@ def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path
             start_shards(tmp, shards, metadata, progress=bar.update if bar else None, threads=threads) as copying:
         copying.wait_for_spare_core()  # then the small files below take no CPU time from the copies
         from ..artifacts.card import write_card
-        from ..artifacts.hashes import file_sha256
         from ..artifacts.manifest import write_manifest
         from ..artifacts.sidecars import copy_sidecars
 
@@ -109,15 +109,7 @@ def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path
         if beside is not None:
             beside(tmp)
         (tmp / MERGEKIT_NAME).write_text(mergekit_yaml(config.source, kept, _dtype(source_config, ckpt.tensors, layout)))
-        inputs = {
-            "source": config.source,
-            "source_path": str(src.resolve()),
-            "hashes": {
-                "config.json": file_sha256(src / "config.json"),
-                **({INDEX_NAME: file_sha256(src / INDEX_NAME)} if (src / INDEX_NAME).is_file() else {}),
-                "shard_headers": ckpt.header_sha256,
-            },
-        }
+        inputs = source_inputs(config.source, src, ckpt)
         outputs = {
             **describe(kept, layout.num_layers),
             "layers_spec": format_layers(kept),
@@ -131,6 +123,18 @@ def cut(config: CutConfig, kept: list[int] | None = None, beside: Callable[[Path
         write_manifest(tmp, "cut", to_dict(config), inputs, outputs, hashed=output_dict(config))
         write_card(tmp)  # README.md from the manifest just written (the source's card is never copied)
     return CutResult(out, kept, layout.num_layers, total, copying.names, notes)
+
+
+def source_inputs(source: str, src: Path, ckpt: Any) -> dict[str, Any]:
+    """The manifest's ``inputs`` for surgery on the checkpoint ``ckpt`` in ``src`` (named ``source``):
+    where it is and the hashes that identify it (config.json, the shard index, the shard headers)."""
+    from ..artifacts.hashes import file_sha256
+
+    hashes = {"config.json": file_sha256(src / "config.json")}
+    if (src / INDEX_NAME).is_file():
+        hashes[INDEX_NAME] = file_sha256(src / INDEX_NAME)
+    hashes["shard_headers"] = ckpt.header_sha256
+    return {"source": source, "source_path": str(src.resolve()), "hashes": hashes}
 
 
 def mergekit_yaml(source: str, kept: list[int], dtype: str | None) -> str:

@@ -22,13 +22,12 @@ from ..architecture import FFN, HEADS, HIDDEN, KINDS, KV_HEADS, LayerLayout, inf
 from ..artifacts.atomic import atomic_output_dir, check_free_space
 from ..artifacts.quantities import BYTES, parse_quantity
 from ..checkpoint import Checkpoint, open_checkpoint
-from ..checkpoint.safetensors_index import INDEX_NAME
 from ..checkpoint.slicing import write_sliced
 from ..errors import DowncycleError
 from ..jsonfile import read_json
 from ..loading import read_config
 from ..recipe import PruneConfig, output_dict, to_dict
-from .cut import MERGEKIT_NAME, check_paths, copy_threads
+from .cut import MERGEKIT_NAME, check_paths, copy_threads, source_inputs
 from .depth import cut_config, describe, tensor_plan
 from .layerspec import drop_to_keep, format_layers, parse_layers
 from .width import WidthModel, kept_sizes, width_config, width_jobs, width_model
@@ -133,13 +132,10 @@ def prune(config: PruneConfig, scores: dict[str, Any] | None = None, beside: Cal
         save_width_plan(plan, tmp / WIDTH_PLAN_NAME)
         if beside is not None:
             beside(tmp)
-        hashes = {"config.json": file_sha256(src / "config.json"), "shard_headers": ckpt.header_sha256}
-        if (src / INDEX_NAME).is_file():
-            hashes[INDEX_NAME] = file_sha256(src / INDEX_NAME)
+        inputs = source_inputs(config.source, src, ckpt)
         for name in ("plan", "scores"):
             if getattr(config, name) is not None:
-                hashes[name] = file_sha256(getattr(config, name))
-        inputs = {"source": config.source, "source_path": str(src.resolve()), "hashes": hashes}
+                inputs["hashes"][name] = file_sha256(getattr(config, name))
         outputs = {
             **describe(kept_layers, layout.num_layers),
             "layers_spec": format_layers(kept_layers),
