@@ -42,7 +42,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..architecture import HIDDEN, WIDTH_REFUSED, loaded_text_config, text_config, width_family
+from ..architecture import HIDDEN, loaded_text_config, text_config, width_family, width_refusal
 from ..errors import DowncycleError
 from .decoder import find_decoder_layers
 from .hidden_stats import batch_mask
@@ -85,9 +85,9 @@ def check_width_family(config: dict[str, Any]) -> None:
     feature no width layout expresses (:data:`~downcycle.architecture.WIDTH_REFUSED`: experts ...)."""
     cfg, _ = text_config(config)
     width_family(cfg.get("model_type") or config.get("model_type") or "unknown")
-    for key, why in WIDTH_REFUSED.items():
-        if cfg.get(key):
-            raise DowncycleError(f"config.json: {key}={cfg[key]}: width importance does not score {why}")
+    why = width_refusal(cfg)
+    if why:
+        raise DowncycleError(f"config.json: width importance cannot score this model: {why}")
 
 
 def _module_name(tensor: str) -> str:

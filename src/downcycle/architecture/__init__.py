@@ -40,6 +40,7 @@ from .width import (
     Rule,
     WidthFamily,
     width_family,
+    width_refusal,
 )  # fmt: skip
 
 __all__ = [
@@ -78,4 +79,5 @@ __all__ = [
     "text_config",
     "uses_sliding_window",
     "width_family",
+    "width_refusal",
 ]  # fmt: skip

@@ -45,6 +45,7 @@ __all__ = [
     "Rule",
     "WidthFamily",
     "width_family",
+    "width_refusal",
 ]
 
 
@@ -186,6 +187,15 @@ WIDTH_REFUSED = {
     "n_routed_experts": "mixture-of-experts layers (each expert is an MLP of its own)",
     "hidden_size_per_layer_input": "per-layer input embeddings",
 }
+
+
+def width_refusal(cfg: dict) -> str | None:
+    """Why no width layout expresses this (text) config -- a feature of :data:`WIDTH_REFUSED`, as
+    ``"field=value: why"`` -- or None."""
+    for key, why in WIDTH_REFUSED.items():
+        if cfg.get(key):
+            return f"{key}={cfg[key]}: {why}"
+    return None
 
 
 def width_family(model_type: str) -> WidthFamily:

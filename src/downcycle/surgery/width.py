@@ -32,11 +32,11 @@ from ..architecture import (
     HIDDEN,
     KINDS,
     KV_HEADS,
-    WIDTH_REFUSED,
     Config,
     LayerLayout,
     WidthFamily,
     width_family,
+    width_refusal,
 )
 from ..architecture.width import Axis, Rule
 from ..checkpoint.safetensors_index import TensorEntry
@@ -73,9 +73,9 @@ def width_model(config: Config, layout: LayerLayout, tensors: dict[str, TensorEn
     family = width_family(layout.model_type)
     if layout.text_path:
         raise DowncycleError(f"cannot prune the width of a {layout.model_type} model nested in {layout.text_path[0]}")
-    for key, why in WIDTH_REFUSED.items():
-        if config.get(key):
-            raise DowncycleError(f"cannot prune the width of this {layout.model_type} model: {key}={config[key]}: {why}")
+    why = width_refusal(config)
+    if why:
+        raise DowncycleError(f"cannot prune the width of this {layout.model_type} model: {why}")
     sizes = {}
     for kind in KINDS:
         key = family.sizes.get(kind) or family.sizes[HEADS]  # no KV field: one KV head per query head
