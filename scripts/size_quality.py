@@ -9,11 +9,11 @@ Usage: python scripts/size_quality.py OUT
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from pathlib import Path
 
+from downcycle.evaluation.metrics import mean_stat
 from downcycle.evaluation.results import read_results
 from downcycle.report.paired import paired_diff, read_items
 
@@ -33,10 +33,9 @@ def items(directory: Path, results, tasks) -> dict:
     return out
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mu = sum(values) / n
-    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1) / n)
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    stat = mean_stat(values)  # the harness's standard error, as every score in results.json
+    return stat.value, stat.stderr
 
 
 def main(out: Path) -> None:
@@ -47,7 +46,7 @@ def main(out: Path) -> None:
         axis, size, healed = (m[1], int(m[2]), bool(m[3])) if m else ("reference", 135, False)
         pooled = items(path.parent, r, POOLED)
         models[path.parent.name] = dict(r=r, dir=path.parent, axis=axis, size=size, healed=healed, pooled=pooled,
-                                        score=mean_se(list(pooled.values())), loss=r.tasks["loss"].metrics["nll"].value,
+                                        score=_mean_se(list(pooled.values())), loss=r.tasks["loss"].metrics["nll"].value,
                                         params=r.model.parameters)
     lines = ["| model | axis | healed | parameters | val loss | " + " | ".join(t for t, _ in TASKS) + " | 8 tasks pooled |",
              "|" + "---|" * (6 + len(TASKS))]
