@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from downcycle.analysis.decoder import find_decoder_layers, skip_layers
+from downcycle.decoder import find_decoder_layers, skip_layers
 from downcycle.analysis.hidden_stats import as_batches
 from downcycle.analysis.nll import greedy_removal
 

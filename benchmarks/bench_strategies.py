@@ -11,7 +11,7 @@ own pretraining corpus (rebuilt with the settings it was trained with; its docum
 3. for every contiguous block of n = L - keep layers, its angular distance d(l, l+n) (last token)
    and the real NLL increase when it is removed; Spearman's rank correlation between the two.
 
-Layers are removed in memory (each dropped layer returns its input: ``analysis.decoder.skip_layers``),
+Layers are removed in memory (each dropped layer returns its input: ``decoder.skip_layers``),
 which tests/test_cut_equivalence.py shows computes the same logits as the cut checkpoint.
 
 Run from the repository root:  .venv/bin/python benchmarks/bench_strategies.py
@@ -68,7 +68,7 @@ def main() -> None:
     args = p.parse_args()
 
     from downcycle.analysis.analyze import choose_layers
-    from downcycle.analysis.decoder import find_decoder_layers, skip_layers
+    from downcycle.decoder import find_decoder_layers, skip_layers
     from downcycle.analysis.nll import calibration_nll
     from downcycle.analysis.run import analyze_to_plan
     from downcycle.analysis.strategies import STRATEGIES, resolve_keep

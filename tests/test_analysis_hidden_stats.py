@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from downcycle.analysis.decoder import find_decoder_layers
+from downcycle.decoder import find_decoder_layers
 from downcycle.analysis.hidden_stats import as_batches, collect_hidden_stats
 from downcycle.analysis.metrics import angular_matrix, block_influence
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from downcycle.analysis.analyze import analyze_model, choose_layers
-from downcycle.analysis.decoder import find_decoder_layers
+from downcycle.decoder import find_decoder_layers
 from downcycle.analysis.hidden_stats import as_batches
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from downcycle.analysis.decoder import find_decoder_layers, skip_layers
+from downcycle.decoder import find_decoder_layers, skip_layers
 from downcycle.analysis.hidden_stats import as_batches
 from downcycle.analysis.nll import cache_stride, calibration_nll, greedy_removal
 

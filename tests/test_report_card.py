@@ -95,6 +95,6 @@ def test_card_command_with_results_and_errors(experiment, tmp_path, capsys):  # 
     card = (model / "README.md").read_text()
     assert f"| loss | nll | {nll:.4f} |" in card and "strategy `block`" in card
     assert main(["card", str(tmp_path)]) == 1
-    assert "no downcycle.json of a cut, prune or train stage" in capsys.readouterr().err
+    assert "no downcycle.json of a cut, prune, heal or train stage" in capsys.readouterr().err
     with pytest.raises(DowncycleError):
         write_card(experiment / "scores")  # an eval directory is not a model

@@ -52,7 +52,7 @@ def batches(n: int = 4, seq: int = 12, size: int = 2):
 
 
 def layers_of(model):
-    from downcycle.analysis.decoder import find_decoder_layers
+    from downcycle.decoder import find_decoder_layers
 
     return find_decoder_layers(model)[1]
 

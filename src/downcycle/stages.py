@@ -24,6 +24,7 @@ from .recipe.cut import ConvertConfig, CutConfig
 from .recipe.data import DataConfig
 from .recipe.evaluate import CompareConfig, EvalConfig, TaskDataConfig
 from .recipe.generate import GenerateConfig
+from .recipe.heal import HealConfig
 from .recipe.prune import PruneConfig
 from .recipe.report import CardConfig, ReportConfig
 from .recipe.run import DemoConfig, RunConfig, SweepConfig
@@ -59,10 +60,11 @@ class StageSpec:
 
 
 STAGES: dict[str, StageSpec] = {
-    "cut": StageSpec(CutConfig, "downcycle.pipeline.cut_keep:run_cut", "downcycle.surgery.cut:summary"),
+    "cut": StageSpec(CutConfig, "downcycle.pipeline.cut_keep:run_cut", "downcycle.pipeline.cut_keep:summary"),
     "prune": StageSpec(PruneConfig, "downcycle.pipeline.prune_run:run_prune", "downcycle.surgery.prune:summary"),
     "convert": StageSpec(ConvertConfig, "downcycle.convert.run:convert", "downcycle.convert.run:summary"),
     "demo": StageSpec(DemoConfig, "downcycle.demo:run_demo", "downcycle.demo:summary", echo=True),
+    "heal": StageSpec(HealConfig, "downcycle.healing.run:run_heal", "downcycle.healing.run:summary", echo=True),
     "train": StageSpec(TrainConfig, "downcycle.training.run:run_train", "downcycle.training.run:summary"),
     "analyze": StageSpec(AnalyzeConfig, "downcycle.analysis.run:run_analyze", "downcycle.analysis.run:summary"),
     "ls": StageSpec(LsConfig, "downcycle.registries:run_ls", "downcycle.registries:summary"),

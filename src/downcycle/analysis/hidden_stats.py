@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .decoder import find_decoder_layers, layer_input
+from ..decoder import find_decoder_layers, layer_input
 
 __all__ = ["HiddenStats", "as_batches", "batch_mask", "collect_hidden_stats", "token_cosines"]
 

@@ -9,7 +9,7 @@ one-pass metrics, which is why it is optional.
 
 The loss is next-token NLL as a sum over sums: total NLL of every predicted non-padding token,
 divided once by their count. Layers are removed in memory by making them identities
-(:func:`~downcycle.analysis.decoder.skip_layers`); nothing is copied.
+(:func:`~downcycle.decoder.skip_layers`); nothing is copied.
 
 How. Removing layer ``c`` changes nothing before ``c``. So the states entering the layers of the
 current (already pruned) model are kept, on every calibration batch, and a candidate ``c`` runs
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..output_layer import checked_split, position_nll
-from .decoder import find_decoder_layers, layer_input, skip_layers, with_layer_input
+from ..decoder import find_decoder_layers, layer_input, skip_layers, with_layer_input
 from .hidden_stats import batch_mask
 
 __all__ = ["STATE_CACHE_BYTES", "GreedyRemoval", "cache_stride", "calibration_nll", "greedy_removal"]

@@ -56,7 +56,7 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     calib, tok_path = _calibration(config, src)  # every input checked before the model loads
     device = resolve_device(config.device)
     model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
-    from .decoder import num_decoder_layers
+    from ..decoder import num_decoder_layers
 
     num = num_decoder_layers(model)
     keep = resolve_keep(config.keep, num)
@@ -90,7 +90,7 @@ def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
     what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
     from ..architecture import num_layers
     from ..loading import read_config
-    from .calibration import model_calibration
+    from ..data.calibration import model_calibration
 
     model_config = read_config(src)
     resolve_keep(config.keep, num_layers(model_config))

@@ -44,7 +44,7 @@ from typing import Any
 
 from ..architecture import HIDDEN, loaded_text_config, text_config, width_family, width_refusal
 from ..errors import DowncycleError
-from .decoder import find_decoder_layers
+from ..decoder import find_decoder_layers
 from .hidden_stats import batch_mask
 
 WIDTH_DIR = "width"  # analyze --width: width/scores.json and the plot, beside plan.json
@@ -230,7 +230,7 @@ def width_scores_for_prune(source_dir: Path, data: str, *, samples: int, seq_len
     import torch
 
     from ..loading import load_model, read_config, resolve_device
-    from .calibration import model_calibration
+    from ..data.calibration import model_calibration
     from .hidden_stats import as_batches
 
     check_width_family(read_config(Path(source_dir)))

@@ -29,6 +29,9 @@ _HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
 # Module path segments that hold a decoder layer's feed-forward block
 # (Llama/Qwen/Gemma/GPT-2: "mlp", Mixtral: "block_sparse_moe", others: "feed_forward", "ffn").
 MLP_SEGMENTS = ("mlp", "feed_forward", "ffn", "block_sparse_moe")
+# Norms a decoder layer applies to its MLP block's output before the residual add (Gemma 2/3, OLMo 2):
+# a linear map folded into the MLP's down projection would pass through them, so it is not exact.
+MLP_OUTPUT_NORMS = ("post_feedforward_layernorm", "post_mlp_layernorm", "post_ffw_norm", "post_ffn_norm")
 # Config fields of families whose head does more than a linear map (softcapping, scaling).
 LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale", "logit_softcapping")
 

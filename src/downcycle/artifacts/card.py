@@ -129,6 +129,26 @@ def _train_lines(man: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _heal_lines(man: dict[str, Any]) -> list[str]:
+    cfg, out = man["config"], man.get("outputs", {})
+    calib = out.get("calibration", {})
+    what = {"linear": "linear replacement (a least-squares map per gap, folded into the down projection of the kept layer "
+                      "before it; ReplaceMe, arXiv 2505.02819)",
+            "layer": "layer replacement (one decoder layer per gap, trained alone on the reference's states entering and "
+                     "leaving the gap; LLM-Streamline, arXiv 2403.19135)"}.get(cfg.get("method"), cfg.get("method"))
+    lines = [f"- **Healed** by `downcycle heal --method {cfg.get('method')}`: {what}; source layers "
+             f"{out.get('layers_spec')} of {out.get('source_layers')}; calibration: {calib.get('tokens', 0):,} tokens of `{calib.get('source')}`."]
+    for g in out.get("gaps", []):
+        if "residual_after" in g:
+            lines.append(f"  - Gap {g['gap']} (after layer {g['after_layer']}): residual per token {g['residual_before']:.4g} -> "
+                         f"{g['residual_after']:.4g} (lambda {g['lambda']:.3g}).")
+        else:
+            lines.append(f"  - Gap {g['gap']}: one layer (from layer {g.get('init_layer')}) for {g.get('replaces')}, trained "
+                         f"{g.get('epochs')} epochs with the {g.get('loss')} loss; held-out {g.get('loss')} "
+                         f"{g['held_out_before']['loss']:.4g} -> {g['held_out_after']['loss']:.4g}.")
+    return lines
+
+
 def _datasets(man: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(hub dataset ids, every source) of the corpus a train stage read, from the corpus's manifest."""
     data = man["inputs"].get("data", {})
@@ -136,6 +156,9 @@ def _datasets(man: dict[str, Any]) -> tuple[list[str], list[str]]:
     sources = [str(s) for s in (corpus or {}).get("inputs", {}).get("sources", [])]
     ids = [s.removeprefix("hf:").split("@")[0] for s in sources if s.startswith("hf:")]
     return ids, sources
+
+
+_MODEL_STAGES = ("cut", "prune", "heal", "train")
 
 
 def card_text(model_dir: Path, evaluation: Sequence[str] = ()) -> str:
@@ -147,18 +170,20 @@ def card_text(model_dir: Path, evaluation: Sequence[str] = ()) -> str:
     """
     model_dir = Path(model_dir)
     man = read_manifest(model_dir)
-    if man is None or man.get("stage") not in ("cut", "prune", "train"):
-        raise DowncycleError(f"{model_dir}: no downcycle.json of a cut, prune or train stage (a card describes a model downcycle made)")
+    if man is None or man.get("stage") not in _MODEL_STAGES:
+        raise DowncycleError(f"{model_dir}: no downcycle.json of a cut, prune, heal or train stage (a card describes a model downcycle made)")
     steps: list[tuple[Path, dict]] = [(model_dir, man)]
-    while steps[-1][1]["stage"] == "train":  # walk back to the cut (or the first model) this one came from
+    while steps[-1][1]["stage"] in ("train", "heal"):  # walk back to the cut (or the first model) this one came from
         parent = Path(steps[-1][1]["inputs"].get("model", {}).get("path", ""))
         pm = read_manifest(parent) if parent.is_dir() else None
-        if pm is None or pm.get("stage") not in ("cut", "prune", "train") or len(steps) > 8:
+        if pm is None or pm.get("stage") not in _MODEL_STAGES or len(steps) > 8:
             break
         steps.append((parent, pm))
     root = steps[-1][1]
     if root["stage"] in ("cut", "prune"):
         source, source_path = root["config"]["source"], Path(root["inputs"].get("source_path", ""))
+    elif root["stage"] == "heal":  # healed while cutting (`cut --heal`): no cut directory before it
+        source, source_path = root["inputs"]["reference"]["source"], Path(root["inputs"]["reference"].get("source_path", ""))
     else:
         source, source_path = str(root["inputs"]["model"].get("source")), Path(root["inputs"]["model"].get("path", ""))
     # the source's own card first; else the card of a model in between (a cut's card carries the source's licence on)
@@ -175,7 +200,7 @@ def card_text(model_dir: Path, evaluation: Sequence[str] = ()) -> str:
     meta["library_name"] = "transformers"
     if lic:
         meta["license"] = lic
-    layer_pruned = any(m["stage"] == "cut" or (m["stage"] == "prune" and m.get("outputs", {}).get("dropped_layers")) for _, m in steps)
+    layer_pruned = any(m["stage"] in ("cut", "heal") or (m["stage"] == "prune" and m.get("outputs", {}).get("dropped_layers")) for _, m in steps)
     meta["tags"] = ["downcycle"] + (["layer-pruning"] if layer_pruned else []) + \
         (["width-pruning"] if any(m["stage"] == "prune" for _, m in steps) else []) + \
         [t for t in dict.fromkeys(_TAGS.get(x, x) for x in methods if x)]
@@ -184,7 +209,8 @@ def card_text(model_dir: Path, evaluation: Sequence[str] = ()) -> str:
             (f"Made with downcycle from `{source}`. The steps below are read from the `downcycle.json` manifests, "
              "which also hold the exact configs, input hashes and library versions."), "", "## How it was made", ""]
     for d, m in reversed(steps):
-        body += _cut_lines(d, m) if m["stage"] == "cut" else _prune_lines(m) if m["stage"] == "prune" else _train_lines(m)
+        body += _cut_lines(d, m) if m["stage"] == "cut" else _prune_lines(m) if m["stage"] == "prune" else \
+            _heal_lines(m) if m["stage"] == "heal" else _train_lines(m)
     if sources:
         body += ["", "Training corpus sources: " + ", ".join(f"`{s}`" for s in sources) + "."]
     if evaluation:

@@ -13,12 +13,13 @@ from .data import DataConfig
 from .evaluate import CompareConfig, EvalConfig, TaskDataConfig
 from .fields import arg, output_dict, to_dict
 from .generate import GenerateConfig
+from .heal import HEAL_METHODS, HealConfig
 from .prune import PruneConfig
 from .report import CardConfig, ReportConfig
 from .run import DemoConfig, RunConfig, SweepConfig
 from .train import TrainConfig
 
 __all__ = [
-    "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "LsConfig", "PruneConfig",
+    "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "HEAL_METHODS", "HealConfig", "LsConfig", "PruneConfig",
     "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "output_dict", "to_dict",
 ]  # fmt: skip

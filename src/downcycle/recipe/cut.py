@@ -26,7 +26,11 @@ class CutConfig:
     threads: int = arg("output shards copied at once (0: one per CPU core, at most 8)", 0, affects_output=False)
     keep: str | None = arg("instead of a selection: analyze SRC on --data first and keep this many layers (24) or this fraction (0.75)", metavar="K")
     strategy: str = arg("with --keep: how the analysis chooses (first, first-last, uniform, block, bi, nll; see `downcycle ls`)", "block")
-    data: str | None = arg("with --keep: calibration text for the analysis (see `downcycle analyze`)", metavar="DATA")
+    data: str | None = arg("with --keep: calibration text for the analysis (see `downcycle analyze`); with --heal: for the healing",
+                           metavar="DATA")
+    heal: str | None = arg("heal the cut while writing it: linear or layer (see `downcycle heal`; needs --data)", metavar="METHOD")
+    heal_samples: int = arg("with --heal: calibration windows", 96)
+    heal_seq_len: int = arg("with --heal: tokens per calibration window", 256)
 
     def __post_init__(self) -> None:
         given = [name for name in ("layers", "drop", "plan", "keep") if getattr(self, name) is not None]
@@ -36,6 +40,13 @@ class CutConfig:
             raise DowncycleError(f"--threads: {self.threads} must be 0 (one per CPU core) or more")
         if self.keep is not None and self.data is None:
             raise DowncycleError("cut --keep needs --data (calibration text for the analysis that chooses the layers)")
+        if self.heal is not None:
+            from .heal import HEAL_METHODS
+
+            if self.heal not in HEAL_METHODS:
+                raise DowncycleError(f"--heal: {self.heal!r} is not one of {', '.join(HEAL_METHODS)}")
+            if self.data is None:
+                raise DowncycleError("cut --heal needs --data (calibration text for the healing)")
         self.out = Path(self.out)
         if self.plan is not None:
             self.plan = Path(self.plan)

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS, layer_count, loaded_text_config
-from ..errors import DowncycleError
+from .architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS, layer_count, loaded_text_config
+from .errors import DowncycleError
 
 __all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
 

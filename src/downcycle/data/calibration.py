@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 
-__all__ = ["Calibration", "load_calibration", "model_calibration", "pack_windows"]
+__all__ = ["Calibration", "corpus_calibration", "load_calibration", "model_calibration", "pack_windows"]
 
 
 @dataclass
@@ -62,7 +62,7 @@ def load_calibration(source: str, tokenizer: Any, *, samples: int, seq_len: int,
     Raises:
         DowncycleError: if the source is unreadable or too short for even one window.
     """
-    from ..data.sources import iter_texts
+    from .sources import iter_texts
 
     texts = iter_texts(source, text_field=text_field)
     ids, docs = pack_windows((tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts), seq_len, samples,
@@ -70,6 +70,21 @@ def load_calibration(source: str, tokenizer: Any, *, samples: int, seq_len: int,
     if ids.shape[0] == 0:
         raise DowncycleError(f"{source}: too little text for one calibration window of {seq_len} tokens (lower --seq-len)")
     return Calibration(ids, source, docs, int(ids.numel()))
+
+
+def corpus_calibration(corpus: Path, samples: int) -> Calibration:
+    """The first ``samples`` train sequences of a corpus written by ``downcycle data`` (its own length):
+    already tokenized and packed, so the windows are exactly what training on that corpus reads."""
+    import torch
+
+    from .loader import PackedDataset
+
+    ds = PackedDataset(corpus, split="train")
+    n = min(samples, len(ds))
+    if n == 0:
+        raise DowncycleError(f"{corpus}: no train sequences for calibration")
+    ids = torch.stack([ds[i]["input_ids"] for i in range(n)])
+    return Calibration(ids, str(corpus), n, int(ids.numel()))
 
 
 def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_field: str = "text", tokenizer: str | None = None,
@@ -95,7 +110,10 @@ def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_
         tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
-    calib = load_calibration(data, tok, samples=samples, seq_len=seq_len, text_field=text_field)
+    if (Path(data) / "corpus.json").is_file():
+        calib = corpus_calibration(Path(data), samples)
+    else:
+        calib = load_calibration(data, tok, samples=samples, seq_len=seq_len, text_field=text_field)
     vocab = embedding_rows(model_config)
     if vocab is not None and int(calib.input_ids.max()) >= vocab:
         raise DowncycleError(f"{tok_path}: the tokenizer gives token id {int(calib.input_ids.max())}, but the model has only "

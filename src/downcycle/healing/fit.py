@@ -1,0 +1,113 @@
+"""The two healing fits on a loaded reference: they capture what each gap needs in one calibration
+pass (:func:`.states.capture`) and return the output's changed tensors, by checkpoint name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..decoder import find_decoder_layers
+from ..errors import DowncycleError
+from .gaps import Gap
+from .states import Needs, capture, down_projection, final_norm_and_head, mlp_module
+
+__all__ = ["fit_layers", "fit_linear"]
+
+_EXACT = 1e-4  # the folded layer's output against R + X·T, relative to its largest value (float32 rounding is ~1e-6)
+
+
+def _target(states: dict, gap: Gap) -> Any:
+    return states["final"] if gap.tail else states[("in", gap.end)]
+
+
+def fit_linear(model: Any, windows: Any, gaps: list[Gap], kept: list[int], prefix: str,
+               config: Any) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Linear replacement of every gap: the folded down projections (by checkpoint name of the cut that keeps
+    ``kept``), each gap's report, and each gap's T."""
+    from .linear import LinearFit, fold, solve
+
+    _, layers = find_decoder_layers(model)
+    hidden = model.config.get_text_config().hidden_size
+    needs = Needs(inputs={g.start for g in gaps} | {g.end for g in gaps if not g.tail}, mlp={g.before for g in gaps},
+                  final=any(g.tail for g in gaps))
+    fits = {g: LinearFit(g) for g in gaps}
+    first: dict | None = None
+    for states, _ in capture(model, windows, config.batch_size, needs, config.progress, desc="linear replacement"):
+        first = first or states
+        for g in gaps:
+            x = states[("mlp", g.before)]
+            r = states[("in", g.start)] - x
+            fits[g].add(x, _target(states, g) - r)
+    tensors, reports, maps = {}, [], {}
+    for g in gaps:
+        t = solve(fits[g], config.ridge)
+        mlp_name, mlp = mlp_module(layers[g.before])
+        down_name, down = down_projection(mlp, hidden)
+        conv1d = type(down).__name__ == "Conv1D"
+        weight, bias = fold(t, down.weight, down.bias, conv1d)
+        fits[g].report["exact_fold_error"] = _check_fold(model, first, windows[:config.batch_size], g, down, weight, bias, t)
+        name = f"{prefix}{kept.index(g.before)}.{mlp_name}.{down_name}"
+        tensors[f"{name}.weight"] = weight
+        if bias is not None:
+            tensors[f"{name}.bias"] = bias
+        reports.append(fits[g].report)
+        maps[g.name] = t
+    return tensors, reports, maps
+
+
+def _check_fold(model: Any, first: dict, ids: Any, gap: Gap, down: Any, weight: Any, bias: Any, t: Any) -> float:
+    """Run the first calibration batch with the fold in place: the state leaving the kept layer must be R + X·T.
+    Returns the relative error; refuses the family when it is not float rounding."""
+
+    x = first[("mlp", gap.before)].double()
+    expected = first[("in", gap.start)].double() - x + x @ t.to(x.device)
+    saved = (down.weight.data, None if down.bias is None else down.bias.data)
+    down.weight.data = weight
+    if bias is not None:
+        down.bias.data = bias
+    try:
+        states = next(capture(model, ids, ids.shape[0], Needs(inputs={gap.start})))[0]
+    finally:
+        down.weight.data = saved[0]
+        if saved[1] is not None:
+            down.bias.data = saved[1]
+    err = float((states[("in", gap.start)].double() - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
+    if err > _EXACT:
+        raise DowncycleError(f"linear replacement: the map folded into {type(down).__name__} of layer {gap.before} does not give "
+                             f"R + X·T (relative error {err:.2g}): this family does not add its MLP output to the residual as is")
+    return err
+
+
+def fit_layers(model: Any, windows: Any, gaps: list[Gap], kept: list[int], prefix: str, config: Any, device: Any,
+               echo: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
+    """Layer replacement of every gap: the trained layers' tensors (by checkpoint name of the output, which keeps
+    ``kept`` plus each gap's initial layer), each gap's report, and the output's source layers."""
+    from ..loading import resolve_precision
+    from .layer import ReplacementRun, resolve_loss, train_replacement
+
+    _, layers = find_decoder_layers(model)
+    placed = {g: g.start if config.init == "first" else g.end - 1 for g in gaps}  # the kwargs are those of the layer's place
+    needs = Needs(inputs={g.start for g in gaps} | {g.end for g in gaps if not g.tail}, kwargs_of=set(placed.values()),
+                  final=any(g.tail for g in gaps))
+    runs = {g: ReplacementRun(g, resolve_loss(config.loss, g)) for g in gaps}
+    kwargs: dict = {}
+    for states, kwargs in capture(model, windows, config.batch_size, needs, config.progress, desc="layer replacement: states"):
+        for g in gaps:
+            runs[g].inputs.append(states[("in", g.start)])
+            runs[g].targets.append(_target(states, g))
+    head = final_norm_and_head(model) if any(r.loss == "kl" for r in runs.values()) else None
+    precision = resolve_precision(config.precision, device.type)
+    out_layers = sorted(set(kept) | set(placed.values()))
+    tensors, reports = {}, []
+    for g in gaps:
+        runs[g].kwargs = kwargs[placed[g]]
+        layer = train_replacement(runs[g], layers[placed[g]], head, epochs=config.epochs, lr=config.lr, seed=config.seed,
+                                  precision=precision, echo=echo)
+        position = out_layers.index(placed[g])
+        for pname, p in layer.named_parameters():
+            tensors[f"{prefix}{position}.{pname}"] = p.detach()
+        reports.append({**runs[g].report, "init_layer": placed[g], "position": position})
+        runs[g].inputs.clear()
+        runs[g].targets.clear()
+    if not reports:
+        raise DowncycleError("layer replacement: no gap to replace")
+    return tensors, reports, out_layers

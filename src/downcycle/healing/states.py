@@ -1,0 +1,147 @@
+"""One pass of calibration windows through the uncut reference, with the states healing needs
+captured by hooks on the model's own modules (so every family's math runs as in ``transformers``):
+
+- the hidden state *entering* a decoder layer (a forward pre-hook: the first positional argument or
+  ``hidden_states=``), which is also the state leaving the layer before it;
+- the last layer's output (the state the final norm receives);
+- an MLP block's output (the ``X`` of linear replacement), before it is added to the residual stream;
+- the keyword arguments a layer was called with (position embeddings, masks), so that a layer can be
+  run alone on cached states exactly as the model runs it.
+
+The forward stops after the deepest layer anything is needed from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..architecture import MLP_SEGMENTS
+from ..decoder import find_decoder_layers, layer_input
+from ..errors import DowncycleError
+
+__all__ = ["Needs", "capture", "down_projection", "final_norm_and_head", "mlp_module"]
+
+
+@dataclass
+class Needs:
+    """What to capture. ``inputs``/``mlp``/``kwargs_of``: source layer indices; ``final``: the last layer's output."""
+
+    inputs: set[int] = field(default_factory=set)
+    mlp: set[int] = field(default_factory=set)
+    kwargs_of: set[int] = field(default_factory=set)
+    final: bool = False
+
+
+class _Stop(Exception):
+    """Raised by a hook once everything needed from a batch is captured."""
+
+
+def _tensor(output: Any) -> Any:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def mlp_module(layer: Any) -> tuple[str, Any]:
+    """The feed-forward block of a decoder layer (its child named mlp, feed_forward or ffn)."""
+    found = [(name, m) for name, m in layer.named_children() if name in MLP_SEGMENTS]
+    if len(found) != 1:
+        raise DowncycleError(f"{type(layer).__name__}: no single feed-forward block among its modules "
+                             f"({', '.join(n for n, _ in layer.named_children())})")
+    return found[0]
+
+
+def down_projection(mlp: Any, hidden: int) -> tuple[str, Any]:
+    """The MLP's one linear map back to the residual width (``down_proj``, ``c_proj``, ``fc2``,
+    ``dense_4h_to_h`` ...): its only ``nn.Linear``/``Conv1D`` child with ``hidden`` outputs."""
+    import torch
+
+    found = []
+    for name, m in mlp.named_children():
+        if type(m) is torch.nn.Linear and m.out_features == hidden or type(m).__name__ == "Conv1D" and getattr(m, "nf", None) == hidden:
+            found.append((name, m))
+    if len(found) != 1:
+        raise DowncycleError(f"{type(mlp).__name__}: no single linear projection to the hidden size {hidden} "
+                             "(a mixture of experts, or a fused block): linear replacement cannot fold into it")
+    return found[0]
+
+
+def final_norm_and_head(model: Any) -> tuple[Any, Any]:
+    """The norm the last layer's output goes through and the output layer: the one norm module among
+    the children of the module that holds the decoder layers, and ``get_output_embeddings()``."""
+    from ..architecture import logit_transform
+
+    name, _ = find_decoder_layers(model)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    norms = [m for n, m in parent.named_children() if "norm" in type(m).__name__.lower() or "norm" in n.lower() or n == "ln_f"]
+    head = model.get_output_embeddings()
+    if len(norms) != 1 or head is None:
+        raise DowncycleError(f"{type(model).__name__}: no single final norm beside the decoder layers, or no output layer")
+    transform = logit_transform(model.config.get_text_config())
+    if transform:
+        raise DowncycleError(f"{type(model).__name__}: its config transforms the logits ({transform}); the kl loss is refused")
+    return norms[0], head
+
+
+def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: bool = False,
+            desc: str = "calibration") -> Iterator[tuple[dict[str, Any], dict[int, dict[str, Any]]]]:
+    """Run ``windows`` ((N, S) token ids, full-length: no padding) through ``model`` in batches of
+    ``batch_size`` and yield, per batch, ``(states, kwargs)``: ``states`` holds ``("in", i)``,
+    ``("mlp", i)`` and ``"final"`` tensors (float32, detached, on the model's device); ``kwargs``
+    the keyword arguments of the layers in ``needs.kwargs_of`` (tensors detached).
+    """
+    import torch
+
+    from ..progress import progress_bar
+
+    _, layers = find_decoder_layers(model)
+    n = len(layers)
+    deepest = n - 1 if needs.final else max([*needs.inputs, *needs.mlp, *needs.kwargs_of, 0])
+    states: dict[Any, Any] = {}
+    kwargs: dict[int, dict[str, Any]] = {}
+    handles = []
+
+    def pre(i: int):
+        def hook(module: Any, args: tuple, kw: dict) -> None:
+            if i in needs.inputs:
+                states[("in", i)] = layer_input(args, kw).detach().float()
+            if i in needs.kwargs_of:
+                kwargs[i] = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in kw.items() if k != "hidden_states"}
+        return hook
+
+    def post(i: int):
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if needs.final and i == n - 1:
+                states["final"] = _tensor(output).detach().float()
+            if i == deepest:
+                raise _Stop
+        return hook
+
+    def mlp_hook(i: int):
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            states[("mlp", i)] = _tensor(output).detach().float()
+        return hook
+
+    for i in sorted(needs.inputs | needs.kwargs_of):
+        handles.append(layers[i].register_forward_pre_hook(pre(i), with_kwargs=True))
+    for i in sorted(needs.mlp):
+        handles.append(mlp_module(layers[i])[1].register_forward_hook(mlp_hook(i)))
+    handles.append(layers[deepest].register_forward_hook(post(deepest)))
+    if needs.final and deepest != n - 1:  # pragma: no cover -- deepest is n - 1 whenever final is needed
+        handles.append(layers[n - 1].register_forward_hook(post(n - 1)))
+    device = next(model.parameters()).device
+    batches = range(0, int(windows.shape[0]) - batch_size + 1, batch_size)  # full batches: one shape for cached kwargs
+    try:
+        with progress_bar(total=len(batches), desc=desc, unit="batch", disable=not progress, leave=False) as bar:
+            for start in batches:
+                states.clear()
+                try:
+                    with torch.no_grad():  # not inference_mode: cached states become training inputs; not around the yield
+                        model(input_ids=windows[start:start + batch_size].to(device), use_cache=False)
+                except _Stop:
+                    pass
+                yield dict(states), kwargs
+                bar.update(1)
+    finally:
+        for h in handles:
+            h.remove()
