@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from ..recipe import AnalyzeConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
+from ..recipe import HEAL_METHODS, AnalyzeConfig, DataConfig, EvalConfig, HealConfig, ReportConfig, TrainConfig
 from .recipe_values import Where, check_name, coerce, kind, local_path, opt_str, scalar, unknown, unknown_key
 
 __all__ = ["Recipe", "CutSpec", "HealSpec", "load_recipe", "parse_recipe"]
@@ -34,11 +34,13 @@ OWNED = {
     "data": {"out", "force", "resume", "progress"},
     "analyze": {"model", "out", "force", "progress", "keep", "strategy", "metric"},
     "heal": {"model", "data", "out", "force", "resume", "progress"},
+    "heal_states": {"model", "out", "force", "progress", "reference"},  # heal entries of method linear or layer
     "eval": {"models", "out", "force", "progress"},
     "report": {"dir"},
 }
 # Fields naming local files or directories, resolved against the recipe's directory.
 PATH_FIELDS = {"data": {"tokenizer", "source", "gen_prompts"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
+               "heal_states": {"data"},
                "eval": {"data", "task_data", "harness_include"}}
 
 
@@ -56,13 +58,22 @@ class CutSpec:
 @dataclass
 class HealSpec:
     """One healing run applied to each of ``cuts`` (``reference`` among them: the control run on the
-    uncut model); ``options`` are ``downcycle train`` options; ``corpus`` names one of the recipe's
-    ``corpora`` (None: the ``data`` corpus)."""
+    uncut model); ``options`` are ``downcycle train`` options, or ``downcycle heal`` options when the
+    method is ``linear`` or ``layer`` (:data:`~downcycle.recipe.HEAL_METHODS`); ``corpus`` names one of
+    the recipe's ``corpora`` (None: the ``data`` corpus), which a ``heal`` method calibrates on unless
+    its options name ``data``; ``on`` names an earlier heal entry whose output this one starts from (e.g.
+    LoRA on top of linear replacement)."""
 
     name: str
     cuts: list[str]
     options: dict[str, Any]
     corpus: str | None = None
+    on: str | None = None
+
+    @property
+    def activation_level(self) -> bool:
+        """Whether this entry runs ``downcycle heal`` (linear or layer replacement) rather than ``train``."""
+        return self.options.get("method") in HEAL_METHODS
 
 
 @dataclass
@@ -179,8 +190,9 @@ def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: 
         if not isinstance(item, dict):
             raise w.error(where, f"expected a mapping of `downcycle train` options, got {kind(item)}")
         item = dict(item)
-        name, cuts, corpus = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None)
-        options = _section(w, where, item, TrainConfig, base, owned_key="heal")
+        name, cuts, corpus, on = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None), item.pop("on", None)
+        states = item.get("method") in HEAL_METHODS
+        options = _section(w, where, item, HealConfig if states else TrainConfig, base, owned_key="heal_states" if states else "heal")
         name = scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
         check_name(w, f"{where}.name", name, [s.name for s in specs])
         if cuts is None:
@@ -197,7 +209,17 @@ def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: 
             if corpus not in corpora:
                 raise w.error(f"{where}.corpus", f"no corpus named {corpus!r} in `corpora`"
                                                  + (f" (the recipe's: {', '.join(corpora)})" if corpora else ""))
-        specs.append(HealSpec(name, [str(c) for c in cuts], options, corpus))
+        if states and CONTROL in cuts:
+            raise w.error(f"{where}.cuts", f"method {options['method']!r} heals the gaps of a cut; the uncut {CONTROL!r} has none")
+        if on is not None:
+            on = scalar(w, f"{where}.on", on)
+            start = next((s for s in specs if s.name == on), None)
+            if start is None:
+                raise w.error(f"{where}.on", f"no earlier heal entry named {on!r} (the ones before: {', '.join(s.name for s in specs) or 'none'})")
+            missing = [c for c in cuts if c not in start.cuts or c == CONTROL]
+            if missing:
+                raise w.error(f"{where}.on", f"heal entry {on!r} does not heal {', '.join(map(str, missing))}")
+        specs.append(HealSpec(name, [str(c) for c in cuts], options, corpus, on))
     return specs
 
 
@@ -219,7 +241,7 @@ def _section(w: Where, where: str, doc: Any, cls: type, base: Path, owned_key: s
         values[name] = coerce(w, f"{where}.{raw}", value, hints[name])
         if name in PATH_FIELDS.get(key, ()) and values[name] is not None:
             v = values[name]
-            hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval") and name == "data")
+            hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval", "heal_states") and name == "data")
             values[name] = [local_path(w, f"{where}.{raw}", s, base, hub=False) for s in v] if isinstance(v, list) \
                 else local_path(w, f"{where}.{raw}", str(v), base, hub=hub)
     return values

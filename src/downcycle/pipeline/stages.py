@@ -7,7 +7,7 @@ Stage directories under the experiment's output directory (the layout ``downcycl
     analysis/                        analyze    layer scores of the reference, heatmaps
     plans/<cut>.json                            each strategy's choice, derived from analysis/scores.json
     cut-<name>[-<depth>]/            cut        one per cut (per depth in a sweep)
-    healed-<cut>-<heal>/             train      one per healing run and cut it applies to
+    healed-<cut>-<heal>/             train/heal one per healing run and cut it applies to (heal: linear or layer replacement)
     control-<heal>/                  train      the uncut reference trained the same way (heal[].cuts: [reference])
     eval/                            eval       every model's results.json
     compare/                         compare    the side-by-side table and charts
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from ..recipe import AnalyzeConfig, CompareConfig, CutConfig, DataConfig, EvalConfig, ReportConfig, TrainConfig
+from ..recipe import AnalyzeConfig, CompareConfig, CutConfig, DataConfig, EvalConfig, HealConfig, ReportConfig, TrainConfig
 from .recipe_file import CONTROL, CutSpec, Recipe
 
 __all__ = ["Stage", "build_stages"]
@@ -119,16 +119,27 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
             targets = [(f"control-{heal.name}", recipe.reference, None, reference_info)] if cut_name == CONTROL else \
                 [(f"healed-{c.name.removeprefix('cut-')}-{heal.name}", str(out / c.name), c.name, c.info) for c in cut_stages[cut_name]]
             for name, model, parent, parent_info in targets:
+                start = parent  # the stage whose model this one starts from: the cut, or (`on`) an earlier heal of it
+                if heal.on is not None and parent is not None:
+                    start = f"healed-{parent.removeprefix('cut-')}-{heal.on}"
+                    model = str(out / start)
                 options = dict(heal.options)
-                if options.get("method") == "distill" and options.get("teacher") is None:
-                    options["teacher"] = recipe.reference
-                options.setdefault("save_every", _save_every(options))
-                config = _wrap(f"{where}: heal[{h_index}]", lambda o=options, n=name, m=model, c=corpus_stage: TrainConfig(
-                    model=m, data=out / c, out=out / n, **o))
-                after = [corpus_stage] + ([parent] if parent else [])
+                label = f"{where}: heal[{h_index}]"
+                if heal.activation_level:
+                    options.setdefault("data", str(out / corpus_stage))
+                    config = _wrap(label, lambda o=options, n=name, m=model: HealConfig(model=m, out=out / n, **o))
+                    kind = "heal"
+                else:
+                    if options.get("method") == "distill" and options.get("teacher") is None:
+                        options["teacher"] = recipe.reference
+                    options.setdefault("save_every", _save_every(options))
+                    config = _wrap(label, lambda o=options, n=name, m=model, c=corpus_stage: TrainConfig(
+                        model=m, data=out / c, out=out / n, **o))
+                    kind = "train"
+                after = [corpus_stage] + ([start] if start else [])
                 info = {**parent_info, "role": "control" if parent is None else "healed", "heal": heal.name, "method": config.method,
-                        "from": parent or "reference", "corpus": corpus_stage}
-                stages.append(Stage(name, "train", config, after, info=info))
+                        "from": parent or "reference", "corpus": corpus_stage, **({"on": start} if start != parent else {})}
+                stages.append(Stage(name, kind, config, after, info=info))
                 models.append((name, str(out / name), info))
 
     eval_options = dict(recipe.eval)
@@ -136,14 +147,14 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     if eval_options.get("window") is None and eval_options["data"] == str(corpus):
         eval_options["window"] = stages[0].config.seq_len
     evaluation = _wrap(f"{where}: eval", lambda: EvalConfig(models=[m for _, m, _ in models], out=out / "eval", **eval_options))
-    stages.append(Stage("eval", "eval", evaluation, [s.name for s in stages if s.kind in ("data", "cut", "train")],
+    stages.append(Stage("eval", "eval", evaluation, [s.name for s in stages if s.kind in ("data", "cut", "heal", "train")],
                         info={"models": {n: {**i, "eval_name": Path(m).name} for n, m, i in models}}))
     results = [str(out / "eval" / Path(m).name / "results.json") for _, m, _ in models]
     stages.append(Stage("compare", "compare", CompareConfig(results=results, out=out / "compare", reference=Path(recipe.reference).name),
                         ["eval"]))
     if recipe.report is not None:
         report = _wrap(f"{where}: report", lambda: ReportConfig(dir=out, **recipe.report))
-        stages.append(Stage("report", "report", report, [s.name for s in stages if s.kind in ("analyze", "train", "eval", "compare")]))
+        stages.append(Stage("report", "report", report, [s.name for s in stages if s.kind in ("analyze", "heal", "train", "eval", "compare")]))
     fingerprint = reference_fingerprint(ref_dir)
     for stage in stages:
         stage.reference = fingerprint

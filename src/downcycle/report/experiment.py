@@ -58,7 +58,7 @@ class Model:
 
     @property
     def method(self) -> str | None:
-        return self.stage.manifest["config"].get("method") if self.stage and self.stage.kind == "train" else None
+        return self.stage.manifest["config"].get("method") if self.stage and self.stage.kind in ("train", "heal") else None
 
 
 @dataclass
@@ -131,10 +131,10 @@ def discover(root: Path) -> Experiment:
     for s in exp.of_kind("cut"):
         if s.path.resolve() not in cut_sources:
             exp.models.append(Model(s.name, s.path, "cut", s))
-    names = {m.path.resolve(): m.name for m in exp.models}
-    for s in exp.of_kind("train"):
+    for s in exp.of_kind("heal") + exp.of_kind("train"):  # heal first: a training run may start from a heal's output
         if s.path.resolve() in cut_sources:
             continue
+        names = {m.path.resolve(): m.name for m in exp.models}
         parent = _resolved(s.manifest.get("inputs", {}).get("model", {}).get("path"))
         if parent is not None and parent not in names:
             parent = _relocated(parent, root, list(names)) or parent
