@@ -31,9 +31,10 @@ def recipe_doc(tiny_model):
         "out": "experiment",
         "data": {"source": str(EXAMPLES / "corpus" / "kjv.jsonl.gz"), "tokens": "40K", "seq_len": 32, "val": 0.1},
         "analyze": {"samples": 4, "seq_len": 32, "plots": False},
-        "cuts": [{"name": "first", "strategy": "first", "keep": 2}],
+        "cuts": [{"name": "first", "strategy": "first", "keep": 2}, {"name": "first1", "strategy": "first", "keep": 1, "evaluate": False}],
         "heal": [{"name": "linear", "method": "linear", "samples": 8, "batch_size": 4},
-                 {"name": "layer", "method": "layer", "samples": 8, "batch_size": 4, "epochs": 2},
+                 {"name": "layer", "cuts": ["first", "first1"], "method": "layer", "samples": 8, "batch_size": 4, "epochs": 2,
+                  "kl_fraction": 0.5},
                  {"name": "linear-lora", "on": "linear", "method": "lora", "max_steps": 2, "micro_batch": 2, "eval_max_seqs": 2}],
         "eval": {"tasks": "loss", "limit": 3},
         "report": {"new_tokens": 3, "prompt": ["In the beginning"]},
@@ -54,6 +55,8 @@ def test_heal_entries_become_heal_stages(recipe_doc, tmp_path):
     lora = stages["healed-first-linear-lora"]
     assert lora.kind == "train" and Path(lora.config.model) == tmp_path / "out" / "healed-first-linear"
     assert lora.after == ["corpus", "healed-first-linear"] and lora.info["from"] == "cut-first"
+    evaluated = [Path(m).name for m in stages["eval"].config.models]
+    assert "cut-first1" not in evaluated and "cut-first" in evaluated and "healed-first1-layer" in evaluated  # evaluate: false
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -61,6 +64,7 @@ def test_heal_entries_become_heal_stages(recipe_doc, tmp_path):
     ({"heal": [{"name": "x", "method": "linear", "epochs": "many"}]}, "heal[0].epochs"),
     ({"heal": [{"name": "x", "method": "linear", "lora_r": 4}]}, "lora_r"),
     ({"heal": [{"name": "x", "method": "lora", "on": "nothing"}]}, "no earlier heal entry named 'nothing'"),
+    ({"cuts": [{"name": "a", "keep": 2, "evaluate": "no"}]}, "cuts[0].evaluate"),
 ])
 def test_heal_entry_mistakes_are_one_line(recipe_doc, tmp_path, capsys, change, needle):
     path = write(tmp_path, {**recipe_doc, **change})
@@ -76,6 +80,8 @@ def test_recipe_with_linear_layer_and_lora_on_linear_runs_and_reports(recipe_doc
     result = run_recipe(RunConfig(recipe=write(tmp_path, recipe_doc), out=out, progress=False))
     assert {"healed-first-linear", "healed-first-layer", "healed-first-linear-lora"} <= set(result.ran)
     assert json.loads((out / "healed-first-layer" / "config.json").read_text())["num_hidden_layers"] == 3
+    assert json.loads((out / "healed-first1-layer" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert not (out / "eval" / "cut-first1").exists()
     man = json.loads((out / "healed-first-linear" / "downcycle.json").read_text())
     assert man["stage"] == "heal" and man["outputs"]["calibration"]["tokens"] == 8 * 32
     for name in ("cut-first", "healed-first-linear", "healed-first-layer", "healed-first-linear-lora"):

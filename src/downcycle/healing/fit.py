@@ -101,7 +101,7 @@ def fit_layers(model: Any, windows: Any, gaps: list[Gap], kept: list[int], prefi
     for g in gaps:
         runs[g].kwargs = kwargs[placed[g]]
         layer = train_replacement(runs[g], layers[placed[g]], head, epochs=config.epochs, lr=config.lr, seed=config.seed,
-                                  precision=precision, echo=echo)
+                                  precision=precision, kl_fraction=config.kl_fraction, echo=echo)
         position = out_layers.index(placed[g])
         for pname, p in layer.named_parameters():
             tensors[f"{prefix}{position}.{pname}"] = p.detach()

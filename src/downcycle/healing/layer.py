@@ -58,8 +58,9 @@ def _tensor(out: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
-def gap_loss(kind: str, out: Any, target: Any, head: tuple[Any, Any] | None) -> Any:
-    """The loss of ``out`` against ``target`` ((B, S, d) states), mean over tokens."""
+def gap_loss(kind: str, out: Any, target: Any, head: tuple[Any, Any] | None, positions: Any = None) -> Any:
+    """The loss of ``out`` against ``target`` ((B, S, d) states), mean over tokens; ``kl`` only at ``positions``
+    (indices into the B·S flattened tokens) when given: the output layer is most of the cost of a step."""
     import torch
     import torch.nn.functional as F
 
@@ -68,6 +69,8 @@ def gap_loss(kind: str, out: Any, target: Any, head: tuple[Any, Any] | None) -> 
     if kind == "cosine":
         return (1 - F.cosine_similarity(out.float(), target.float(), dim=-1)).mean()
     norm, lm_head = head
+    if positions is not None:
+        out, target = out.reshape(-1, out.shape[-1])[positions], target.reshape(-1, target.shape[-1])[positions]
     with torch.no_grad():
         teacher = F.log_softmax(lm_head(norm(target)).float(), dim=-1)
     student = F.log_softmax(lm_head(norm(out)).float(), dim=-1)
@@ -91,9 +94,12 @@ def _held_out(run: ReplacementRun, layer: Any, head: Any, autocast: Any) -> dict
 
 
 def train_replacement(run: ReplacementRun, source_layer: Any, head: tuple[Any, Any] | None, *, epochs: int, lr: float,
-                      seed: int, precision: str, echo: Any = None) -> Any:
+                      seed: int, precision: str, kl_fraction: float = 1.0, echo: Any = None) -> Any:
     """Train a copy of ``source_layer`` on ``run``'s cached batches (all but the held-out tenth), AdamW with a
-    cosine schedule from ``lr`` (5% linear warm-up); returns the trained layer. Fills ``run.report``."""
+    cosine schedule from ``lr`` (5% linear warm-up); returns the trained layer. Fills ``run.report``.
+
+    ``kl_fraction``: the share of a batch's token positions (drawn afresh each step) that the ``kl`` loss
+    scores: the layer runs on every token, the output layer only on those."""
     import contextlib
 
     import torch
@@ -118,14 +124,17 @@ def train_replacement(run: ReplacementRun, source_layer: Any, head: tuple[Any, A
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     order = random.Random(seed)
+    tokens = run.inputs[0].shape[0] * run.inputs[0].shape[1]
+    scored = max(1, round(kl_fraction * tokens)) if run.loss == "kl" and kl_fraction < 1 else None
     losses = []
     for epoch in range(epochs):
         batches = list(train)
         order.shuffle(batches)
         running = 0.0
         for i in batches:
+            positions = None if scored is None else torch.randperm(tokens, device=device)[:scored]
             with autocast():
-                loss = gap_loss(run.loss, _tensor(layer(run.inputs[i], **run.kwargs)), run.targets[i], head)
+                loss = gap_loss(run.loss, _tensor(layer(run.inputs[i], **run.kwargs)), run.targets[i], head, positions)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -136,6 +145,7 @@ def train_replacement(run: ReplacementRun, source_layer: Any, head: tuple[Any, A
             echo(f"gap {run.gap.name}: epoch {epoch + 1}/{epochs} train {run.loss} {losses[-1]:.4f}")
     after = _held_out(run, layer, head, autocast)
     run.report = {"gap": run.gap.name, "replaces": run.gap.size, "loss": run.loss, "train_batches": len(train),
-                  "held_out_batches": n - len(train), "epochs": epochs, "lr": lr, "train_loss_per_epoch": losses,
+                  "held_out_batches": n - len(train), "epochs": epochs, "lr": lr,
+                  "kl_fraction": kl_fraction if run.loss == "kl" else None, "train_loss_per_epoch": losses,
                   "held_out_before": before, "held_out_after": after, "first_batch_identity_mse": identity["mse"]}
     return layer

@@ -46,13 +46,16 @@ PATH_FIELDS = {"data": {"tokenizer", "source", "gen_prompts"}, "analyze": {"data
 
 @dataclass
 class CutSpec:
-    """One cut variant: explicit ``layers``, or ``keep`` layers chosen by ``strategy`` from the analysis."""
+    """One cut variant: explicit ``layers``, or ``keep`` layers chosen by ``strategy`` from the analysis.
+    ``evaluate: false`` leaves the plain cut out of the evaluation (a cut made only to be healed, e.g. the
+    (K-1)-layer cut that layer replacement turns into K layers)."""
 
     name: str
     keep: str | None = None
     strategy: str = "block"
     metric: str | None = None
     layers: str | None = None
+    evaluate: bool = True
 
 
 @dataclass
@@ -167,7 +170,10 @@ def _cuts(w: Where, items: Any) -> list[CutSpec]:
         if not isinstance(item, dict):
             raise w.error(where, f"expected a mapping (strategy, keep, layers, name), got {kind(item)}")
         unknown(w, where, item, allowed)
-        values = {k.replace("-", "_"): (None if v is None else scalar(w, f"{where}.{k}", v)) for k, v in item.items()}
+        evaluate = item.get("evaluate", True)
+        values = {k.replace("-", "_"): (None if v is None else scalar(w, f"{where}.{k}", v)) for k, v in item.items() if k != "evaluate"}
+        if not isinstance(evaluate, bool):
+            raise w.error(f"{where}.evaluate", f"expected true or false, got {evaluate!r}")
         if (values.get("layers") is None) == (values.get("keep") is None):
             raise w.error(where, "give exactly one of `layers` (e.g. 0-8) or `keep` (a count or a fraction, with a strategy)")
         strategy = values.get("strategy") or "block"
@@ -177,7 +183,7 @@ def _cuts(w: Where, items: Any) -> list[CutSpec]:
         check_name(w, f"{where}.name", name, [s.name for s in specs])
         if name == CONTROL:
             raise w.error(f"{where}.name", f"{CONTROL!r} is reserved (heal[].cuts: [{CONTROL}] trains the uncut reference)")
-        specs.append(CutSpec(name, values.get("keep"), strategy, values.get("metric"), values.get("layers")))
+        specs.append(CutSpec(name, values.get("keep"), strategy, values.get("metric"), values.get("layers"), evaluate))
     return specs
 
 

@@ -109,7 +109,8 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
             stage = Stage(name, "cut", config, after, choice, {**info, "layers": count})
         stages.append(stage)
         cut_stages.setdefault(spec.name, []).append(stage)
-        models.append((name, str(out / name), stage.info))
+        if spec.evaluate:
+            models.append((name, str(out / name), stage.info))
 
     reference_info = {"role": "reference", "cut": CONTROL, "strategy": None, "depth": None, "layers": num_layers}
     for h_index, heal in enumerate(recipe.heal):

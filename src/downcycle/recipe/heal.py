@@ -35,6 +35,8 @@ class HealConfig:
     ridge: float = arg("linear: lambda = ridge x trace(XᵀX) / d, added to XᵀX's diagonal", 1e-4)
     loss: str = arg("layer: auto (kl for the tail gap, mse elsewhere), mse, cosine, kl (the tail gap only: KL of the "
                     "next-token distributions through the frozen final norm and head)", "auto")
+    kl_fraction: float = arg("layer, kl loss: the share of each batch's token positions the loss scores (drawn afresh each "
+                             "step; the output layer is most of a step's cost)", 1.0)
     init: str = arg("layer: the replacement starts as a copy of the gap's first or last dropped layer", "first")
     epochs: int = arg("layer: passes over the cached states", 6)
     lr: float = arg("layer: peak learning rate (AdamW, cosine schedule)", 1e-3)
@@ -58,6 +60,8 @@ class HealConfig:
             raise DowncycleError(f"--samples {self.samples}: fewer than one batch of --batch-size {self.batch_size}")
         if self.ridge < 0 or self.lr <= 0:
             raise DowncycleError(f"--ridge must be >= 0 and --lr > 0 (got {self.ridge}, {self.lr})")
+        if not 0 < self.kl_fraction <= 1:
+            raise DowncycleError(f"--kl-fraction: {self.kl_fraction} must be in (0, 1]")
         if self.loss not in _LOSSES:
             raise DowncycleError(f"--loss: {self.loss!r} is not one of {', '.join(_LOSSES)}")
         if self.init not in ("first", "last"):
