@@ -54,6 +54,33 @@ def test_eval_writes_results_samples_and_manifest(evaluated):
     assert mmlu.metrics["acc"].value == pytest.approx(sum(pooled) / 20)
 
 
+def test_eval_writes_the_continuous_item_metrics(evaluated):
+    """Every single-answer item's sample carries its choices' lengths (those acc_norm divides by), the
+    gold log-likelihood, its per-character form and the Brier score, as computed here by hand."""
+    import numpy as np
+
+    from downcycle.evaluation.task_data import load_docs
+    from downcycle.evaluation.tasks import TASKS
+
+    for model in ("reference", "cut"):
+        for task in ("arc_easy", "winogrande", "mmlu_anatomy"):
+            spec = TASKS[task]
+            docs = load_docs(spec, spec.split, FIXTURES)
+            lines = (evaluated.out / model / "samples" / f"{task}.jsonl").read_text().splitlines()
+            assert len(lines) == 10
+            for line in lines:
+                s = json.loads(line)
+                choices, gold = spec.request(docs[s["doc"]], []).choices, s["gold"]
+                chars = np.array([len(c) for c in choices], dtype=float)
+                assert s["choice_chars"] == [len(c) for c in choices]
+                lls = np.array(s["loglikelihoods"], dtype=np.float64)
+                p = np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
+                assert s["gold_ll"] == lls[gold] and s["gold_ll_char"] == pytest.approx(lls[gold] / chars[gold], rel=1e-12)
+                assert s["brier"] == pytest.approx(float(((p - np.eye(len(lls))[gold]) ** 2).sum()), rel=1e-9, abs=1e-12)
+                if "acc_norm" in s:  # the same lengths decide acc_norm
+                    assert s["acc_norm"] == float(np.argmax(lls / chars) == gold)
+
+
 def test_eval_refuses_existing_output(two_models, evaluated):
     from downcycle.errors import DowncycleError
     from downcycle.evaluation.run import run_eval

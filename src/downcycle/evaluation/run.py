@@ -1,7 +1,9 @@
 """``downcycle eval``: evaluate one or more models on loss and benchmark tasks.
 
 Writes ``OUT/<model name>/results.json`` (:mod:`downcycle.evaluation.results`),
-``OUT/<model name>/samples/<task>.jsonl`` (per-item log-likelihoods and metrics) and the stage
+``OUT/<model name>/samples/<task>.jsonl`` (per-item log-likelihoods and metrics; for single-answer
+multiple-choice tasks also each choice's length in characters and the gold log-likelihood, its
+per-character form and the Brier score) and the stage
 manifest ``OUT/downcycle.json``, all through one atomic output directory. Finished tasks are kept in
 ``.OUT.partial/`` until then, so that an interrupted run resumes (:mod:`downcycle.evaluation.resume`).
 """
