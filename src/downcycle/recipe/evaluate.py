@@ -88,6 +88,10 @@ class CompareConfig:
                                                                "positional": True, "metavar": "RESULTS", "nargs": "+"})
     out: Path | None = arg("output directory: compare.md, compare.csv, compare.json and one PNG per task", metavar="DIR")
     reference: str | None = arg("model name the deltas are measured against (default: the first)", metavar="NAME")
+    pairs: str | None = arg("the paired comparisons, MODEL:BASELINE,... by the names in the table (e.g. a healed model "
+                            "against the cut it was healed from; default: every model against the reference)", metavar="PAIRS")
+    pool_exclude: str | None = arg("comma-separated tasks left out of the paired comparisons' pooled rows (e.g. boolq; "
+                                   "default: every benchmark task both models were evaluated on)", metavar="TASKS")
     plots: bool = arg("draw per-task bar charts (needs matplotlib)", True)
     force: bool = arg("replace DIR if it exists", False)
 
