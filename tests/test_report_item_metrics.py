@@ -13,6 +13,7 @@ import pytest
 from downcycle.evaluation.metrics import choice_log_probs, item_metrics
 from downcycle.report.item_metrics import MULTI_GOLD, NO_CHARS, choice_kl, read_task_items
 from downcycle.report.paired import paired_diff
+from item_support import CHARS, lls_with, record, write_model
 
 LN = math.log
 
@@ -38,45 +39,14 @@ def test_choice_kl_known_answer():
         choice_kl(base, model[:2])
 
 
-# ---- hand-made samples files and results.json -------------------------------------------------------
-
-def _lls(gold: int, correct: bool, gold_ll: float, n: int = 3) -> list[float]:
-    """Log-likelihoods with the gold choice at ``gold_ll``, the best choice when ``correct``."""
-    others = gold_ll - 1.0 if correct else gold_ll + 0.5
-    return [gold_ll if c == gold else others - 0.1 * c for c in range(n)]
-
-
-def _record(doc: int, gold: int, correct: bool, gold_ll: float, chars: list[int] | None = (5, 9, 3), new: bool = True) -> dict:
-    lls = _lls(gold, correct, gold_ll)
-    rec = {"doc": doc, "gold": gold, "loglikelihoods": lls, "is_greedy": [False] * 3, "acc": float(correct)}
-    if new:  # as eval now writes them
-        rec.update(choice_chars=list(chars), **item_metrics(lls, gold, list(chars)))
-    return rec
-
-
-def _model(root: Path, name: str, tasks: dict[str, list[dict]], params: int = 1000) -> Path:
-    from downcycle.evaluation.results import EvalResults, MetricValue, ModelInfo, TaskResult
-
-    d = root / name
-    (d / "samples").mkdir(parents=True)
-    results = {}
-    for task, rows in tasks.items():
-        (d / "samples" / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        metric = "exact_match" if task == "gsm8k" else "acc"
-        results[task] = TaskResult("1", "multiple_choice", 0, None, len(rows),
-                                   {metric: MetricValue(sum(r[metric] for r in rows) / len(rows), 0.1)})
-    EvalResults(ModelInfo(name, str(d), params, {}), results, {}, {}, None, 0.0).write(d)
-    return d
-
-
 BASE_RIGHT = [1, 1, 0, 0, 1, 0]
 MODEL_RIGHT = [1, 0, 1, 0, 0, 0]  # right -> wrong: items 1 and 4; wrong -> right: item 2
 
 
 def _flip_files(root: Path, new: bool = True) -> tuple[Path, Path]:
-    base = [_record(i, i % 3, bool(r), -2.0 - 0.1 * i, new=new) for i, r in enumerate(BASE_RIGHT)]
-    model = [_record(i, i % 3, bool(r), -2.5 - 0.05 * i, new=new) for i, r in enumerate(MODEL_RIGHT)]
-    return _model(root, "base", {"arc_easy": base}), _model(root, "model", {"arc_easy": model})
+    base = [record(i, i % 3, bool(r), -2.0 - 0.1 * i, new=new) for i, r in enumerate(BASE_RIGHT)]
+    model = [record(i, i % 3, bool(r), -2.5 - 0.05 * i, new=new) for i, r in enumerate(MODEL_RIGHT)]
+    return write_model(root, "base", {"arc_easy": base}), write_model(root, "model", {"arc_easy": model})
 
 
 def test_flips_and_paired_values_on_six_items(tmp_path):
@@ -92,11 +62,11 @@ def test_flips_and_paired_values_on_six_items(tmp_path):
     gb = [-2.0 - 0.1 * i for i in range(6)]
     assert (row.gold_ll.value, row.gold_ll.se) == pytest.approx(paired_diff(gm, gb))
     assert (row.gold_ll_char.value, row.gold_ll_char.se) == pytest.approx(
-        paired_diff([g / [5, 9, 3][i % 3] for i, g in enumerate(gm)], [g / [5, 9, 3][i % 3] for i, g in enumerate(gb)]))
-    bm = [item_metrics(_lls(i % 3, bool(r), g), i % 3, None)["brier"] for i, (r, g) in enumerate(zip(MODEL_RIGHT, gm))]
-    bb = [item_metrics(_lls(i % 3, bool(r), g), i % 3, None)["brier"] for i, (r, g) in enumerate(zip(BASE_RIGHT, gb))]
+        paired_diff([g / CHARS[i % 3] for i, g in enumerate(gm)], [g / CHARS[i % 3] for i, g in enumerate(gb)]))
+    bm = [item_metrics(lls_with(i % 3, bool(r), g), i % 3, None)["brier"] for i, (r, g) in enumerate(zip(MODEL_RIGHT, gm))]
+    bb = [item_metrics(lls_with(i % 3, bool(r), g), i % 3, None)["brier"] for i, (r, g) in enumerate(zip(BASE_RIGHT, gb))]
     assert (row.brier.value, row.brier.se) == pytest.approx(paired_diff(bm, bb))
-    kls = [choice_kl(_lls(i % 3, bool(rb), g2), _lls(i % 3, bool(rm), g1))
+    kls = [choice_kl(lls_with(i % 3, bool(rb), g2), lls_with(i % 3, bool(rm), g1))
            for i, (rm, rb, g1, g2) in enumerate(zip(MODEL_RIGHT, BASE_RIGHT, gm, gb))]
     mean = sum(kls) / 6
     assert row.choice_kl.value == pytest.approx(mean)
@@ -126,10 +96,10 @@ def test_equal_accuracy_but_gold_ll_moves_beyond_two_standard_errors(tmp_path):
     from downcycle.report.compare import run_compare
 
     right = [i % 3 != 0 for i in range(30)]
-    base = [_record(i, i % 3, r, -3.0 + 0.01 * (i % 7)) for i, r in enumerate(right)]
-    model = [_record(i, i % 3, r, -2.9 + 0.01 * (i % 7) + 0.002 * (i % 2)) for i, r in enumerate(right)]
-    _model(tmp_path, "base", {"arc_easy": base}, 2000)
-    _model(tmp_path, "healed", {"arc_easy": model})
+    base = [record(i, i % 3, r, -3.0 + 0.01 * (i % 7)) for i, r in enumerate(right)]
+    model = [record(i, i % 3, r, -2.9 + 0.01 * (i % 7) + 0.002 * (i % 2)) for i, r in enumerate(right)]
+    write_model(tmp_path, "base", {"arc_easy": base}, 2000)
+    write_model(tmp_path, "healed", {"arc_easy": model})
     run_compare(CompareConfig(results=[str(tmp_path / "base"), str(tmp_path / "healed")], out=tmp_path / "cmp", plots=False))
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     task = next(r for r in doc["item_paired"] if r["task"] == "arc_easy")
@@ -148,14 +118,14 @@ def test_compare_writes_per_task_and_pooled_tables(tmp_path):
     from downcycle.recipe import CompareConfig
     from downcycle.report.compare import run_compare
 
-    piqa_b = [_record(i, i % 2, i % 3 != 1, -1.0 - 0.2 * i) for i in range(5)]
-    piqa_m = [_record(i, i % 2, i % 2 == 0, -1.3 - 0.1 * i) for i in range(5)]
-    arc_b = [_record(i, 0, i < 2, -2.0 + 0.3 * i) for i in range(4)]
-    arc_m = [_record(i, 0, i > 1, -2.2 + 0.1 * i) for i in range(4)]
+    piqa_b = [record(i, i % 2, i % 3 != 1, -1.0 - 0.2 * i) for i in range(5)]
+    piqa_m = [record(i, i % 2, i % 2 == 0, -1.3 - 0.1 * i) for i in range(5)]
+    arc_b = [record(i, 0, i < 2, -2.0 + 0.3 * i) for i in range(4)]
+    arc_m = [record(i, 0, i > 1, -2.2 + 0.1 * i) for i in range(4)]
     mc2 = [{"doc": 0, "gold": 0, "loglikelihoods": [-1.0, -2.0], "acc": 0.7}]
     gsm = [{"doc": 0, "target": "4", "exact_match": 1.0}]
-    _model(tmp_path, "ref", {"arc_easy": arc_b, "piqa": piqa_b, "truthfulqa_mc2": mc2, "gsm8k": gsm}, 2000)
-    _model(tmp_path, "cut", {"arc_easy": arc_m, "piqa": piqa_m, "truthfulqa_mc2": mc2, "gsm8k": gsm})
+    write_model(tmp_path, "ref", {"arc_easy": arc_b, "piqa": piqa_b, "truthfulqa_mc2": mc2, "gsm8k": gsm}, 2000)
+    write_model(tmp_path, "cut", {"arc_easy": arc_m, "piqa": piqa_m, "truthfulqa_mc2": mc2, "gsm8k": gsm})
     result = run_compare(CompareConfig(results=[str(tmp_path / "ref"), str(tmp_path / "cut")], out=tmp_path / "cmp", plots=False,
                                        pairs="cut:ref,ref:cut", pool_exclude="piqa"))
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["item_paired"]
