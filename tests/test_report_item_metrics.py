@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from downcycle.evaluation.metrics import choice_log_probs, item_metrics
+from downcycle.evaluation.metrics import choice_log_probs, item_metrics, ratio_stderr
 from downcycle.report.item_metrics import MULTI_GOLD, NO_CHARS, choice_kl, read_task_items
 from downcycle.report.paired import paired_diff
 from item_support import CHARS, lls_with, record, write_model
@@ -37,6 +37,12 @@ def test_choice_kl_known_answer():
     assert choice_kl(base, [x + 1 for x in base]) == pytest.approx(0.0, abs=1e-15)
     with pytest.raises(ValueError):
         choice_kl(base, model[:2])
+
+
+def test_ratio_stderr_known_answer():
+    # documents of 2 and 4 tokens with totals 1 and 5: R = 1; residuals -1, 1; SE = sqrt(2 / 1 * 2) / 6
+    assert ratio_stderr([1.0, 5.0], [2, 4]) == pytest.approx(math.sqrt(4) / 6)
+    assert ratio_stderr([1.0], [3]) is None
 
 
 BASE_RIGHT = [1, 1, 0, 0, 1, 0]

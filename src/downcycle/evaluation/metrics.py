@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Stat", "choice_log_probs", "doc_metrics", "item_metrics", "mean_stat", "pool_stats"]
+__all__ = ["Stat", "choice_log_probs", "doc_metrics", "item_metrics", "mean_stat", "pool_stats", "ratio_stderr"]
 
 
 def _argmax(values: list[float]) -> int:
@@ -100,3 +100,17 @@ def pool_stats(stats: list[Stat]) -> Stat:
     pooled_var = sum((s.n - 1) * s.stderr ** 2 * s.n for s in stats) / (total - len(stats))
     return Stat(value, math.sqrt(pooled_var / total), total)
 
+
+def ratio_stderr(totals: list[float], counts: list[int]) -> float | None:
+    """Standard error of ``sum(totals) / sum(counts)`` (a per-token mean whose units, documents, are
+    independent but of unequal size), by the usual linearisation of a ratio of sums::
+
+        R = sum(y) / sum(n)      SE = sqrt(m / (m - 1) * sum((y_i - R n_i)^2)) / sum(n)
+
+    over the ``m`` documents (None for fewer than two).
+    """
+    m, total = len(totals), sum(counts)
+    if m < 2 or not total:
+        return None
+    r = sum(totals) / total
+    return math.sqrt(m / (m - 1) * sum((y - r * n) ** 2 for y, n in zip(totals, counts))) / total

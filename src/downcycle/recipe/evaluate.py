@@ -42,6 +42,8 @@ class EvalConfig:
     harness: str | None = arg("also run these lm-evaluation-harness tasks through its HF backend on the same loaded model "
                               "(comma-separated; needs `pip install lm-eval`)", metavar="TASKS")
     harness_include: Path | None = arg("--harness: a directory of extra lm-eval task YAMLs", metavar="DIR")
+    reference: str | None = arg("loss: also the per-token KL(reference‖model) on the same held-out tokens (metric kl_ref); "
+                                "the reference model is loaded once, and needs the evaluated models' tokenizer", metavar="MODEL")
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
     force: bool = arg("replace DIR if it exists", False)
     progress: bool = arg("show progress bars", True)

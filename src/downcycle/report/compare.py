@@ -28,9 +28,9 @@ from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
 from ..recipe import CompareConfig, to_dict
 
 __all__ = ["CompareResult", "collect", "headline", "run_compare", "summary", "table_rows"]
-_SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte")
+_SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte", "kl_ref")
 _SHOWN_PREFIXES = ("exact_match",)  # generative tasks: exact_match[<filter>]
-_LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte"}
+_LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte", "kl_ref"}
 
 
 @dataclass
