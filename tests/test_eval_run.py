@@ -94,33 +94,36 @@ def test_compare_item_metrics_equal_a_computation_from_the_samples(evaluated, tm
     assert [(r["task"], r["model"], r["baseline"]) for r in rows] == [(t, "cut", "reference") for t in ("arc_easy", "mmlu", "winogrande", "pooled")]
     parts = {"arc_easy": (["arc_easy"], "acc_norm"), "mmlu": (["mmlu_abstract_algebra", "mmlu_anatomy"], "acc"), "winogrande": (["winogrande"], "acc")}
 
-    def load(model: str, tasks: list[str]) -> list[dict]:
-        return [json.loads(x) for t in tasks for n in parts[t][0] for x in (evaluated.out / model / "samples" / f"{n}.jsonl").read_text().splitlines()]
-
-    def softmax(lls):
-        lls = np.array(lls, dtype=np.float64)
-        return np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
+    def items(model: str, tasks: list[str]) -> list[dict]:
+        """Each item of ``tasks``, in pooled order: its correctness, gold log-likelihoods, Brier score and choice distribution."""
+        out = []
+        for t in tasks:
+            names, metric = parts[t]
+            for n in names:
+                for line in (evaluated.out / model / "samples" / f"{n}.jsonl").read_text().splitlines():
+                    r = json.loads(line)
+                    lls, g = np.array(r["loglikelihoods"], dtype=np.float64), r["gold"]
+                    p = np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
+                    out.append({"acc": r[metric], "gold_ll": lls[g], "gold_ll_char": lls[g] / r["choice_chars"][g],
+                                "brier": float(((p - np.eye(len(p))[g]) ** 2).sum()), "p": p})
+        return out
 
     for row in rows:
         tasks = row["tasks"]
         assert tasks == (["arc_easy", "mmlu", "winogrande"] if row["task"] == "pooled" else [row["task"]])
-        m, b = load("cut", tasks), load("reference", tasks)
-        metric = [parts[t][1] for t in tasks for n in parts[t][0] for _ in (evaluated.out / "cut" / "samples" / f"{n}.jsonl").read_text().splitlines()]
-        assert row["n"] == len(m) == len(b) == len(metric)
-        for name, values in (("acc", lambda rs: [r[k] for r, k in zip(rs, metric)]), ("gold_ll", lambda rs: [r["loglikelihoods"][r["gold"]] for r in rs]),
-                             ("gold_ll_char", lambda rs: [r["loglikelihoods"][r["gold"]] / r["choice_chars"][r["gold"]] for r in rs]),
-                             ("brier", lambda rs: [float(((softmax(r["loglikelihoods"]) - np.eye(len(r["loglikelihoods"]))[r["gold"]]) ** 2).sum()) for r in rs])):
-            d = np.array(values(m)) - np.array(values(b))
+        m, b = items("cut", tasks), items("reference", tasks)
+        assert row["n"] == len(m) == len(b)
+        for name in ("acc", "gold_ll", "gold_ll_char", "brier"):
+            d = np.array([x[name] for x in m]) - np.array([y[name] for y in b])
             se = d.std(ddof=1) / np.sqrt(len(d))
             assert row[name]["diff"] == pytest.approx(d.mean(), abs=1e-12) and row[name]["se"] == pytest.approx(se, abs=1e-12)
             assert row[name]["significant"] == bool(abs(d.mean()) > 2 * se)
-        kl = np.array([float((softmax(y["loglikelihoods"]) * np.log(softmax(y["loglikelihoods"]) / softmax(x["loglikelihoods"]))).sum())
-                       for x, y in zip(m, b)])
-        assert row["choice_kl"]["mean"] == pytest.approx(kl.mean(), rel=1e-9) and row["choice_kl"]["se"] == pytest.approx(kl.std(ddof=1) / np.sqrt(len(kl)), rel=1e-9)
-        right_m, right_b = [r[k] for r, k in zip(m, metric)], [r[k] for r, k in zip(b, metric)]
-        assert row["flips"]["right_to_wrong"] == sum(1 for x, y in zip(right_m, right_b) if y and not x)
-        assert row["flips"]["wrong_to_right"] == sum(1 for x, y in zip(right_m, right_b) if x and not y)
-        assert row["flips"]["fraction"] == sum(x != y for x, y in zip(right_m, right_b)) / len(m)
+        kl = np.array([float((y["p"] * np.log(y["p"] / x["p"])).sum()) for x, y in zip(m, b)])
+        assert row["choice_kl"]["mean"] == pytest.approx(kl.mean(), rel=1e-9)
+        assert row["choice_kl"]["se"] == pytest.approx(kl.std(ddof=1) / np.sqrt(len(kl)), rel=1e-9)
+        assert row["flips"]["right_to_wrong"] == sum(1 for x, y in zip(m, b) if y["acc"] and not x["acc"])
+        assert row["flips"]["wrong_to_right"] == sum(1 for x, y in zip(m, b) if x["acc"] and not y["acc"])
+        assert row["flips"]["fraction"] == sum(x["acc"] != y["acc"] for x, y in zip(m, b)) / len(m)
 
 
 def test_eval_refuses_existing_output(two_models, evaluated):

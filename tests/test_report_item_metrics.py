@@ -146,10 +146,10 @@ def test_compare_writes_per_task_and_pooled_tables(tmp_path):
     rows = json.loads((tmp_path / "cmp2" / "compare.json").read_text())["item_paired"]
     pooled = next(r for r in rows if r["task"] == "pooled")
     assert (pooled["model"], pooled["baseline"], pooled["tasks"], pooled["n"]) == ("cut", "ref", ["arc_easy", "piqa"], 9)
-    gold = lambda rs: [r["gold_ll"] for r in rs]  # noqa: E731
+    gold = lambda rs: [r["gold_ll"] for r in rs]
     mean, se = paired_diff(gold(arc_m) + gold(piqa_m), gold(arc_b) + gold(piqa_b))
     assert pooled["gold_ll"]["diff"] == pytest.approx(mean) and pooled["gold_ll"]["se"] == pytest.approx(se)
-    acc = lambda rs: [r["acc"] for r in rs]  # noqa: E731
+    acc = lambda rs: [r["acc"] for r in rs]
     mean, se = paired_diff(acc(arc_m) + acc(piqa_m), acc(arc_b) + acc(piqa_b))
     assert pooled["acc"]["diff"] == pytest.approx(mean) and pooled["acc"]["se"] == pytest.approx(se)
     flips = [(b, m) for b, m in zip(acc(arc_b) + acc(piqa_b), acc(arc_m) + acc(piqa_m)) if b != m]

@@ -40,8 +40,8 @@ def run_report(cfg: ReportConfig) -> ReportResult:
     from .bars import benchmark_figures
     from .figures import analysis_figures, loss_figures
     from .html import render_html
-    from .markdown import render_markdown
     from .item_paired import item_rows, item_table
+    from .markdown import render_markdown
     from .paired import experiment_pair_names, experiment_pairs, paired_table
     from .samples import SAMPLES_NAME, read_samples, sample_generations
     from .summary import summarize

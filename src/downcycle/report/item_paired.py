@@ -12,7 +12,7 @@ from ..errors import DowncycleError
 from .item_metrics import Estimate, Item, ItemPaired, compare_items, read_task_items
 from .paired import Z, benchmark_tasks
 
-__all__ = ["POOLED", "ITEM_NOTE", "item_rows", "item_table", "parse_pairs"]
+__all__ = ["ITEM_NOTE", "POOLED", "item_rows", "item_table", "parse_pairs"]
 POOLED = "pooled"
 ITEM_NOTE = (f"Per item, on the same items: Δ = model − baseline, ± its paired standard error, `*` where |Δ| > {Z:g} SE. "
              "acc: each task's headline accuracy (acc_norm where reported, else acc); gold_ll: the gold choice's "
