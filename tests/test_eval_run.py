@@ -54,6 +54,78 @@ def test_eval_writes_results_samples_and_manifest(evaluated):
     assert mmlu.metrics["acc"].value == pytest.approx(sum(pooled) / 20)
 
 
+def test_eval_writes_the_continuous_item_metrics(evaluated):
+    """Every single-answer item's sample carries its choices' lengths (those acc_norm divides by), the
+    gold log-likelihood, its per-character form and the Brier score, as computed here by hand."""
+    import numpy as np
+
+    from downcycle.evaluation.task_data import load_docs
+    from downcycle.evaluation.tasks import TASKS
+
+    for model in ("reference", "cut"):
+        for task in ("arc_easy", "winogrande", "mmlu_anatomy"):
+            spec = TASKS[task]
+            docs = load_docs(spec, spec.split, FIXTURES)
+            lines = (evaluated.out / model / "samples" / f"{task}.jsonl").read_text().splitlines()
+            assert len(lines) == 10
+            for line in lines:
+                s = json.loads(line)
+                choices, gold = spec.request(docs[s["doc"]], []).choices, s["gold"]
+                chars = np.array([len(c) for c in choices], dtype=float)
+                assert s["choice_chars"] == [len(c) for c in choices]
+                lls = np.array(s["loglikelihoods"], dtype=np.float64)
+                p = np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
+                assert s["gold_ll"] == lls[gold] and s["gold_ll_char"] == pytest.approx(lls[gold] / chars[gold], rel=1e-12)
+                assert s["brier"] == pytest.approx(float(((p - np.eye(len(lls))[gold]) ** 2).sum()), rel=1e-9, abs=1e-12)
+                if "acc_norm" in s:  # the same lengths decide acc_norm
+                    assert s["acc_norm"] == float(np.argmax(lls / chars) == gold)
+
+
+def test_compare_item_metrics_equal_a_computation_from_the_samples(evaluated, tmp_path):
+    """compare.json's item rows (cut vs reference), per task and pooled, recomputed with numpy from the
+    samples files alone."""
+    import numpy as np
+
+    from downcycle.recipe import CompareConfig
+    from downcycle.report.compare import run_compare
+
+    run_compare(CompareConfig(results=[str(evaluated.out)], out=tmp_path / "cmp", reference="reference", plots=False))
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["item_paired"]
+    assert [(r["task"], r["model"], r["baseline"]) for r in rows] == [(t, "cut", "reference") for t in ("arc_easy", "mmlu", "winogrande", "pooled")]
+    parts = {"arc_easy": (["arc_easy"], "acc_norm"), "mmlu": (["mmlu_abstract_algebra", "mmlu_anatomy"], "acc"), "winogrande": (["winogrande"], "acc")}
+
+    def items(model: str, tasks: list[str]) -> list[dict]:
+        """Each item of ``tasks``, in pooled order: its correctness, gold log-likelihoods, Brier score and choice distribution."""
+        out = []
+        for t in tasks:
+            names, metric = parts[t]
+            for n in names:
+                for line in (evaluated.out / model / "samples" / f"{n}.jsonl").read_text().splitlines():
+                    r = json.loads(line)
+                    lls, g = np.array(r["loglikelihoods"], dtype=np.float64), r["gold"]
+                    p = np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
+                    out.append({"acc": r[metric], "gold_ll": lls[g], "gold_ll_char": lls[g] / r["choice_chars"][g],
+                                "brier": float(((p - np.eye(len(p))[g]) ** 2).sum()), "p": p})
+        return out
+
+    for row in rows:
+        tasks = row["tasks"]
+        assert tasks == (["arc_easy", "mmlu", "winogrande"] if row["task"] == "pooled" else [row["task"]])
+        m, b = items("cut", tasks), items("reference", tasks)
+        assert row["n"] == len(m) == len(b)
+        for name in ("acc", "gold_ll", "gold_ll_char", "brier"):
+            d = np.array([x[name] for x in m]) - np.array([y[name] for y in b])
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            assert row[name]["diff"] == pytest.approx(d.mean(), abs=1e-12) and row[name]["se"] == pytest.approx(se, abs=1e-12)
+            assert row[name]["significant"] == bool(abs(d.mean()) > 2 * se)
+        kl = np.array([float((y["p"] * np.log(y["p"] / x["p"])).sum()) for x, y in zip(m, b)])
+        assert row["choice_kl"]["mean"] == pytest.approx(kl.mean(), rel=1e-9)
+        assert row["choice_kl"]["se"] == pytest.approx(kl.std(ddof=1) / np.sqrt(len(kl)), rel=1e-9)
+        assert row["flips"]["right_to_wrong"] == sum(1 for x, y in zip(m, b) if y["acc"] and not x["acc"])
+        assert row["flips"]["wrong_to_right"] == sum(1 for x, y in zip(m, b) if x["acc"] and not y["acc"])
+        assert row["flips"]["fraction"] == sum(x["acc"] != y["acc"] for x, y in zip(m, b)) / len(m)
+
+
 def test_eval_refuses_existing_output(two_models, evaluated):
     from downcycle.errors import DowncycleError
     from downcycle.evaluation.run import run_eval

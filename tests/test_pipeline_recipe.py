@@ -62,6 +62,16 @@ def test_valid_recipe_builds_every_stage(tmp_path, reference):
     assert stages[0].config.tokenizer == str(reference)  # the tokenizer defaults to the reference's
 
 
+def test_compare_stage_pairs_models_with_the_reference_and_healed_models_with_their_cut(tmp_path, reference):
+    recipe = load_recipe(_write(tmp_path, _recipe(tmp_path, reference)))
+    compare = next(s for s in build_stages(recipe, tmp_path / "out") if s.name == "compare")
+    ref = reference.name
+    assert compare.config.reference == ref
+    assert compare.config.pairs.split(",") == [
+        f"cut-first:{ref}", f"cut-block:{ref}", f"healed-first-lora:{ref}", f"healed-block-lora:{ref}", f"healed-block-distill:{ref}",
+        "healed-first-lora:cut-first", "healed-block-lora:cut-block", "healed-block-distill:cut-block"]
+
+
 def test_relative_paths_are_relative_to_the_recipe(tmp_path, reference):
     (tmp_path / "sub").mkdir()
     doc = _recipe(tmp_path, reference)

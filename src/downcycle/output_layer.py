@@ -1,7 +1,8 @@
 """A causal LM's output layer on its own: whether a model's logits are its body's hidden states
 through one linear layer, and that layer's per-token NLL a chunk of rows at a time, so that a large
 vocabulary's logits are never held whole. Training's chunked LM loss (``--lm-loss``), the ``loss``
-evaluation task and the SLEB search (``analyze --strategy nll``) all go through here.
+evaluation task (and its KL against a reference model) and the SLEB search (``analyze --strategy
+nll``) all go through here.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .architecture import logit_transform
+from .errors import DowncycleError
 
-__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "split_head"]
+__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "position_nll_kl", "split_head"]
 
 LOGIT_BYTES = 64 * 2**20  # float32 logits held at once by position_nll's chunked output layer
 
@@ -68,6 +70,28 @@ def linear_token_nll(hidden: Any, weight: Any, bias: Any, targets: Any, chunk_ro
     return out
 
 
+def _scored_rows(model: Any, split: tuple[Any, Any] | None, ids: Any, row: Any, col: Any, attention_mask: Any = None) -> tuple[Any, Any]:
+    """``(rows, head)``: the final hidden states ``(N, H)`` of positions ``(row, col)`` and the output
+    layer (``split``), or the model's own float32 logits ``(N, V)`` of them and None."""
+    import torch
+
+    if split is not None:
+        body, head = split
+        hidden = body(input_ids=ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, L, H)
+        return hidden[row, col], head
+    keep = torch.unique(col)  # sorted
+    logits = model(input_ids=ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep).logits  # (B, K, V)
+    return logits[row, torch.searchsorted(keep, col)].float(), None  # (N, V)
+
+
+def _rows_nll(rows: Any, head: Any, target: Any) -> Any:
+    import torch
+
+    if head is not None:
+        return linear_token_nll(rows, head.weight, head.bias, target, max(1, LOGIT_BYTES // (4 * head.out_features)))
+    return torch.logsumexp(rows, -1) - rows.gather(1, target[:, None]).squeeze(1)
+
+
 def position_nll(model: Any, split: tuple[Any, Any] | None, ids: Any, row: Any, col: Any, target: Any,
                  attention_mask: Any = None) -> Any:
     """NLL of ``target`` as predicted at positions ``(row, col)`` of ``ids``: only those positions
@@ -84,16 +108,45 @@ def position_nll(model: Any, split: tuple[Any, Any] | None, ids: Any, row: Any, 
     Returns:
         ``(N,)`` float32 NLL in nats.
     """
+    return _rows_nll(*_scored_rows(model, split, ids, row, col, attention_mask), target)
+
+
+def position_nll_kl(model: Any, split: tuple[Any, Any] | None, reference: Any, reference_split: tuple[Any, Any] | None,
+                    ids: Any, row: Any, col: Any, target: Any) -> tuple[Any, Any]:
+    """:func:`position_nll` of ``model`` (the same computation, so the same values) and, at the same
+    positions, KL(reference‖model) of the two next-token distributions, ``sum_v p_ref(v) (log
+    p_ref(v) - log p_model(v))``, a chunk of rows at a time: neither model's full-vocabulary
+    log-probabilities of all positions are held at once.
+
+    Args:
+        reference, reference_split: the reference model (same vocabulary) and its split, as for ``model``.
+
+    Returns:
+        ``(N,)`` float32 NLL and ``(N,)`` float32 KL, in nats.
+    """
     import torch
 
-    if split is not None:
-        body, head = split
-        hidden = body(input_ids=ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, L, H)
-        return linear_token_nll(hidden[row, col], head.weight, head.bias, target, max(1, LOGIT_BYTES // (4 * head.out_features)))
-    keep = torch.unique(col)  # sorted
-    logits = model(input_ids=ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep).logits  # (B, K, V)
-    picked = logits[row, torch.searchsorted(keep, col)].float()  # (N, V)
-    return torch.logsumexp(picked, -1) - picked.gather(1, target[:, None]).squeeze(1)
+    rows, head = _scored_rows(model, split, ids, row, col)
+    ref_device = next(reference.parameters()).device
+    ref_rows, ref_head = _scored_rows(reference, reference_split, *(t.to(ref_device) for t in (ids, row, col)))
+    nll = _rows_nll(rows, head, target)
+
+    def logits(x: Any, layer: Any) -> Any:
+        return x if layer is None else chunk_logits(x, layer.weight, layer.bias)  # (n, V) float32
+
+    width = head.out_features if head is not None else rows.shape[1]
+    ref_width = ref_head.out_features if ref_head is not None else ref_rows.shape[1]
+    if width != ref_width:
+        raise DowncycleError(f"the reference has {ref_width} logits per token, the model {width}: KL needs the same vocabulary")
+    kl = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
+    chunk = max(1, LOGIT_BYTES // (4 * 4 * width))  # about four (n, V) float32 tensors live at once
+    for start in range(0, rows.shape[0], chunk):
+        stop = start + chunk
+        log_q = logits(rows[start:stop], head).log_softmax(-1)  # (n, V): the model
+        log_p = logits(ref_rows[start:stop], ref_head).to(log_q.device).log_softmax(-1)  # (n, V): the reference
+        p = log_p.exp()
+        kl[start:stop] = torch.where(p > 0, p * (log_p - log_q), 0.0).sum(-1)  # 0 log 0 = 0 (a token the reference rules out)
+    return nll, kl
 
 
 def checked_split(model: Any, probe: Any) -> tuple[Any, Any] | None:

@@ -43,6 +43,8 @@ def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
         if path not in tokenizers:  # fast; the model itself loads only when its turn comes
             tokenizers[path] = load_tokenizer(path, cfg.trust_remote_code)
         models.append((path, config))
+    if cfg.reference is not None:
+        _check_reference(cfg, tokenizers, any(isinstance(spec, LossSpec) for spec in specs))
     for spec in specs:
         if isinstance(spec, LossSpec):
             _check_loss_data(cfg, models)
@@ -57,6 +59,23 @@ def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
                 for path, config in models:
                     _check_room(spec, path, config)
     return tokenizers
+
+
+def _check_reference(cfg: EvalConfig, tokenizers: dict[Path, Any], loss: bool) -> None:
+    """``--reference``: a model of the loss task whose tokenizer is every evaluated model's (KL compares
+    next-token distributions over the same tokens)."""
+    from .run import load_tokenizer
+
+    if not loss:
+        raise DowncycleError(f"--reference {cfg.reference}: only the loss task uses it (add loss to --tasks)")
+    path = resolve_source(cfg.reference)
+    read_config(path)
+    check_weights(path)
+    vocab = (tokenizers[path] if path in tokenizers else load_tokenizer(path, cfg.trust_remote_code)).get_vocab()
+    for model, tok in tokenizers.items():
+        if tok.get_vocab() != vocab:
+            raise DowncycleError(f"--reference {cfg.reference}: its tokenizer differs from {model}'s; KL(reference‖model) "
+                                 "needs the same tokens")
 
 
 def _check_room(spec: GenerativeSpec, path: Path, config: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""The ``loss`` task: held-out NLL, perplexity and bits per byte on raw text or a corpus's val split."""
+"""The ``loss`` task: held-out NLL, perplexity and bits per byte on raw text or a corpus's val split, and
+with a reference model the per-token KL(reference‖model) on the same tokens."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
-from .perplexity import LossTotals, total_nll
+from .perplexity import LossTotals, score_documents
 from .results import MetricValue, TaskResult
 
 __all__ = ["evaluate_loss"]
 
 
 def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field: str, window: int, stride: int,
-                  limit: int | None, progress: bool, version: str) -> TaskResult:
-    """NLL per token, perplexity and bits per byte of ``model`` on ``source``.
+                  limit: int | None, progress: bool, version: str, reference: Any = None, is_reference: bool = False) -> TaskResult:
+    """NLL per token, perplexity and bits per byte of ``model`` on ``source``; with ``reference``, also
+    ``kl_ref``: KL(reference‖model) summed over every scored token and divided by their number (the
+    same tokens, windows and context as the NLL), its standard error over documents (sequences).
 
     Args:
         source: raw text (anything :func:`downcycle.data.sources.iter_texts` reads) or a corpus
@@ -24,6 +27,8 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
             Windows of many documents run batched (:func:`~downcycle.evaluation.perplexity.total_nll`).
         window, stride: see :func:`downcycle.evaluation.perplexity.document_nll`.
         limit: at most this many documents (sequences for a corpus).
+        reference: a loaded causal LM with ``model``'s vocabulary (eval mode), or None.
+        is_reference: ``model`` is the reference itself: ``kl_ref`` is 0 without computing it.
     """
     from ..progress import progress_bar
 
@@ -61,10 +66,16 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
 
         bar = progress_bar(desc="loss", unit="tok", disable=not progress, leave=False)
     with bar:
-        totals.nll = total_nll(model, documents(), window, stride, on_scored=bar.update)
+        scored = score_documents(model, documents(), window, stride, on_scored=bar.update,
+                                 reference=None if is_reference else reference)
+    totals.nll, totals.kl = scored.nll, scored.kl
     if not totals.tokens:
         raise DowncycleError(f"{source}: no tokens to score")
     metrics = {k: MetricValue(v) for k, v in totals.metrics().items()}
+    if is_reference:
+        metrics["kl_ref"] = MetricValue(0.0, 0.0)
+    elif totals.kl is not None:
+        metrics["kl_ref"] = MetricValue(*totals.kl_ref())
     metrics["tokens"] = MetricValue(float(totals.tokens))
     metrics["bytes"] = MetricValue(float(totals.bytes))
     return TaskResult(version, "loss", 0, limit, totals.documents, metrics)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 from .encoding import Encoder
-from .metrics import Stat, doc_metrics, mean_stat, pool_stats
+from .metrics import Stat, doc_metrics, item_metrics, mean_stat, pool_stats
 from .results import MetricValue, TaskResult
 from .scoring import score_groups
 from .task_data import docs_and_fewshot_pool, find_local, load_docs, pooled_sample
@@ -51,7 +51,9 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
     """Score every document of ``spec`` (or those at ``indices``: a group's pooled sample).
 
     Returns:
-        The task result, per-document samples (log-likelihoods, gold, metrics) and the per-document
+        The task result, per-document samples (log-likelihoods, gold, metrics; for single-answer
+        tasks also ``choice_chars``, ``gold_ll``, ``gold_ll_char`` and ``brier``:
+        :func:`~downcycle.evaluation.metrics.item_metrics`) and the per-document
         metric values (for pooling into a group).
     """
     sel = docs_and_fewshot_pool(spec, opts.task_data, opts.limit, opts.shots, opts.sample, opts.seed, indices)
@@ -67,9 +69,12 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
         values = spec.score(docs[d], lls) if spec.score else doc_metrics(lls, req.choices, req.gold)
         for m in spec.metrics:
             per_doc[m].append(values[m])
-        samples.append({"doc": sel.indices[d], "gold": req.gold, "loglikelihoods": lls,
-                        "is_greedy": [scores[(d, c)][1] for c in range(len(req.choices))],
-                        **{m: values[m] for m in spec.metrics}})
+        sample = {"doc": sel.indices[d], "gold": req.gold, "loglikelihoods": lls,
+                  "is_greedy": [scores[(d, c)][1] for c in range(len(req.choices))], **{m: values[m] for m in spec.metrics}}
+        if spec.score is None:  # one gold answer: the continuous per-item metrics (a custom score has several true answers)
+            chars = [len(c) for c in req.choices]  # the lengths acc_norm divides by (doc_metrics)
+            sample.update(choice_chars=chars, **item_metrics(lls, req.gold, chars))
+        samples.append(sample)
     metrics = {m: _metric(mean_stat(v)) for m, v in per_doc.items()}
     return (TaskResult(spec.version, spec.kind, k, opts.limit, len(docs), metrics, sample=opts.sample,
                        indices=sel.indices if sel.sampled else None), samples, per_doc)

@@ -19,19 +19,27 @@ layer, ``LOGIT_BYTES`` of float32 logits at a time (:mod:`downcycle.output_layer
 logits are not its body's states through one linear layer (softcapping, a wrapped head) uses its
 own logits of the scored positions instead, in batches sized so those logits stay within
 ``LOGIT_BYTES`` (one row at least). Each token's NLL is float32, their sum float64.
+
+With a reference model, every batch also runs through the reference, and at each scored position
+the KL(reference‖model) of the two next-token distributions is summed per document, the
+log-probabilities a chunk of rows at a time (:func:`downcycle.output_layer.position_nll_kl`): the
+same tokens, windows and context as the NLL, whose value does not change (bit for bit, unless the
+reference needs its own logits where the model does not, which makes the batches smaller).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..architecture import loaded_text_config
-from ..output_layer import LOGIT_BYTES, checked_split, position_nll
+from ..output_layer import LOGIT_BYTES, checked_split, position_nll, position_nll_kl
+from .metrics import ratio_stderr
 
-__all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "LossTotals", "document_nll", "total_nll", "windows"]
+__all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "LossTotals", "Scored", "document_nll", "score_documents", "total_nll",
+           "windows"]
 
 BATCH_TOKENS = 8192  # input tokens per forward pass (rows x longest row): bounds the activations
 POOL_BATCHES = 16  # windows sorted by length together: this many batches' worth of tokens
@@ -46,17 +54,33 @@ class LossTotals:
     tokens: int = 0
     bytes: int = 0
     documents: int = 0
+    doc_tokens: list[int] = field(default_factory=list)  # scored tokens of each document
+    kl: list[float] | None = None  # with a reference: total KL(reference‖model) of each document, nats
 
     def add_document(self, tokens: int, nbytes: int) -> None:
         self.tokens += tokens
         self.bytes += nbytes
         self.documents += 1
+        self.doc_tokens.append(tokens)
 
     def metrics(self) -> dict[str, float]:
         out = {"nll": self.nll / self.tokens, "perplexity": math.exp(self.nll / self.tokens)}
         if self.bytes:
             out["bits_per_byte"] = self.nll / (math.log(2) * self.bytes)
         return out
+
+    def kl_ref(self) -> tuple[float, float | None]:
+        """KL(reference‖model) per token: total KL over total tokens, and its standard error over documents."""
+        assert self.kl is not None and len(self.kl) == len(self.doc_tokens), "KL of every document"
+        return sum(self.kl) / self.tokens, ratio_stderr(self.kl, self.doc_tokens)
+
+
+@dataclass
+class Scored:
+    """What :func:`score_documents` sums."""
+
+    nll: float  # nats, over every document
+    kl: list[float] | None  # with a reference: per document, KL(reference‖model) summed over its tokens (nats)
 
 
 def windows(n_inputs: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -87,19 +111,28 @@ def total_nll(model: Any, documents: Iterable[list[int]], window: int, stride: i
         batch_tokens: most input tokens per forward pass (a longer window runs alone).
         on_scored: called with the number of targets of each batch once it is scored.
     """
+    return score_documents(model, documents, window, stride, batch_tokens=batch_tokens, on_scored=on_scored).nll
+
+
+def score_documents(model: Any, documents: Iterable[list[int]], window: int, stride: int, *, batch_tokens: int = BATCH_TOKENS,
+                    on_scored: Callable[[int], None] | None = None, reference: Any = None) -> Scored:
+    """:func:`total_nll`, and with ``reference`` (a causal LM of the same vocabulary) the
+    KL(reference‖model) at every scored token, summed per document (in the order of ``documents``)."""
     import torch
 
-    scorer = _Scorer(model)
+    scorer = _Scorer(model, reference)
     total, pool, pooled = 0.0, [], 0
-    for ids in documents:
+    for d, ids in enumerate(documents):
         x = torch.tensor(ids, dtype=torch.long)
+        scorer.kl.append(0.0)
         for lo, s, e in windows(len(ids), window, stride):
-            pool.append((x[lo : e - 1], x[s:e]))  # (fed, targets): views
+            pool.append((x[lo : e - 1], x[s:e], d))  # (fed, targets, document): views
             pooled += e - 1 - lo
         if pooled >= POOL_BATCHES * batch_tokens:
             total += scorer.pool(pool, batch_tokens, on_scored)
             pool, pooled = [], 0
-    return total + scorer.pool(pool, batch_tokens, on_scored)
+    total += scorer.pool(pool, batch_tokens, on_scored)
+    return Scored(total, scorer.kl if reference is not None else None)
 
 
 def document_nll(model: Any, ids: list[int], window: int, stride: int) -> float:
@@ -110,22 +143,28 @@ def document_nll(model: Any, ids: list[int], window: int, stride: int) -> float:
 class _Scorer:
     """Summed NLL of batches of windows: the body and a chunked output layer, or the model's logits."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self, model: Any, reference: Any = None) -> None:
+        self.model, self.reference = model, reference
         self.device = next(model.parameters()).device
         cfg = loaded_text_config(model.config)
         self.vocab = int(getattr(cfg, "vocab_size", 0) or 2**17)
         self.head: tuple[Any, Any] | None = None
+        self.ref_head: tuple[Any, Any] | None = None
         self.checked = False
+        self.kl: list[float] = []  # per document (with a reference)
 
-    def pool(self, pool: list[tuple[Any, Any]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> float:
-        """Sum over ``pool``'s ``(fed, targets)`` windows, longest first, in batches of ``batch_tokens``."""
+    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> float:
+        """Sum over ``pool``'s ``(fed, targets, document)`` windows, longest first, in batches of ``batch_tokens``."""
         import torch
 
         order = sorted(pool, key=lambda w: -len(w[0]))
         if order and not self.checked:  # once: probed on the longest window
-            self.head, self.checked = checked_split(self.model, torch.cat([order[0][0], order[0][1][-1:]])), True
-        if self.head is None:  # the model's own logits of every scored position of a batch are held at once
+            probe = torch.cat([order[0][0], order[0][1][-1:]])
+            self.head, self.checked = checked_split(self.model, probe), True
+            if self.reference is not None:
+                self.ref_head = checked_split(self.reference, probe)
+        if self.head is None or (self.reference is not None and self.ref_head is None):
+            # a model's own logits of every scored position of a batch are held at once
             batch_tokens = min(batch_tokens, max(1, LOGIT_BYTES // (4 * self.vocab)))
         total, i = 0.0, 0
         while i < len(order):
@@ -136,20 +175,29 @@ class _Scorer:
             batch, i = order[i:j], j
             total += float(self._nll(batch).sum(dtype=torch.float64))
             if on_scored is not None:
-                on_scored(sum(len(t) for _, t in batch))
+                on_scored(sum(len(t) for _, t, _ in batch))
         return total
 
-    def _nll(self, batch: list[tuple[Any, Any]]) -> Any:
-        """``(N,)`` float32 NLL of every target of ``batch``, in batch order."""
+    def _nll(self, batch: list[tuple[Any, Any, int]]) -> Any:
+        """``(N,)`` float32 NLL of every target of ``batch``, in batch order (with a reference, each
+        window's KL is added to its document's)."""
         import torch
 
         B, L = len(batch), len(batch[0][0])
         ids = torch.zeros(B, L, dtype=torch.long)  # right padding: no scored position sees it
         rows, cols = [], []
-        for b, (fed, targets) in enumerate(batch):
+        for b, (fed, targets, _) in enumerate(batch):
             ids[b, : len(fed)] = fed
             rows.append(torch.full((len(targets),), b, dtype=torch.long))
             cols.append(torch.arange(len(fed) - len(targets), len(fed)))
-        row, col, target = torch.cat(rows), torch.cat(cols), torch.cat([t for _, t in batch])
+        row, col, target = torch.cat(rows), torch.cat(cols), torch.cat([t for _, t, _ in batch])
+        args = [t.to(self.device) for t in (ids, row, col, target)]
         with torch.inference_mode():
-            return position_nll(self.model, self.head, *(t.to(self.device) for t in (ids, row, col, target)))
+            if self.reference is None:
+                return position_nll(self.model, self.head, *args)
+            nll, kl = position_nll_kl(self.model, self.head, self.reference, self.ref_head, *args)
+        kl, start = kl.double().cpu(), 0
+        for _, targets, d in batch:
+            self.kl[d] += float(kl[start : start + len(targets)].sum())
+            start += len(targets)
+        return nll

@@ -1,7 +1,9 @@
 """``downcycle eval``: evaluate one or more models on loss and benchmark tasks.
 
 Writes ``OUT/<model name>/results.json`` (:mod:`downcycle.evaluation.results`),
-``OUT/<model name>/samples/<task>.jsonl`` (per-item log-likelihoods and metrics) and the stage
+``OUT/<model name>/samples/<task>.jsonl`` (per-item log-likelihoods and metrics; for single-answer
+multiple-choice tasks also each choice's length in characters and the gold log-likelihood, its
+per-character form and the Brier score) and the stage
 manifest ``OUT/downcycle.json``, all through one atomic output directory. Finished tasks are kept in
 ``.OUT.partial/`` until then, so that an interrupted run resumes (:mod:`downcycle.evaluation.resume`).
 """
@@ -32,7 +34,7 @@ from .resume import EvalProgress, ModelProgress
 from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
-__all__ = ["EvalOutcome", "load_tokenizer", "max_length", "run_eval", "summary"]
+__all__ = ["EvalOutcome", "ReferenceModel", "load_tokenizer", "max_length", "run_eval", "summary"]
 _DEFAULT_MAX_LENGTH = 2048  # the harness's default when neither config nor tokenizer says
 
 
@@ -83,16 +85,36 @@ def _names(models: list[str]) -> list[str]:
     return names
 
 
+class ReferenceModel:
+    """``--reference``: the model the loss task's ``kl_ref`` is measured against, loaded once, when a
+    model first needs it (a resumed run may need it for none; the reference itself never does)."""
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        self.cfg = cfg
+        self.path = resolve_source(cfg.reference).resolve() if cfg.reference is not None else None
+        self._model: Any = None
+
+    def is_model(self, path: Path) -> bool:
+        return self.path is not None and Path(path).resolve() == self.path
+
+    def model(self) -> Any:
+        if self._model is None:
+            cfg = self.cfg
+            self._model = load_model(self.path, dtype=cfg.dtype, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code)
+        return self._model
+
+
 def _write_samples(directory: Path, task: str, samples: list[dict]) -> None:
     directory.mkdir(exist_ok=True)
     (directory / f"{task}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
 
 
 def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, progress: ModelProgress | None = None,
-                   tokenizer: Any = None) -> EvalResults:
+                   tokenizer: Any = None, reference: ReferenceModel | None = None) -> EvalResults:
     """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``.
 
     ``tokenizer``: the model's, when the caller has loaded it already (:func:`check_inputs` does).
+    ``reference``: ``cfg.reference``, shared by the models of one run (made here when None).
 
     With ``progress``, tasks finished by an interrupted run are taken from it and each task is
     recorded there as it finishes (:mod:`downcycle.evaluation.resume`).
@@ -118,9 +140,12 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
         spec = get_task(task)
         if isinstance(spec, LossSpec):
             window = min(cfg.window or limit_len, limit_len)
+            reference = reference or ReferenceModel(cfg)
+            itself = reference.is_model(path)
             tasks[task] = evaluate_loss(model, tokenizer, cfg.data, text_field=cfg.text_field, window=window,
                                         stride=min(cfg.stride or window, window), limit=cfg.limit, progress=cfg.progress,
-                                        version=spec.version)
+                                        version=spec.version, is_reference=itself,
+                                        reference=reference.model() if reference.path is not None and not itself else None)
         elif isinstance(spec, GroupSpec):
             tasks[task], subresults, samples = evaluate_group(model, encoder, spec, opts)
             for sub, result in subresults.items():
@@ -163,6 +188,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}
     progress = EvalProgress(cfg)  # what an interrupted run of the same options finished
+    reference = ReferenceModel(cfg)
     kept: dict[str, ModelProgress] = {}
     try:
         for source, name in zip(cfg.models, names):
@@ -170,7 +196,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
             kept[name] = progress.model(name, path)
             done = kept[name].dir / RESULTS_NAME
             results[name] = read_results(done) if done.is_file() else \
-                evaluate_model(cfg, source, name, kept[name].dir, kept[name], tokenizer=tokenizers.get(path))
+                evaluate_model(cfg, source, name, kept[name].dir, kept[name], tokenizer=tokenizers.get(path), reference=reference)
     except DowncycleError:  # the same options fail the same way again: nothing worth resuming
         progress.finish()
         raise
@@ -184,7 +210,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     return EvalOutcome(out, results, time.perf_counter() - start)
 
 
-_HEADLINE = ("acc", "acc_norm", "perplexity", "bits_per_byte")
+_HEADLINE = ("acc", "acc_norm", "perplexity", "bits_per_byte", "kl_ref")
 
 
 def summary(result: EvalOutcome) -> str:

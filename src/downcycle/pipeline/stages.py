@@ -151,8 +151,12 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     stages.append(Stage("eval", "eval", evaluation, [s.name for s in stages if s.kind in ("data", "cut", "heal", "train")],
                         info={"models": {n: {**i, "eval_name": Path(m).name} for n, m, i in models}}))
     results = [str(out / "eval" / Path(m).name / "results.json") for _, m, _ in models]
-    stages.append(Stage("compare", "compare", CompareConfig(results=results, out=out / "compare", reference=Path(recipe.reference).name),
-                        ["eval"]))
+    ref_name = Path(recipe.reference).name
+    # every model against the reference, then every healed model against the cut it was healed from
+    pairs = [f"{Path(m).name}:{ref_name}" for _, m, _ in models[1:]]
+    pairs += [f"{Path(m).name}:{i['from']}" for _, m, i in models if i.get("role") == "healed"]
+    stages.append(Stage("compare", "compare", CompareConfig(results=results, out=out / "compare", reference=ref_name,
+                                                            pairs=",".join(pairs) if len(models) > 1 else None), ["eval"]))
     if recipe.report is not None:
         report = _wrap(f"{where}: report", lambda: ReportConfig(dir=out, **recipe.report))
         stages.append(Stage("report", "report", report, [s.name for s in stages if s.kind in ("analyze", "heal", "train", "eval", "compare")]))

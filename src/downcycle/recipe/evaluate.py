@@ -42,6 +42,8 @@ class EvalConfig:
     harness: str | None = arg("also run these lm-evaluation-harness tasks through its HF backend on the same loaded model "
                               "(comma-separated; needs `pip install lm-eval`)", metavar="TASKS")
     harness_include: Path | None = arg("--harness: a directory of extra lm-eval task YAMLs", metavar="DIR")
+    reference: str | None = arg("loss: also the per-token KL(reference‖model) on the same held-out tokens (metric kl_ref); "
+                                "the reference model is loaded once, and needs the evaluated models' tokenizer", metavar="MODEL")
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
     force: bool = arg("replace DIR if it exists", False)
     progress: bool = arg("show progress bars", True)
@@ -88,6 +90,10 @@ class CompareConfig:
                                                                "positional": True, "metavar": "RESULTS", "nargs": "+"})
     out: Path | None = arg("output directory: compare.md, compare.csv, compare.json and one PNG per task", metavar="DIR")
     reference: str | None = arg("model name the deltas are measured against (default: the first)", metavar="NAME")
+    pairs: str | None = arg("the paired comparisons, MODEL:BASELINE,... by the names in the table (e.g. a healed model "
+                            "against the cut it was healed from; default: every model against the reference)", metavar="PAIRS")
+    pool_exclude: str | None = arg("comma-separated tasks left out of the paired comparisons' pooled rows (e.g. boolq; "
+                                   "default: every benchmark task both models were evaluated on)", metavar="TASKS")
     plots: bool = arg("draw per-task bar charts (needs matplotlib)", True)
     force: bool = arg("replace DIR if it exists", False)
 

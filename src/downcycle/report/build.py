@@ -40,8 +40,9 @@ def run_report(cfg: ReportConfig) -> ReportResult:
     from .bars import benchmark_figures
     from .figures import analysis_figures, loss_figures
     from .html import render_html
+    from .item_paired import item_rows, item_table
     from .markdown import render_markdown
-    from .paired import experiment_pairs, paired_table
+    from .paired import experiment_pair_names, experiment_pairs, paired_table
     from .samples import SAMPLES_NAME, read_samples, sample_generations
     from .summary import summarize
 
@@ -68,16 +69,19 @@ def run_report(cfg: ReportConfig) -> ReportResult:
         analysis, losses, bench = analysis_figures(exp, tmp), loss_figures(exp, tmp), benchmark_figures(exp, tmp)
         pairs = experiment_pairs(exp)
         paired = paired_table(pairs)
+        items = item_rows(*experiment_pair_names(exp))
+        pooled = item_table(items, pooled_only=True)
         kept = samples if samples is not None else cache if cache.get("models") else None  # --no-samples keeps the cache
         if kept is not None:
             (tmp / SAMPLES_NAME).write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n")
-        md = render_markdown(title, summary, analysis, losses, samples, REPORT_DIR, notes, bench, paired)
-        page = render_html(title, summary, analysis, losses, samples, tmp, notes, bench, paired)
+        md = render_markdown(title, summary, analysis, losses, samples, REPORT_DIR, notes, bench, paired, pooled)
+        page = render_html(title, summary, analysis, losses, samples, tmp, notes, bench, paired, pooled)
         figures = [f.file for f in bench + analysis + losses]
         inputs = {s.name: {"stage": s.kind, "config_hash": s.manifest.get("config_hash")} for s in exp.stages}
         write_manifest(tmp, "report", to_dict(cfg), inputs,
                        {"files": [HTML_NAME, MD_NAME], "figures": figures, "verdicts": summary.verdicts,
-                        "healed": summary.healed, "paired": [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs]})
+                        "healed": summary.healed, "paired": [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs],
+                        "item_paired": [r.as_dict() for r in items]})
     write_atomic(root / MD_NAME, md)
     write_atomic(root / HTML_NAME, page)
     cards = []

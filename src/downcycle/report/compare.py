@@ -4,6 +4,12 @@ parameter counts, as Markdown, CSV and JSON, plus one bar chart per task (PNG).
 Charts show each task's headline metric (``acc_norm`` where the task has it, else ``acc``; the
 validation loss for ``loss``; ``exact_match[strict-match]`` for GSM8K) per model, with standard-error bars, reference first, as the seed's
 "reference vs cut vs healed" figures do.
+
+Beside the table, the paired comparisons (``--pairs MODEL:BASELINE,...``; default: every model
+against the reference) on the same items: each task's headline metric (:mod:`.paired`), and the
+continuous per-item metrics, per task and pooled over tasks (:mod:`.item_metrics`): differences of
+accuracy, gold log-likelihood (total and per character) and Brier score with their paired standard
+errors, the mean choice KL and the flips both ways (``compare.json``: ``paired``, ``item_paired``).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
 from ..recipe import CompareConfig, to_dict
 
 __all__ = ["CompareResult", "collect", "headline", "run_compare", "summary", "table_rows"]
-_SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte")
+_SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte", "kl_ref")
 _SHOWN_PREFIXES = ("exact_match",)  # generative tasks: exact_match[<filter>]
-_LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte"}
+_LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte", "kl_ref"}
 
 
 @dataclass
@@ -154,14 +160,24 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         raise DowncycleError(f"--reference {reference!r}: no such model (models: {', '.join(names)})")
     columns, rows = table_rows(results, reference)
     md = markdown(columns, rows, reference)
+    from .item_paired import ITEM_NOTE, item_rows, item_table, parse_pairs
     from .markdown import PAIRED_NOTE, md_table
     from .paired import paired_rows, paired_table
 
     dirs = [f.parent for f in result_files(cfg.results)]
-    pairs = paired_rows([(r.model.name, r, d) for r, d in zip(results, dirs)], [(n, reference) for n in names if n != reference])
+    models = [(r.model.name, r, d) for r, d in zip(results, dirs)]
+    chosen = parse_pairs(cfg.pairs, names) if cfg.pairs else [(n, reference) for n in names if n != reference]
+    pairs = paired_rows(models, chosen)
     if any(p.diff is not None for p in pairs):
-        md += "\n## Paired comparison\n\n" + PAIRED_NOTE.replace(", and each healed model against its cut", "") + "\n\n" \
-            + md_table(*paired_table(pairs)) + "\n"
+        note = PAIRED_NOTE.replace("Each model against the reference, and each healed model against its cut",
+                                   "Each model against its baseline (--pairs)") if cfg.pairs else \
+            PAIRED_NOTE.replace(", and each healed model against its cut", "")
+        md += "\n## Paired comparison\n\n" + note + "\n\n" + md_table(*paired_table(pairs)) + "\n"
+    exclude = tuple(t.strip() for t in (cfg.pool_exclude or "").split(",") if t.strip())
+    items = item_rows(models, chosen, exclude)
+    if any(r.n for r in items):
+        md += ("\n## Paired item metrics\n\n" + ITEM_NOTE + "\n\n### Pooled over tasks\n\n" + md_table(*item_table(items, pooled_only=True))
+               + "\n\n### Per task\n\n" + md_table(*item_table(items)) + "\n")
     files = ["compare.md", "compare.csv", "compare.json"]
     with atomic_output_dir(Path(cfg.out), force=cfg.force) as tmp:
         (tmp / "compare.md").write_text(md)
@@ -171,8 +187,8 @@ def run_compare(cfg: CompareConfig) -> CompareResult:
         writer.writerows(rows)
         (tmp / "compare.csv").write_text(buf.getvalue())
         paired = [dataclasses.asdict(p) | {"significant": p.significant} for p in pairs]
-        (tmp / "compare.json").write_text(json.dumps({"reference": reference, "columns": columns, "rows": rows, "paired": paired},
-                                                     indent=2) + "\n")
+        (tmp / "compare.json").write_text(json.dumps({"reference": reference, "columns": columns, "rows": rows, "paired": paired,
+                                                      "item_paired": [r.as_dict() for r in items]}, indent=2) + "\n")
         if cfg.plots:
             tasks = list(dict.fromkeys(t for r in results for t in r.tasks))
             for task in tasks:

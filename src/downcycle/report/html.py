@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from .figures import Figure
-from .markdown import GAP_NOTE, PAIRED_NOTE
+from .item_paired import ITEM_NOTE
+from .markdown import GAP_NOTE, ITEMS_HEADING, ITEMS_LEAD, PAIRED_NOTE
 from .summary import Summary
 from .tables import healed_table, model_table
 
@@ -59,9 +60,10 @@ def _figure(directory: Path, f: Figure) -> str:
 
 def render_html(title: str, summary: Summary, analysis: list[Figure], losses: list[Figure], samples: dict[str, Any] | None,
                 figure_dir: Path, notes: list[str], benchmarks: list[Figure] = (),
-                paired: tuple[list[str], list[list[str]]] | None = None) -> str:
-    """The whole report; the PNGs are read from ``figure_dir`` and embedded (``benchmarks``, ``paired``:
-    as for :func:`~.markdown.render_markdown`)."""
+                paired: tuple[list[str], list[list[str]]] | None = None,
+                items: tuple[list[str], list[list[str]]] | None = None) -> str:
+    """The whole report; the PNGs are read from ``figure_dir`` and embedded (``benchmarks``, ``paired``,
+    ``items``: as for :func:`~.markdown.render_markdown`)."""
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
            f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
@@ -71,10 +73,12 @@ def render_html(title: str, summary: Summary, analysis: list[Figure], losses: li
             '<p class="note">Parameters as evaluated (tied embeddings counted once); weights on disk: the <code>*.safetensors</code> files.</p>']
     if summary.healed:
         out += ["<h2>Healing</h2>", _table(*healed_table(summary)), f'<p class="note">{e(GAP_NOTE)}</p>']
-    if benchmarks or (paired and paired[1]):
+    if benchmarks or (paired and paired[1]) or (items and items[1]):
         out += ["<h2>Benchmarks</h2>"] + [_figure(figure_dir, f) for f in benchmarks]
         if paired and paired[1]:
             out += ["<h3>Paired comparison</h3>", f'<p class="note">{e(PAIRED_NOTE)}</p>', _table(*paired)]
+        if items and items[1]:
+            out += [f"<h3>{e(ITEMS_HEADING)}</h3>", f'<p class="note">{e(ITEMS_LEAD + " " + ITEM_NOTE)}</p>', _table(*items)]
     for heading, figures in (("Layer analysis", analysis), ("Loss curves", losses)):
         if figures:
             out += [f"<h2>{heading}</h2>"] + [_figure(figure_dir, f) for f in figures]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Paired", "Z", "benchmark_tasks", "compare_pair", "experiment_pairs", "paired_diff", "paired_rows", "paired_table", "pooled_inside", "read_items"]
+__all__ = ["Paired", "Z", "benchmark_tasks", "compare_pair", "experiment_pair_names", "experiment_pairs", "paired_diff", "paired_rows", "paired_table", "pooled_inside", "read_items"]
 Z = 2.0  # |diff| > Z * SE: larger than its noise
 
 
@@ -150,15 +150,22 @@ def paired_table(rows: list[Paired]) -> tuple[list[str], list[list[str]]]:
     return head, out
 
 
-def experiment_pairs(exp: Any) -> list[Paired]:
-    """The report's pairs (``exp``: an :class:`~.experiment.Experiment`): every model against the
-    reference, then every healed model against the cut it was healed from."""
+def experiment_pair_names(exp: Any) -> tuple[list[tuple[str, Any, Path | None]], list[tuple[str, str]]]:
+    """The report's models, ``(name, EvalResults, results directory)`` of each evaluated model of
+    ``exp`` (an :class:`~.experiment.Experiment`), and its pairs ``(model, baseline)``: every model
+    against the reference, then every healed model against the cut it was healed from."""
     evaluated = [m for m in exp.models if m.results is not None]
     refs = [m for m in evaluated if m.role == "reference"]
     if not refs:
-        return []
+        return [], []
     ref = refs[0]
     order = {"cut": 0, "healed": 1, "control": 2}
     pairs = [(m.name, ref.name) for m in sorted(evaluated, key=lambda m: order.get(m.role, 3)) if m is not ref]
     pairs += [(m.name, m.parent) for m in evaluated if m.role == "healed" and m.parent in {x.name for x in evaluated}]
-    return paired_rows([(m.name, m.results, m.results_dir) for m in evaluated], pairs)
+    return [(m.name, m.results, m.results_dir) for m in evaluated], pairs
+
+
+def experiment_pairs(exp: Any) -> list[Paired]:
+    """The report's paired comparisons on each task's headline metric (:func:`experiment_pair_names`)."""
+    models, pairs = experiment_pair_names(exp)
+    return paired_rows(models, pairs)

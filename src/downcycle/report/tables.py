@@ -8,7 +8,8 @@ from typing import Any
 from .summary import Summary
 
 __all__ = ["fmt_bytes", "fmt_value", "healed_table", "model_table"]
-_HEADINGS = {"loss/nll": "val loss (nats/token)", "loss/perplexity": "perplexity", "loss/bits_per_byte": "bits per byte"}
+_HEADINGS = {"loss/nll": "val loss (nats/token)", "loss/perplexity": "perplexity", "loss/bits_per_byte": "bits per byte",
+             "loss/kl_ref": "KL(reference‖model) (nats/token)"}
 
 
 def fmt_value(value: Any) -> str:
