@@ -41,7 +41,7 @@ OWNED = {
 # Fields naming local files or directories, resolved against the recipe's directory.
 PATH_FIELDS = {"data": {"tokenizer", "source", "gen_prompts"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
                "heal_states": {"data"},
-               "eval": {"data", "task_data", "harness_include"}}
+               "eval": {"data", "task_data", "harness_include", "reference"}}
 
 
 @dataclass
@@ -247,7 +247,7 @@ def _section(w: Where, where: str, doc: Any, cls: type, base: Path, owned_key: s
         values[name] = coerce(w, f"{where}.{raw}", value, hints[name])
         if name in PATH_FIELDS.get(key, ()) and values[name] is not None:
             v = values[name]
-            hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval", "heal_states") and name == "data")
+            hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval", "heal_states") and name == "data") or (key == "eval" and name == "reference")
             values[name] = [local_path(w, f"{where}.{raw}", s, base, hub=False) for s in v] if isinstance(v, list) \
                 else local_path(w, f"{where}.{raw}", str(v), base, hub=hub)
     return values

@@ -145,6 +145,8 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
 
     eval_options = dict(recipe.eval)
     eval_options.setdefault("data", str(corpus))
+    if "loss" in [t.strip() for t in str(eval_options.get("tasks", "loss")).split(",")]:
+        eval_options.setdefault("reference", recipe.reference)  # the loss task's KL(reference‖model) per token
     if eval_options.get("window") is None and eval_options["data"] == str(corpus):
         eval_options["window"] = stages[0].config.seq_len
     evaluation = _wrap(f"{where}: eval", lambda: EvalConfig(models=[m for _, m, _ in models], out=out / "eval", **eval_options))
@@ -154,7 +156,8 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     ref_name = Path(recipe.reference).name
     # every model against the reference, then every healed model against the cut it was healed from
     pairs = [f"{Path(m).name}:{ref_name}" for _, m, _ in models[1:]]
-    pairs += [f"{Path(m).name}:{i['from']}" for _, m, i in models if i.get("role") == "healed"]
+    evaluated = {Path(m).name for _, m, _ in models}
+    pairs += [f"{Path(m).name}:{i['from']}" for _, m, i in models if i.get("role") == "healed" and i["from"] in evaluated]
     stages.append(Stage("compare", "compare", CompareConfig(results=results, out=out / "compare", reference=ref_name,
                                                             pairs=",".join(pairs) if len(models) > 1 else None), ["eval"]))
     if recipe.report is not None:
