@@ -168,7 +168,8 @@ def test_layer_replacement_changes_only_its_layer_and_lowers_its_own_mse(ref_of,
     from safetensors.torch import load_file
 
     ref = ref_of("llama")
-    result = heal(make_cut(ref, tmp_path / "cut", "0-1,5"), tmp_path / "healed", method="layer", loss="mse", epochs=4, lr=3e-3)
+    result = heal(make_cut(ref, tmp_path / "cut", "0-1,5"), tmp_path / "healed", method="layer", loss="mse", epochs=4, lr=3e-3,
+                  init="first")
     assert result.layers == [0, 1, 2, 5]  # the gap 2-4 replaced by one layer, initialised from layer 2, at its place
     (gap,) = result.gaps
     assert gap["held_out_after"]["mse"] < gap["held_out_before"]["mse"]
@@ -187,7 +188,8 @@ def test_layer_replacement_with_the_kl_loss_on_a_gemma3_tail(ref_of, tmp_path):
     assert gap["loss"] == "kl" and gap["held_out_after"]["loss"] < gap["held_out_before"]["loss"]
     config = json.loads((tmp_path / "healed" / "config.json").read_text())
     source = json.loads((ref / "config.json").read_text())
-    assert config["layer_types"] == [source["layer_types"][i] for i in (0, 1, 2, 3)]
+    assert result.layers == [0, 1, 2, 5]  # the replacement starts as the gap's last layer, 5, at its place
+    assert config["layer_types"] == [source["layer_types"][i] for i in (0, 1, 2, 5)] and config["layer_types"][3] == "full_attention"
 
 
 def _refused(capsys, argv: list[str], needle: str) -> None:

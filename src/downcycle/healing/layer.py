@@ -3,8 +3,8 @@ replaced by ONE decoder layer, trained alone to map the states entering the gap 
 it, on reference states computed once and cached. A step costs one layer's forward and backward
 (plus the frozen final norm and output layer for the ``kl`` loss), not the model's.
 
-The layer starts as a copy of one of the gap's own layers (``init``: its first, by default) and sits
-at that layer's place, so a per-layer config field (attention type, window) is that layer's. It is
+The layer starts as a copy of one of the gap's own layers (``init``: its last, by default; its first)
+and sits at that layer's place, so a per-layer config field (attention type, window) is that layer's. It is
 called with the keyword arguments the model itself passed the gap's first layer (position embeddings,
 masks), captured, never re-derived. Losses:
 

@@ -37,7 +37,9 @@ class HealConfig:
                     "next-token distributions through the frozen final norm and head)", "auto")
     kl_fraction: float = arg("layer, kl loss: the share of each batch's token positions the loss scores (drawn afresh each "
                              "step; the output layer is most of a step's cost)", 1.0)
-    init: str = arg("layer: the replacement starts as a copy of the gap's first or last dropped layer", "first")
+    init: str = arg("layer: the replacement starts as a copy of the gap's last or first dropped layer, and takes its place "
+                    "(last: on SmolLM2-135M a tail gap's held-out KL fell 16.0 -> 1.8 against first's 10.2 -> 2.8, a middle gap's "
+                    "MSE 18.8 -> 10.1 against 24.4 -> 13.4; docs/heal.md)", "last")
     epochs: int = arg("layer: passes over the cached states", 6)
     lr: float = arg("layer: peak learning rate (AdamW, cosine schedule)", 1e-3)
     precision: str = arg("layer: auto (bf16 autocast where the hardware has it), bf16, fp32; calibration is float32", "auto")
