@@ -11,12 +11,12 @@ import json
 import shutil
 from pathlib import Path
 
-from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..checkpoint.safetensors_index import INDEX_NAME
 from ..errors import DowncycleError
-from ..recipe import ConvertConfig, to_dict
+from ..recipe import ConvertConfig, inputs_of, to_dict
 
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
@@ -28,6 +28,7 @@ def convert(config: ConvertConfig) -> Path:
     """Convert ``config.source`` (``pytorch_model*.bin``, or a ``.gguf`` file) to a safetensors
     checkpoint in ``config.out``."""
     src = config.source
+    check_new_output(config.out, config.force, inputs_of(config))
     if src.suffix.lower() == ".gguf":
         from .gguf import convert_gguf
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..artifacts.atomic import check_new_output
 from ..artifacts.loss_log import LOG_NAME, PLOT_NAME, read_log
 from ..errors import DowncycleError
-from ..recipe import TrainConfig, to_dict
+from ..recipe import TrainConfig, inputs_of, to_dict
 
 __all__ = ["TrainResult", "run_train", "summary"]
 
@@ -64,7 +64,7 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     if datasets is None and config.data is None:
         raise DowncycleError("train needs --data CORPUS_DIR (a directory written by `downcycle data`)")
     out = Path(config.out)
-    check_new_output(out, config.force)
+    check_new_output(out, config.force, inputs_of(config))
     if config.resume:
         _check_resumable(out)
     from ..loading import check_weights, read_config, resolve_source
