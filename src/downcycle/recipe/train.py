@@ -96,3 +96,6 @@ class TrainConfig:
             raise DowncycleError("--distill-temperature, --lr and --epochs must be positive")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise DowncycleError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout})")
+        if not all(t.strip() for t in str(self.lora_targets).split(",")):
+            raise DowncycleError(f"--lora-targets {self.lora_targets!r}: an empty module name (give all-linear, mlp or "
+                                 "comma-separated module names)")

@@ -87,8 +87,12 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     if seq_len is not None and have is not None and seq_len != have:
         raise DowncycleError(f"{config.axolotl}: sequence_len {seq_len} differs from the corpus's seq_len {have}; "
                              "rebuild the corpus with that length or edit the file")
+    if have is not None:
+        from ..compat import check_positions
+
+        check_positions(f"{config.data}: seq_len", have, source, model_config, "build the corpus with --seq-len {limit} or less")
     method = get_method(config.method)
-    notes += method.check_inputs(config, source, model_config)  # e.g. distillation's teacher
+    notes += method.check_inputs(config, source, model_config, seq_len=have)  # e.g. distillation's teacher
     trainer = Trainer(config, method, *datasets)
     trainer.notes.extend(notes)
     trainer.setup()

@@ -1,0 +1,89 @@
+"""Bad inputs of issue 24 beyond outputs (tests/test_output_apart.py) and recipes
+(tests/test_bad_recipes.py): what the config and the corpus header already say, checked before any
+model loads; silent or misleading answers made one line naming the file; options whose values start
+with '-'. Each refusal: exit 1, one line naming the file, key or value, no traceback, nothing left
+behind, every input byte-identical.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bad_support import refused, tree_hash
+from downcycle import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+KJV = ROOT / "examples" / "corpus" / "kjv.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def env(real_model, tiny_model, tmp_path_factory):
+    """A GPT-2 (a learned table of 128 positions) with the examples tokenizer, a corpus of 256-token
+    sequences for both it and the Llama (rotary: no table), two cuts of the Llama."""
+    from downcycle.data.corpus import build_corpus
+    from downcycle.recipe import DataConfig
+
+    root = tmp_path_factory.mktemp("bad-inputs-24")
+    gpt2 = root / "gpt2"
+    shutil.copytree(tiny_model("gpt2", vocab_size=8192), gpt2)
+    for f in real_model.glob("tokenizer*"):
+        shutil.copy2(f, gpt2 / f.name)
+    long = build_corpus(DataConfig(tokenizer=str(real_model), source=[str(KJV)], out=root / "long", tokens="4K", seq_len=256,
+                                   val=0.25, progress=False))
+    (root / "text.jsonl").write_text('{"text": "In the beginning God created the heaven and the earth."}\n' * 80)
+    for name, layers in (("cut2", "0-1"), ("cut3", "0-2")):
+        assert cli.main(["cut", str(real_model), str(root / name), "--layers", layers]) == 0
+    return {"M": real_model, "G": gpt2, "C": long, "R": root}
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
+
+
+def _check(capsys, env, tmp_path, line: str, needles: list[str], code: int = 1) -> str:
+    """Refused in one line; nothing written beside OUT; every input unchanged."""
+    out = tmp_path / "out"
+    before = {k: tree_hash(v) for k, v in env.items()}
+    fill = {**{k: str(v) for k, v in env.items()}, "OUT": str(out)}
+    got = refused(capsys, [a.format(**fill) for a in line.split()], [n.format(**fill) for n in needles], code)
+    assert not list(tmp_path.iterdir()), f"left behind: {list(tmp_path.iterdir())}"
+    assert {k: tree_hash(v) for k, v in env.items()} == before
+    return got
+
+
+TRAIN = "train {G} --data {C} --out {OUT} --max-steps 1 --no-progress --device cpu --precision fp32"
+
+# (id, command line, the needles of its one line)
+LENGTHS = [
+    ("train-seq-len-beyond-positions", TRAIN, ["{C}: seq_len 256", "{G}'s 128 positions", "n_positions", "--seq-len 128"]),
+    ("distill-teacher-positions", "train {M} --data {C} --out {OUT} --method distill --teacher {G} --no-progress",
+     ["{C}: seq_len 256", "--teacher {G}'s 128 positions"]),
+    ("analyze-seq-len", "analyze {G} --data {R}/text.jsonl --out {OUT} --seq-len 256 --no-progress",
+     ["--seq-len 256", "{G}'s 128 positions"]),
+    ("prune-seq-len", "prune {G} {OUT} --ffn 16 --data {R}/text.jsonl --seq-len 256", ["--seq-len 256", "{G}'s 128 positions"]),
+    ("lora-targets-empty", "train {M} --data {C} --out {OUT} --method lora --lora-targets=", ["--lora-targets ''", "empty"]),
+    ("lora-targets-empty-item", "train {M} --data {C} --out {OUT} --method lora --lora-targets q_proj,", ["'q_proj,'", "empty"]),
+]
+
+
+@pytest.mark.parametrize("case, line, needles", LENGTHS, ids=[c[0] for c in LENGTHS])
+def test_what_the_files_say_is_checked_before_loading(case, line, needles, env, tmp_path, capsys, no_model_load):
+    _check(capsys, env, tmp_path, line, needles)
+
+
+def test_a_rotary_model_takes_sequences_past_its_config_length(env):
+    """No learned table, no hard limit: the Llama's 128 max_position_embeddings does not refuse 256."""
+    from downcycle.compat import check_positions
+    from downcycle.errors import DowncycleError
+    from downcycle.loading import read_config
+
+    check_positions("seq_len", 256, env["M"], read_config(env["M"]), "")
+    with pytest.raises(DowncycleError, match="128 positions"):
+        check_positions("seq_len", 256, env["G"], read_config(env["G"]), "")
+    check_positions("seq_len", 128, env["G"], read_config(env["G"]), "")
