@@ -7,6 +7,7 @@ behind, every input byte-identical.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,8 @@ LENGTHS = [
     ("prune-seq-len", "prune {G} {OUT} --ffn 16 --data {R}/text.jsonl --seq-len 256", ["--seq-len 256", "{G}'s 128 positions"]),
     ("lora-targets-empty", "train {M} --data {C} --out {OUT} --method lora --lora-targets=", ["--lora-targets ''", "empty"]),
     ("lora-targets-empty-item", "train {M} --data {C} --out {OUT} --method lora --lora-targets q_proj,", ["'q_proj,'", "empty"]),
+    ("eval-task-data-mistyped", "eval {M} --tasks arc_easy --task-data {R}/tsak-data --out {OUT} --no-progress",
+     ["--task-data {R}/tsak-data", "no such directory"]),
 ]
 
 
@@ -87,3 +90,57 @@ def test_a_rotary_model_takes_sequences_past_its_config_length(env):
     with pytest.raises(DowncycleError, match="128 positions"):
         check_positions("seq_len", 256, env["G"], read_config(env["G"]), "")
     check_positions("seq_len", 128, env["G"], read_config(env["G"]), "")
+
+
+def _results(model: Path, where: Path, config_hash: str | None = None) -> Path:
+    """A results.json recording ``model`` (its path, its config.json hash unless given)."""
+    from downcycle.artifacts.hashes import file_sha256
+    from downcycle.evaluation.results import EvalResults, ModelInfo
+
+    sha = config_hash or (file_sha256(model / "config.json") if (model / "config.json").is_file() else "0" * 64)
+    where.mkdir(parents=True)
+    return EvalResults(ModelInfo(model.name, str(model), 1, {"config.json": sha}), {}, {"tasks": "loss"}, {}, None, 0.0).write(where)
+
+
+def test_card_refuses_another_models_results(env, tmp_path, capsys):
+    results = _results(env["R"] / "cut3", env["R"] / "res-cut3")
+    _check(capsys, env, tmp_path, f"card {{R}}/cut2 --results {results}", [f"--results {results}", "cut3", "not of", "cut2"])
+    moved = _results(env["R"] / "gone", env["R"] / "res-gone")  # a model no longer there, of another config
+    _check(capsys, env, tmp_path, f"card {{R}}/cut2 --results {moved}", [f"--results {moved}", "config.json differs"])
+    mine = _results(env["R"] / "cut2", env["R"] / "res-cut2")
+    assert cli.main(["card", str(env["R"] / "cut2"), "--results", str(mine)]) == 0
+    assert "## Evaluation" in (env["R"] / "cut2" / "README.md").read_text()
+
+
+def test_report_names_a_truncated_manifest(env, tmp_path, capsys):
+    exp = env["R"] / "exp"
+    shutil.copytree(env["R"] / "cut2", exp / "cut2")
+    (exp / "broken").mkdir()
+    (exp / "broken" / "downcycle.json").write_text('{"stage": "cut", "inputs": {')
+    _check(capsys, env, tmp_path, "report {R}/exp --no-samples --no-cards", ["{R}/exp/broken/downcycle.json", "not valid JSON"])
+    shutil.rmtree(exp)
+
+
+def test_convert_names_a_pickle_that_is_not_weights_only(env, tmp_path, capsys):
+    import torch
+
+    src = env["R"] / "pickled"
+    src.mkdir()
+    shutil.copy2(env["M"] / "config.json", src / "config.json")
+    torch.save({"w": torch.zeros(2), "args": argparse.Namespace(lr=1)}, src / "pytorch_model.bin")
+    line = _check(capsys, env, tmp_path, "convert {R}/pickled {OUT}", ["{R}/pickled/pytorch_model.bin", "argparse.Namespace"])
+    assert "\x1b" not in line and "weights_only=False" not in line and len(line) < 300
+    shutil.rmtree(src)
+
+
+def test_convert_reads_a_pickle_of_the_old_format(env, tmp_path):
+    """torch.save(..., _use_new_zipfile_serialization=False): weights only, but not memory-mappable."""
+    import torch
+    from safetensors.torch import load_file
+
+    src = tmp_path / "old"
+    src.mkdir()
+    shutil.copy2(env["M"] / "config.json", src / "config.json")
+    torch.save({"w": torch.arange(4.0)}, src / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    assert cli.main(["convert", str(src), str(tmp_path / "st")]) == 0
+    assert load_file(tmp_path / "st" / "model.safetensors")["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
