@@ -144,3 +144,24 @@ def test_convert_reads_a_pickle_of_the_old_format(env, tmp_path):
     torch.save({"w": torch.arange(4.0)}, src / "pytorch_model.bin", _use_new_zipfile_serialization=False)
     assert cli.main(["convert", str(src), str(tmp_path / "st")]) == 0
     assert load_file(tmp_path / "st" / "model.safetensors")["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("argv, field, value", [
+    (["train", "M", "--train-layers", "-4:"], "train_layers", "-4:"),
+    (["train", "M", "--train-layers", "-4:", "--lr", "-1"], "lr", -1.0),
+    (["cut", "S", "O", "--layers", "-4:"], "layers", "-4:"),
+    (["cut", "S", "O", "--drop", "-2:"], "drop", "-2:"),
+    (["cut", "S", "O", "--layers", "-8:-4,-2"], "layers", "-8:-4,-2"),
+    (["prune", "S", "O", "--drop", "-2:"], "drop", "-2:"),
+], ids=["train-layers", "negative-number", "cut-layers", "cut-drop", "cut-ranges", "prune-drop"])
+def test_a_layer_spec_starting_with_a_minus_is_a_value(argv, field, value):
+    assert getattr(cli.build_parser(argv[0]).parse_args(argv), field) == value
+
+
+def test_a_cut_of_the_last_layers_as_written_in_the_help(env, tmp_path, capsys):
+    import json
+
+    assert cli.main(["cut", str(env["M"]), str(tmp_path / "last"), "--layers", "-2:"]) == 0
+    assert json.loads((tmp_path / "last" / "downcycle.json").read_text())["outputs"]["kept_layers"] == [4, 5]
+    shutil.rmtree(tmp_path / "last")
+    _check(capsys, env, tmp_path, "cut {M} {OUT} --layerz 0-1", ["unrecognized arguments", "--layerz"], code=2)
