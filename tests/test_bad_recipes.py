@@ -10,6 +10,7 @@ are byte-identical afterwards and no experiment directory appears.
 from __future__ import annotations
 
 import pytest
+
 from bad_support import refused, tree_hash
 
 TEXT = '{"text": "In the beginning God created the heaven and the earth. And the earth was without form."}\n' * 40

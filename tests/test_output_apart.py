@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from bad_support import refused, tree_hash
 
+from bad_support import refused, tree_hash
 from downcycle import cli
 from downcycle.artifacts.atomic import check_output_apart
 from downcycle.errors import DowncycleError
