@@ -72,6 +72,11 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     source = resolve_source(config.model)
     model_config = read_config(source)
     check_weights(source)
+    if config.train_layers is not None:  # the spec against config.json's layer count, before the model loads
+        from ..architecture import num_layers
+        from ..surgery.layerspec import parse_layers
+
+        parse_layers(config.train_layers, num_layers(model_config))
     requested = str(config.model)
     config = dataclasses.replace(config, model=str(source))  # a hub id resolved to its local snapshot
     if datasets is None:
