@@ -100,15 +100,16 @@ def check_new_output(out: Path, force: bool, inputs: Inputs = ()) -> None:
 
 
 @contextmanager
-def atomic_output_dir(out: Path, force: bool = False, inputs: Inputs = ()) -> Iterator[Path]:
+def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to fill; rename it to ``out`` only on success.
 
     An existing ``out`` is refused unless ``force``; then it is replaced only once the new one is
-    complete. One of ``inputs``, or a directory holding one or inside one, is refused always. Any exception, ``KeyboardInterrupt`` included, removes the temporary directory; one
-    left by a killed process (its id is in the name) is removed by the next run.
+    complete (an output that is, holds or lies in an input the stage refused before, through
+    :func:`check_new_output`). Any exception, ``KeyboardInterrupt`` included, removes the temporary
+    directory; one left by a killed process (its id is in the name) is removed by the next run.
     """
     out = Path(out)
-    check_new_output(out, force, inputs)
+    check_new_output(out, force)
     if out.exists() and not out.is_dir():
         raise DowncycleError(f"{out}: exists and is not a directory")
     parent = out.absolute().parent
