@@ -9,6 +9,8 @@ are resolved as the recipe is read (:mod:`.recipe_file`); the rest are here, whe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import DowncycleError
 from ..registries import load_registry
 from .recipe_file import Recipe
@@ -45,8 +47,9 @@ def check_names(recipe: Recipe) -> None:
                 raise w.error(f"heal[{i}].{key}", f"unknown {what} {value!r} (known: {', '.join(known)}; see `downcycle ls {registry}`)")
 
 
-def _at(w: Where, where: str, check: object) -> None:
+def _at(w: Where, where: str, check: Callable[[], object]) -> None:
+    """Run ``check``; its error is reported at ``where`` in the recipe."""
     try:
-        check()  # type: ignore[operator]
+        check()
     except DowncycleError as e:
         raise w.error(where, str(e)) from None
