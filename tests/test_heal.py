@@ -214,7 +214,8 @@ def test_refusals_are_one_line(ref_of, tmp_path, capsys):
     _refused(capsys, ["heal", str(middle), str(tmp_path / "o2"), "--data", str(CORPUS), "--method", "layer", "--loss", "kl"],
              "is not the tail")
     _refused(capsys, ["heal", str(ref), str(tmp_path / "o3"), "--data", str(CORPUS)], "not a cut written by `downcycle cut`")
-    _refused(capsys, ["heal", str(middle), str(middle / "inside"), "--data", str(CORPUS)], "must not be, contain or sit inside")
+    _refused(capsys, ["heal", str(middle), str(middle / "inside"), "--data", str(CORPUS)], "must not be the model")
+    _refused(capsys, ["heal", str(middle), str(tmp_path), "--data", str(CORPUS), "--force"], "must not be the")
     _refused(capsys, ["heal", str(middle), str(tmp_path / "o4")], "needs --data")
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
 

@@ -1,6 +1,15 @@
 """Bad input to every stage but `cut` (tests/test_cut_errors.py has those): exit status 1, one line
 on stderr naming the file, key or value at fault, no traceback, no output left behind (an existing
-output untouched). Cases marked ``early`` must be refused before any model is loaded."""
+output untouched). Cases marked ``early`` must be refused before any model is loaded.
+
+The battery's classes: missing, empty or malformed files (sources, corpora, recipes, task data,
+results, manifests, pickles); inputs that do not fit together (tokenizers, vocabularies, task
+fields, context lengths); out-of-range and mistyped values and names (layers, counts, tasks,
+methods, strategies, recipe keys and registry names, --depths); outputs that exist. Beside it:
+tests/test_output_apart.py (an output that is, holds or sits in an input, for every command and
+input), tests/test_bad_recipes.py (every name a recipe gives, with and without --dry-run) and
+tests/test_bad_inputs.py (position tables, LoRA targets, another model's results, options whose
+values start with '-')."""
 
 from __future__ import annotations
 
@@ -36,6 +45,11 @@ def env(real_model, real_corpus, tmp_path_factory, one_torch_thread):
     import torch
 
     torch.save(torch.zeros(3), binmodel / "pytorch_model.bin")  # a pickle, and not even a state dict
+    unsafe = root / "unsafe"
+    shutil.copytree(binmodel, unsafe)
+    import argparse
+
+    torch.save({"w": torch.zeros(3), "args": argparse.Namespace(lr=1)}, unsafe / "pytorch_model.bin")  # not weights only
     files = {"bad.jsonl": '{"text": "a"}\nnot json\n', "nofield.jsonl": '{"body": "hello world"}\n' * 5, "empty.txt": "",
              "bad.yaml": "reference: [unclosed\n", "unk.yaml": f"reference: {real_model}\nbogus: 1\n",
              "results.json": "{not json", "small.jsonl": '{"text": "In the beginning God created the heaven and the earth."}\n' * 20}
@@ -45,6 +59,10 @@ def env(real_model, real_corpus, tmp_path_factory, one_torch_thread):
     (root / "badcut.yaml").write_text(recipe + "cuts:\n  - {name: a, layers: '0-9'}\n")
     (root / "nokeep.yaml").write_text(recipe + "cuts:\n  - {name: a, layers: '0-3'}\n")
     (root / "ok.yaml").write_text(recipe + "cuts:\n  - {name: a, keep: 4}\n")
+    (root / "badtask.yaml").write_text(recipe + "cuts:\n  - {name: a, keep: 4}\neval: {tasks: 'loss,helaswag'}\n")
+    (root / "badmethod.yaml").write_text(recipe + "cuts:\n  - {name: a, keep: 4}\nheal:\n  - {method: ful}\n")
+    (root / "torn" / "cut").mkdir(parents=True)
+    (root / "torn" / "cut" / "downcycle.json").write_text('{"stage": "cut", "inputs"')
     for name, text in {"hs-fields": '{"ctx": "a"}\n', "hs-json": '{"ctx": "a", \n'}.items():
         (root / name).mkdir()
         (root / name / "hellaswag.validation.jsonl").write_text(text)
@@ -52,7 +70,7 @@ def env(real_model, real_corpus, tmp_path_factory, one_torch_thread):
     cut = root / "cut"
     assert cli.main(["cut", str(real_model), str(cut), "--layers", "0-3"]) == 0
     return {"M": real_model, "C": real_corpus, "R": root, "OTHER": other, "OC": other_corpus, "NOTOK": notok,
-            "BIN": binmodel, "CUT": cut, "KJV": KJV}
+            "BIN": binmodel, "UNSAFE": unsafe, "CUT": cut, "KJV": KJV}
 
 
 @pytest.fixture
@@ -97,7 +115,8 @@ CASES = [
     ("train-distill-teacher-missing", TRAIN + " --method distill --teacher {R}/nope", ["nope", "no such model directory"], True),
     ("train-axolotl-bad-yaml", TRAIN + " --axolotl {R}/bad.yaml", ["bad.yaml", "YAML"], True),
     ("train-negative-lr", TRAIN + " --lr -1", ["--lr"], True),
-    ("train-bad-layers", TRAIN + " --train-layers 0-9", ["'0-9'", "layer 9"], False),
+    ("train-bad-layers", TRAIN + " --train-layers 0-9", ["'0-9'", "layer 9"], True),
+    ("train-layers-from-the-end", TRAIN + " --train-layers -9:", ["'-9:'"], True),
     ("eval-unknown-task", EVAL + " --tasks nope", ["'nope'", "unknown task"], True),
     ("eval-loss-without-data", EVAL + " --tasks loss", ["--data"], True),
     ("eval-corpus-vocab-too-big", "eval {OTHER} --out {OUT} --data {C} --no-progress", ["8192-token vocabulary", "2000"], True),
@@ -110,6 +129,8 @@ CASES = [
     ("eval-second-model-missing", "eval {M} {R}/nope --out {OUT} --data {C} --no-progress", ["nope", "no such model directory"], True),
     ("eval-bin-weights", "eval {BIN} --out {OUT} --data {C} --no-progress", ["binmodel", "downcycle convert"], True),
     ("eval-limit-zero", EVAL + " --data {C} --limit 0", ["--limit", "0"], True),
+    ("eval-task-data-mistyped", EVAL + " --tasks arc_easy --task-data {R}/emtpy-dir", ["--task-data", "emtpy-dir", "no such directory"], True),
+    ("train-lora-targets-empty", TRAIN + " --method lora --lora-targets=", ["--lora-targets ''"], True),
     ("eval-gsm8k-context-too-short", "eval {OTHER} --out {OUT} --tasks gsm8k --task-data " + str(ROOT / "tests" / "fixtures" / "eval"),
      ["gsm8k", "maximum length 128"], True),
     ("analyze-missing-data", "analyze {M} --data {R}/nope.txt --out {OUT}", ["nope.txt"], True),
@@ -124,11 +145,15 @@ CASES = [
     ("run-unknown-key", "run {R}/unk.yaml --out {OUT}", ["unk.yaml", "bogus"], True),
     ("run-layers-out-of-range", "run {R}/badcut.yaml --out {OUT}", ["badcut.yaml", "cuts[0].layers", "'0-9'"], True),
     ("run-from-unknown-stage", "run {R}/ok.yaml --out {OUT} --from nope", ["--from", "'nope'"], True),
+    ("run-unknown-task", "run {R}/badtask.yaml --out {OUT}", ["badtask.yaml", "eval.tasks", "'helaswag'"], True),
+    ("run-unknown-method", "run {R}/badmethod.yaml --out {OUT}", ["badmethod.yaml", "heal[0].method", "'ful'"], True),
+    ("sweep-depth-too-deep", "sweep {R}/ok.yaml --out {OUT} --depths 99", ["--depths '99'"], True),
     ("sweep-without-keep", "sweep {R}/nokeep.yaml --out {OUT}", ["nokeep.yaml", "keep"], True),
     ("sweep-empty-depths", "sweep {R}/ok.yaml --out {OUT} --depths ,", ["--depths"], True),
     ("report-not-a-directory", "report {R}/nope", ["nope", "not a directory"], True),
     ("report-no-models", "report {R}/empty-dir", ["empty-dir", "no models"], True),
     ("report-zero-tokens", "report {R}/empty-dir --new-tokens 0", ["--new-tokens"], True),
+    ("report-torn-manifest", "report {R}/torn", ["torn/cut/downcycle.json", "not valid JSON"], True),
     ("card-not-a-downcycle-model", "card {M}", ["downcycle.json"], True),
     ("card-results-missing", "card {CUT} --results {R}/nope.json", ["nope.json", "not found"], True),
     ("card-results-bad-json", "card {CUT} --results {R}/results.json", ["results.json", "not valid JSON"], True),
@@ -140,6 +165,7 @@ CASES = [
     ("convert-missing", "convert {R}/nope {OUT}", ["nope", "no such model directory"], True),
     ("convert-no-bin", "convert {M} {OUT}", ["pytorch_model"], True),
     ("convert-not-a-state-dict", "convert {BIN} {OUT}", ["pytorch_model.bin", "not a state dict"], True),
+    ("convert-not-weights-only", "convert {UNSAFE} {OUT}", ["unsafe/pytorch_model.bin", "argparse.Namespace"], True),
 ]
 
 

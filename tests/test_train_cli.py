@@ -34,7 +34,7 @@ def test_cli_trains_lora_on_a_corpus_and_writes_model_adapter_and_logs(real_mode
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "{model}", "--out", "{tmp}/o"], "train needs --data CORPUS_DIR"),
-    (["train", "{model}", "--data", "{tmp}", "--out", "{tmp}/o"], "not a corpus directory (no corpus.json)"),
+    (["train", "{model}", "--data", "{model}", "--out", "{tmp}/o"], "not a corpus directory (no corpus.json)"),
     (["train", "{model}", "--data", "{corpus}", "--out", "{tmp}/o", "--method", "sft"], "--method 'sft': unknown (known: full, lora, qlora, distill)"),
     (["train", "{model}", "--data", "{corpus}", "--out", "{tmp}/o", "--schedule", "step"], "--schedule 'step': expected one of"),
     (["train", "{model}", "--data", "{corpus}", "--out", "{tmp}/o", "--method", "distill"], "--method distill needs --teacher"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import signal
 import sys
 import types
@@ -20,6 +21,17 @@ from .errors import DowncycleError
 from .stages import STAGES
 
 COMMANDS = STAGES  # the stage table: one command per stage
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, taking an argument that starts with '-' and a digit as a value, as Python 3.13's does:
+    ``--train-layers -4:`` and ``cut --drop -2:`` (layer specs), not only ``--lr -1``. Before 3.13
+    only a whole negative number (``-4``) was a value; ``-4:`` was taken for an unknown option, and
+    the option before it reported "expected one argument". No option of ours starts with '-' and a digit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def config_class(command: str) -> type:
@@ -80,7 +92,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or (``only``) of one: a command line names its command first,
     so a run builds just that sub-parser (tens of milliseconds less start-up for a fast ``cut``)."""
-    parser = argparse.ArgumentParser(prog="downcycle", description="Make smaller language models out of big pretrained ones, and prove how good they are.")
+    parser = _Parser(prog="downcycle", description="Make smaller language models out of big pretrained ones, and prove how good they are.")
     parser.add_argument("--version", action="version", version=f"downcycle {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:

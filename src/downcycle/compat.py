@@ -1,16 +1,19 @@
 """Whether the inputs a stage combines fit together, decided from their files before any model loads.
 
-Three pairings are checked here, and only here:
+Four pairings are checked here, and only here:
 
 - **teacher and student** (distillation compares their next-token distributions id by id): the
   same tokenizer, by a hash of its vocabulary; embedding matrices padded to different sizes
   (Qwen2.5's 152064 rows vs 151936) are fine, the KL is then taken over the shared rows;
 - **corpus and model**: the corpus was tokenized by the model's tokenizer, and its ids fit the
   model's embeddings;
-- **task data and task**: the items have the fields the task's prompt and answer read.
+- **task data and task**: the items have the fields the task's prompt and answer read;
+- **sequence length and model**: a corpus's ``seq_len`` (or calibration windows) fit a learned
+  position table (GPT-2's has ``n_positions`` rows; a longer sequence fails deep in the embedding,
+  after the load).
 
-Everything is read from ``config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and
-``corpus.json``; nothing here imports torch or transformers.
+Everything is read from ``config.json``, ``tokenizer.json``, ``tokenizer_config.json``,
+``corpus.json`` and safetensors headers; nothing here imports torch or transformers.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from .errors import DowncycleError
 
-__all__ = ["DistillVocab", "TokenizerFiles", "check_corpus", "check_distill", "check_tokenizer", "checked_task_docs",
+__all__ = ["DistillVocab", "TokenizerFiles", "check_corpus", "check_distill", "check_positions", "check_tokenizer", "checked_task_docs",
            "embedding_rows", "tokenizer_files", "vocab_fingerprint"]
 
 _SPECIAL = ("bos_token", "eos_token", "pad_token", "unk_token")
@@ -174,6 +177,29 @@ def check_corpus(corpus: Path, meta: dict[str, Any], model: Path, model_config: 
         raise DowncycleError(f"{corpus}: tokenized by another tokenizer ({recorded.get('source')}) than {model}'s "
                              f"({corpus_vocab} vs {mine.size} tokens, different vocabularies); build the corpus with "
                              f"`downcycle data --tokenizer {model}`")
+
+
+def check_positions(what: str, length: int, model: Path, model_config: dict[str, Any], fix: str, name: str | None = None) -> None:
+    """Refuse sequences of ``length`` tokens for a model (a checked safetensors directory) whose
+    learned position table has fewer rows (:func:`downcycle.architecture.position_limit`).
+
+    Args:
+        what: where the length comes from, e.g. ``"CORPUS: seq_len"`` or ``"--seq-len"``.
+        fix: what the user can do, e.g. ``"build the corpus with --seq-len {limit} or less"`` (``{limit}``
+            is replaced by the model's limit).
+        name: how the message names the model (default: its path).
+
+    Raises:
+        DowncycleError: naming ``what``, the length, the model and its config field.
+    """
+    from .architecture import position_limit
+    from .checkpoint import open_checkpoint
+
+    found = position_limit(model_config, list(open_checkpoint(Path(model)).tensors))
+    if found is not None and length > found[1]:
+        key, limit = found
+        raise DowncycleError(f"{what} {length} is longer than {name or model}'s {limit} positions (config.json {key}); "
+                             + fix.format(limit=limit))
 
 
 def check_tokenizer(model: Path, tokenizer: str | Path, option: str = "--tokenizer") -> None:

@@ -15,7 +15,7 @@ from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..loading import load_model, resolve_device, resolve_source
-from ..recipe import AnalyzeConfig, output_dict, to_dict
+from ..recipe import AnalyzeConfig, inputs_of, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
 from .analyze import Analysis, analyze_model, check_metric, choose_layers
 from .strategies import get_strategy, resolve_keep
@@ -37,7 +37,7 @@ class AnalyzeResult:
 def run_analyze(config: AnalyzeConfig) -> AnalyzeResult:
     """Analyze ``config.model`` on ``config.data`` and write the plan, scores and plots to ``config.out``."""
     out = Path(config.out)
-    check_new_output(out, config.force)  # fail before loading anything
+    check_new_output(out, config.force, inputs_of(config))  # fail before loading anything
     src = resolve_source(config.model)
     analysis, plan = analyze_to_plan(config, src)
     inputs = {"model": config.model, "model_path": str(src.resolve()), "data": config.data,

@@ -28,17 +28,17 @@ class Strategy:
     default_metric: str | None = None
 
 
-def resolve_keep(keep: str | float, num_layers: int) -> int:
+def resolve_keep(keep: str | float, num_layers: int, option: str = "--keep") -> int:
     """How many layers to keep: an integer count (``"24"``) or a fraction of the depth (``"0.75"``,
-    rounded to the nearest layer)."""
+    rounded to the nearest layer); ``option`` is what the user typed it as (errors name it)."""
     text = str(keep).strip()
     try:
         value = int(text) if text.lstrip("-").isdigit() else float(text)
     except ValueError:
-        raise DowncycleError(f"--keep {keep!r}: expected a layer count (24) or a fraction of the depth (0.75)") from None
+        raise DowncycleError(f"{option} {keep!r}: expected a layer count (24) or a fraction of the depth (0.75)") from None
     count = value if isinstance(value, int) else (round(value * num_layers) if 0 < value <= 1 else -1)
     if not 1 <= count <= num_layers:
-        raise DowncycleError(f"--keep {keep!r}: must keep between 1 and {num_layers} of the model's {num_layers} layers")
+        raise DowncycleError(f"{option} {keep!r}: must keep between 1 and {num_layers} of the model's {num_layers} layers")
     return count
 
 

@@ -21,6 +21,12 @@ from ..errors import DowncycleError
 Config = dict[str, Any]
 
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+# The longest sequence a model takes, as the evaluation harness looks it up.
+POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
+# A learned table of position embeddings (GPT-2's wpe, OPT's embed_positions): a sequence longer than
+# its rows is an IndexError in the embedding. Rotary and ALiBi models have none: they run (if less
+# well) past their config's max_position_embeddings.
+POSITION_TABLE = re.compile(r"(?:^|\.)(?:wpe|embed_positions|position_embeddings)\.weight$")
 TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
 # Prefixes of towers that are not the text decoder, used only to break ties between layer groups.
 NON_TEXT_HINTS = ("vision", "visual", "audio", "encoder", "mtp", "speech")
@@ -183,6 +189,24 @@ def is_mlp_module(name: str) -> bool:
 
 def _field(cfg: Config | Any, key: str, default: Any = None) -> Any:
     return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
+
+
+def max_positions(cfg: Config | Any) -> tuple[str, int] | None:
+    """The decoder's position limit (field name and value) in a config.json dict (its text config)
+    or a loaded config object; None when the config states none."""
+    cfg = text_config(cfg)[0] if isinstance(cfg, dict) else cfg
+    for key in POSITION_KEYS:
+        value = _field(cfg, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return key, value
+    return None
+
+
+def position_limit(config: Config, tensor_names: list[str]) -> tuple[str, int] | None:
+    """The hard limit on a sequence's length (config field and value): :func:`max_positions` of a
+    checkpoint with a learned position table (:data:`POSITION_TABLE`); None for one without (rotary,
+    ALiBi), which takes longer sequences."""
+    return max_positions(config) if any(POSITION_TABLE.search(n) for n in tensor_names) else None
 
 
 def infer_layout(config: Config, tensor_names: list[str]) -> LayerLayout:

@@ -1,16 +1,22 @@
 """Outputs that appear whole or not at all: a stage's directory, and single files (state, plans,
-cards, reports) replaced through a temporary sibling."""
+cards, reports) replaced through a temporary sibling. And the rule that keeps inputs safe from
+them: an output is never one of its stage's inputs, nor inside one, nor holds one."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DowncycleError
 
-__all__ = ["atomic_output_dir", "check_free_space", "check_new_output", "remove_stale", "write_atomic"]
+__all__ = ["atomic_output_dir", "check_free_space", "check_new_output", "check_output_apart", "remove_stale", "write_atomic"]
+
+_SCHEME = re.compile(r"^[a-z]+:")  # gen:MODEL_DIR (data sources); hf:ORG/NAME names no local path
+_GLOB = re.compile(r"[*?[]")
+Inputs = Iterable[tuple[str, object]]  # (the option that names it, its value)
 
 
 def _alive(pid: int) -> bool:
@@ -54,9 +60,41 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def check_new_output(out: Path, force: bool) -> None:
-    """Refuse an existing ``out`` unless ``force``: stages call this before any work (loading a
-    model, reading a corpus), :func:`atomic_output_dir` again when it starts."""
+def _on_disk(value: object) -> list[Path]:
+    """The local files or directories an input names (resolved, symlinks followed): none for a hub
+    id, a dataset id or a path that does not exist (nothing there to lose); every match of a glob;
+    for ``gen:DIR`` (text a model writes), the model's directory."""
+    text = str(value)
+    path = Path(text).expanduser()
+    if not path.exists() and _SCHEME.match(text):
+        path = Path(text.split(":", 1)[1]).expanduser()
+    if _GLOB.search(str(path)) and not path.exists():
+        import glob
+
+        return [Path(p).resolve() for p in glob.glob(str(path), recursive=True)]
+    return [path.resolve()] if path.exists() else []
+
+
+def check_output_apart(out: Path, inputs: Inputs) -> None:
+    """Refuse an output that is one of the ``inputs``, lies inside one, or contains one: replacing it
+    (``--force``) would destroy that input. Inputs not on disk (hub ids) are not at risk.
+
+    Args:
+        out: the directory (or file) a stage writes.
+        inputs: ``(option, value)`` pairs, e.g. from :func:`downcycle.recipe.fields.inputs_of`.
+    """
+    target = Path(out).expanduser().resolve()
+    for label, value in inputs:
+        for path in _on_disk(value):
+            if path == target or path in target.parents or target in path.parents:
+                raise DowncycleError(f"{out}: the output must not be the {label} ({value}), lie inside it or contain it")
+
+
+def check_new_output(out: Path, force: bool, inputs: Inputs = ()) -> None:
+    """Refuse an output that is, holds or lies inside one of ``inputs`` (:func:`check_output_apart`),
+    and an existing ``out`` unless ``force``: stages call this before any work (loading a model,
+    reading a corpus), :func:`atomic_output_dir` again when it starts."""
+    check_output_apart(out, inputs)
     if Path(out).exists() and not force:
         raise DowncycleError(f"{out}: already exists (pass --force to replace it)")
 
@@ -66,8 +104,9 @@ def atomic_output_dir(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``out`` to fill; rename it to ``out`` only on success.
 
     An existing ``out`` is refused unless ``force``; then it is replaced only once the new one is
-    complete. Any exception, ``KeyboardInterrupt`` included, removes the temporary directory; one
-    left by a killed process (its id is in the name) is removed by the next run.
+    complete (an output that is, holds or lies in an input the stage refused before, through
+    :func:`check_new_output`). Any exception, ``KeyboardInterrupt`` included, removes the temporary
+    directory; one left by a killed process (its id is in the name) is removed by the next run.
     """
     out = Path(out)
     check_new_output(out, force)

@@ -23,7 +23,7 @@ from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..checkpoint.safetensors_index import METADATA_KEY, read_header
 from ..errors import DowncycleError
-from ..recipe import ConvertConfig, to_dict
+from ..recipe import ConvertConfig, inputs_of, to_dict
 
 GGUF_MAGIC = b"GGUF"
 PROVENANCE_NAME = "PROVENANCE.md"
@@ -143,7 +143,7 @@ def convert_gguf(config: ConvertConfig) -> Path:
     src = config.source
     dtype = config.dtype or "float32"
     info = read_gguf_info(src)
-    check_new_output(config.out, config.force)  # before the slow load
+    check_new_output(config.out, config.force, inputs_of(config))  # before the slow load
     sha = file_sha256(src)
     origin = config.origin or str(src.resolve())
     with atomic_output_dir(config.out, force=config.force) as tmp:

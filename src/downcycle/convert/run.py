@@ -8,15 +8,17 @@ refuses anything but tensors and plain containers. One ``.bin`` shard becomes on
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
-from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..checkpoint.safetensors_index import INDEX_NAME
 from ..errors import DowncycleError
-from ..recipe import ConvertConfig, to_dict
+from ..recipe import ConvertConfig, inputs_of, to_dict
 
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
@@ -28,6 +30,7 @@ def convert(config: ConvertConfig) -> Path:
     """Convert ``config.source`` (``pytorch_model*.bin``, or a ``.gguf`` file) to a safetensors
     checkpoint in ``config.out``."""
     src = config.source
+    check_new_output(config.out, config.force, inputs_of(config))
     if src.suffix.lower() == ".gguf":
         from .gguf import convert_gguf
 
@@ -44,10 +47,7 @@ def convert(config: ConvertConfig) -> Path:
         weight_map: dict[str, str] = {}
         total = 0
         for k, path in enumerate(bins, 1):
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as e:  # noqa: BLE001 -- unpicklable or unsafe content, reported in one line
-                raise DowncycleError(f"{path}: cannot be loaded safely (weights_only=True): {str(e).splitlines()[0]}") from None
+            state = _load_bin(torch, path)
             if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
                 held = type(state).__name__ if not isinstance(state, dict) else \
                     f"a dict with non-tensor entries, e.g. {next(k for k, t in state.items() if not isinstance(t, torch.Tensor))!r}"
@@ -72,6 +72,39 @@ def convert(config: ConvertConfig) -> Path:
         write_manifest(tmp, "convert", to_dict(config), {"source_path": str(src.resolve()), "hashes": hashes},
                        {"shards": sorted(set(weight_map.values())), "tensors": len(weight_map)})
     return config.out
+
+
+def _load_bin(torch: Any, path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``, memory-mapped when the file's format allows it (the
+    zip format of torch >= 1.6; an older file is read whole). torch's warnings about the pickle
+    (its protocol) are not the user's concern: the load succeeds or is refused in one line."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- unpicklable or unsafe content, reported in one line
+        raise DowncycleError(f"{path}: cannot be loaded safely (weights_only=True): {refusal_reason(e)}") from None
+
+
+def refusal_reason(error: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` objected to, in a few words: its message is several
+    lines of advice (one of them to load unsafely) with terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it holds {found[1]}, a Python object and not a tensor (unpickling it could run code)"
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if found:
+        return f"not a weights-only pickle ({found[1].strip().rstrip('.')})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def summary(out: Path) -> str:

@@ -91,18 +91,21 @@ def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_
                       trust_remote_code: bool = False) -> tuple[Calibration, str]:
     """The calibration windows of ``data`` for the model in ``src``, read with its tokenizer (or
     ``tokenizer``) before the model loads, and checked against its config.json and weights: the
-    embedding rows the ids need. Returns the windows and the tokenizer's path.
+    embedding rows the ids need, the positions the windows need. Returns the windows and the
+    tokenizer's path.
 
     Raises:
-        DowncycleError: missing or broken weights, no usable tokenizer, ids beyond the embeddings.
+        DowncycleError: missing or broken weights, no usable tokenizer, windows longer than the
+            model's positions, ids beyond the embeddings.
     """
     from transformers import AutoTokenizer
 
-    from ..compat import check_tokenizer, embedding_rows
+    from ..compat import check_positions, check_tokenizer, embedding_rows
     from ..loading import check_weights, read_config
 
     model_config = read_config(src)
     check_weights(src)
+    check_positions("--seq-len", seq_len, src, model_config, "give --seq-len {limit} or less")
     tok_path = tokenizer or str(src)
     if tokenizer is not None:
         check_tokenizer(src, tokenizer)

@@ -28,7 +28,7 @@ from ..artifacts.hashes import config_hash
 from ..artifacts.manifest import write_manifest
 from ..artifacts.quantities import BYTES, COUNT, parse_quantity
 from ..errors import DowncycleError
-from ..recipe import DataConfig, output_dict, to_dict
+from ..recipe import DataConfig, inputs_of, output_dict, to_dict
 from .generated import generator_provenance, is_generated
 from .mixture import Doc, ShuffleBuffer, SourceStream, in_validation, pick_source
 from .pack import Packer
@@ -91,7 +91,7 @@ def build_corpus(config: DataConfig) -> Path:
             that hold fewer tokens than the budget asks for.
     """
     out = Path(config.out)
-    check_new_output(out, config.force)  # fail before any work
+    check_new_output(out, config.force, inputs_of(config))  # fail before any work
     for source in config.source:
         check_source(source)
     backend, info = load_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)

@@ -23,7 +23,7 @@ from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import git_revision, versions, write_manifest
 from ..checkpoint.safetensors_index import INDEX_NAME
 from ..loading import load_model, resolve_device, resolve_source
-from ..recipe import EvalConfig, to_dict
+from ..recipe import EvalConfig, inputs_of, to_dict
 from .encoding import Encoder
 from .generative import evaluate_generative
 from .inputs import check_inputs
@@ -183,7 +183,7 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     start = time.perf_counter()
     cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)
-    check_new_output(out, cfg.force)
+    check_new_output(out, cfg.force, inputs_of(cfg))
     tokenizers = check_inputs(cfg)  # every model, --data and task file, before loading any model
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}

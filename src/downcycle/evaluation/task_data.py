@@ -42,9 +42,12 @@ def resolve_task_data(given: Path | None) -> Path | None:
     (None: the Hugging Face hub).
 
     Raises:
-        DowncycleError: ``$DOWNCYCLE_TASK_DATA`` names a path that is not a directory.
+        DowncycleError: ``given`` or ``$DOWNCYCLE_TASK_DATA`` names a path that is not a directory (a
+            mistyped directory is not a reason to go to the hub).
     """
     if given is not None:
+        if not Path(given).is_dir():
+            raise DowncycleError(f"--task-data {given}: no such directory (`downcycle taskdata --out {given}` writes one)")
         return Path(given)
     path = default_task_data()
     if os.environ.get(TASK_DATA_ENV) and not path.is_dir():

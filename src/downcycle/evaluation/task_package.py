@@ -183,9 +183,10 @@ def write_task_data(out: Path, source: Path | None = None, force: bool = False, 
 
 def run_taskdata(cfg: TaskDataConfig) -> TaskDataResult:
     """``downcycle taskdata``: write the task data into ``cfg.out`` (default: where ``eval`` looks)."""
-    from ..recipe import to_dict
+    from ..recipe import inputs_of, to_dict
 
     out = cfg.out if cfg.out is not None else default_task_data()
+    check_new_output(out, cfg.force, inputs_of(cfg))
     return write_task_data(out, cfg.source, cfg.force, config={**to_dict(cfg), "out": str(out)})
 
 

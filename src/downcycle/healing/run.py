@@ -18,7 +18,7 @@ from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..checkpoint.safetensors_index import open_checkpoint
 from ..errors import DowncycleError
 from ..loading import read_config, resolve_source
-from ..recipe import HealConfig, output_dict, to_dict
+from ..recipe import HealConfig, inputs_of, output_dict, to_dict
 from .gaps import find_gaps
 
 __all__ = ["HealResult", "heal_layers", "run_heal", "summary"]
@@ -40,7 +40,7 @@ def run_heal(config: HealConfig, echo: Any = None) -> HealResult:
     from ..artifacts.hashes import file_sha256
     from ..artifacts.manifest import read_manifest
 
-    check_new_output(Path(config.out), config.force)
+    check_new_output(Path(config.out), config.force, inputs_of(config))
     cut_dir = resolve_source(config.model)
     man = read_manifest(cut_dir)
     if not man or man.get("stage") != "cut" or "kept_layers" not in man.get("outputs", {}):
@@ -52,15 +52,6 @@ def run_heal(config: HealConfig, echo: Any = None) -> HealResult:
                        echo=echo, inputs_on_disk=[cut_dir])
 
 
-def _check_apart(out: Path, paths: list[Path]) -> None:
-    """An output is never an input, nor inside one, nor holding one."""
-    o = Path(out).resolve()
-    for p in paths:
-        q = Path(p).resolve()
-        if o == q or q in o.parents or o in q.parents:
-            raise DowncycleError(f"{out}: the output must not be, contain or sit inside the input {p}")
-
-
 def heal_layers(config: HealConfig, reference: str, kept: list[int], inputs: dict[str, Any], echo: Any = None,
                 inputs_on_disk: list[Path] = ()) -> HealResult:
     """Heal the cut of ``reference`` that keeps source layers ``kept``, as ``config`` says, into ``config.out``."""
@@ -70,10 +61,8 @@ def heal_layers(config: HealConfig, reference: str, kept: list[int], inputs: dic
 
     started = time.time()
     out = Path(config.out)
-    check_new_output(out, config.force)
     ref_dir = resolve_source(reference)
-    data_path = Path(config.data)
-    _check_apart(out, [ref_dir, *inputs_on_disk] + ([data_path] if data_path.exists() else []))
+    check_new_output(out, config.force, [*inputs_of(config), ("reference", str(ref_dir)), *(("cut", str(p)) for p in inputs_on_disk)])
     ckpt = open_checkpoint(ref_dir)
     layout = infer_layout(read_config(ref_dir), list(ckpt.tensors))
     gaps = find_gaps(kept, layout.num_layers)

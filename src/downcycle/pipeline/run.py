@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifacts.atomic import write_atomic
+from ..artifacts.atomic import check_output_apart, write_atomic
 from ..artifacts.hashes import config_hash, file_sha256
 from ..artifacts.manifest import MANIFEST_NAME
 from ..errors import DowncycleError
-from ..recipe import RunConfig, SweepConfig, output_dict
+from ..recipe import RunConfig, SweepConfig, inputs_of, output_dict, outputs_of
 from ..recipe.run import STAGE_KINDS
 from ..stages import get_stage
 from .recipe_file import Recipe, load_recipe
@@ -114,6 +114,10 @@ def run_stages(recipe: Recipe, out: Path, stages: list[Stage], from_stage: str |
     """Run (or, with ``dry_run``, list) ``stages`` into ``out``, skipping those already done;
     ``echo`` (default: nothing) is given the progress lines, each stage's summary among them."""
     echo = echo or _silent
+    for stage in stages:  # an output that is, holds or lies in an input already there: refused before any stage runs
+        if dataclasses.is_dataclass(stage.config):
+            for _, path in outputs_of(stage.config):
+                check_output_apart(Path(path), inputs_of(stage.config))
     must, state = plan_stages(stages, out, from_stage)
     first_forced = _from_index(stages, from_stage)
     result = PipelineResult(out, stages=stages, dry_run=dry_run)

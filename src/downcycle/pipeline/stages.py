@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import DowncycleError
 from ..recipe import AnalyzeConfig, CompareConfig, CutConfig, DataConfig, EvalConfig, HealConfig, ReportConfig, TrainConfig
+from .names import check_names
 from .recipe_file import CONTROL, CutSpec, Recipe
 
 __all__ = ["Stage", "build_stages"]
@@ -66,6 +67,7 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     from ..loading import read_config, resolve_source
 
     where = str(recipe.path)
+    check_names(recipe)  # every task, method, loss, optimizer and metric, before any stage runs
     ref_dir = _wrap(f"{where}: reference", lambda: resolve_source(recipe.reference))
     ref_config = read_config(ref_dir)
     num_layers = _wrap(f"{where}: reference: {ref_dir}", lambda: count_layers(ref_config))
@@ -80,8 +82,8 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     for spec in recipe.cuts:
         for depth in (depths if depths and spec.keep is not None else [None]):
             keep = depth or spec.keep
-            count = None if keep is None else _wrap(f"{where}: cuts[{recipe.cuts.index(spec)}].keep",
-                                                    lambda k=keep: resolve_keep(k, num_layers))
+            at, option = (where, "--depths") if depth else (f"{where}: cuts[{recipe.cuts.index(spec)}].keep", "--keep")
+            count = None if keep is None else _wrap(at, lambda k=keep, o=option: resolve_keep(k, num_layers, o))
             cuts.append((spec, depth, count))
     keeps = [count for _, _, count in cuts if count is not None]
     need_nll = any(spec.strategy == "nll" or spec.metric == "nll" for spec, _, _ in cuts)

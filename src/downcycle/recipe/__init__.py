@@ -11,7 +11,7 @@ from .analyze import AnalyzeConfig, LsConfig
 from .cut import ConvertConfig, CutConfig
 from .data import DataConfig
 from .evaluate import CompareConfig, EvalConfig, TaskDataConfig
-from .fields import arg, output_dict, to_dict
+from .fields import arg, inputs_of, output_dict, outputs_of, to_dict
 from .generate import GenerateConfig
 from .heal import HEAL_METHODS, HealConfig
 from .prune import PruneConfig
@@ -21,5 +21,5 @@ from .train import TrainConfig
 
 __all__ = [
     "AnalyzeConfig", "CardConfig", "CompareConfig", "ConvertConfig", "CutConfig", "DataConfig", "DemoConfig", "EvalConfig", "GenerateConfig", "HEAL_METHODS", "HealConfig", "LsConfig", "PruneConfig",
-    "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "output_dict", "to_dict",
+    "ReportConfig", "RunConfig", "SweepConfig", "TaskDataConfig", "TrainConfig", "arg", "inputs_of", "output_dict", "outputs_of", "to_dict",
 ]  # fmt: skip

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, OUTPUT, arg, device_arg
 
 __all__ = ["AnalyzeConfig", "LsConfig"]
 
@@ -15,10 +15,12 @@ __all__ = ["AnalyzeConfig", "LsConfig"]
 class AnalyzeConfig:
     """Score every decoder layer and block on calibration text in one pass, and write a cut plan."""
 
-    model: str = arg("model: a local Hugging Face model directory (or a hub id, when online)", positional=True, metavar="MODEL")
-    data: str | None = arg("calibration text: .txt/.jsonl/.json/.parquet, a save_to_disk directory, a glob, or hf:ORG/NAME", metavar="SRC")
+    model: str = arg("model: a local Hugging Face model directory (or a hub id, when online)", positional=True, metavar="MODEL",
+                     role=INPUT)
+    data: str | None = arg("calibration text: .txt/.jsonl/.json/.parquet, a save_to_disk directory, a glob, or hf:ORG/NAME", metavar="SRC",
+                           role=INPUT)
     out: Path | None = arg("output directory for plan.json, scores.json and plots (must not exist unless --force)", metavar="DIR",
-                           affects_output=False)
+                           affects_output=False, role=OUTPUT)
     keep: str = arg("layers to keep: a count (24) or a fraction of the depth (0.75)", "0.75", metavar="K")
     strategy: str = arg("how to choose the kept layers: first, first-last, uniform, block, bi, nll (see `downcycle ls`)", "block")
     metric: str | None = arg("the score the strategy ranks by (default: the strategy's own; see `downcycle ls`)", metavar="NAME")
@@ -29,7 +31,7 @@ class AnalyzeConfig:
     width: bool = arg("also score MLP neurons, attention heads and embedding channels (Minitron activation importance, one "
                       "more pass) into DIR/width/scores.json, for `downcycle prune --scores`", False)
     text_field: str = arg("field holding the text in .jsonl/.json/.parquet/arrow/HF records", "text")
-    tokenizer: str | None = arg("tokenizer directory (default: MODEL)", metavar="DIR")
+    tokenizer: str | None = arg("tokenizer directory (default: MODEL)", metavar="DIR", role=INPUT)
     dtype: str = arg("dtype to load the model in: auto (the checkpoint's), float32, bfloat16, float16", "auto")
     device: str = device_arg()
     plots: bool = arg("write PNG plots (needs matplotlib)", True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import INPUT, OUTPUT, arg
 
 __all__ = ["CutConfig", "ConvertConfig"]
 
@@ -15,11 +15,13 @@ __all__ = ["CutConfig", "ConvertConfig"]
 class CutConfig:
     """Write a checkpoint made of a selection of the source model's decoder layers."""
 
-    source: str = arg("source checkpoint: a local Hugging Face model directory (or a hub id, when online)", positional=True, metavar="SRC")
-    out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False)
+    source: str = arg("source checkpoint: a local Hugging Face model directory (or a hub id, when online)", positional=True, metavar="SRC",
+                      role=INPUT)
+    out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False,
+                    role=OUTPUT)
     layers: str | None = arg("source layers to keep, in order, repeats allowed: '0-23', '0-11,20-31', ':20,28:'", metavar="SPEC")
     drop: str | None = arg("source layers to drop (the complement of --layers)", metavar="SPEC")
-    plan: Path | None = arg("a plan.json written by `downcycle analyze` (its kept_layers)", metavar="PLAN")
+    plan: Path | None = arg("a plan.json written by `downcycle analyze` (its kept_layers)", metavar="PLAN", role=INPUT)
     force: bool = arg("replace OUT if it exists", False, affects_output=False)
     max_shard_size: str = arg("largest output shard, e.g. 5GB or 500MiB", "5GB")
     progress: bool = arg("show a progress bar on large cuts", True, affects_output=False)
@@ -27,7 +29,7 @@ class CutConfig:
     keep: str | None = arg("instead of a selection: analyze SRC on --data first and keep this many layers (24) or this fraction (0.75)", metavar="K")
     strategy: str = arg("with --keep: how the analysis chooses (first, first-last, uniform, block, bi, nll; see `downcycle ls`)", "block")
     data: str | None = arg("with --keep: calibration text for the analysis (see `downcycle analyze`); with --heal: for the healing",
-                           metavar="DATA")
+                           metavar="DATA", role=INPUT)
     heal: str | None = arg("heal the cut while writing it: linear or layer (see `downcycle heal`; needs --data)", metavar="METHOD")
     heal_samples: int = arg("with --heal: calibration windows", 96)
     heal_seq_len: int = arg("with --heal: tokens per calibration window", 256)
@@ -60,8 +62,8 @@ class ConvertConfig:
     """Convert a PyTorch pickle (.bin) checkpoint (loaded with weights_only=True) or a GGUF file
     (dequantized) to a safetensors checkpoint."""
 
-    source: Path = arg("directory with pytorch_model*.bin weights, or a .gguf file", positional=True, metavar="SRC")
-    out: Path = arg("output directory for the safetensors checkpoint", positional=True, metavar="OUT")
+    source: Path = arg("directory with pytorch_model*.bin weights, or a .gguf file", positional=True, metavar="SRC", role=INPUT)
+    out: Path = arg("output directory for the safetensors checkpoint", positional=True, metavar="OUT", role=OUTPUT)
     force: bool = arg("replace OUT if it exists", False)
     dtype: str | None = arg("GGUF only: dtype of the dequantized weights, float32 (exact) or bfloat16 (default float32)", metavar="DTYPE")
     origin: str | None = arg("GGUF only: where the file came from, recorded in downcycle.json and PROVENANCE.md "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..artifacts.quantities import COUNT, parse_quantity
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, OUTPUT, arg, device_arg
 
 __all__ = ["DataConfig", "GenerationOptions"]
 
@@ -31,11 +31,12 @@ class GenerationOptions:
 class DataConfig:
     """Build a token-budgeted corpus of packed fixed-length sequences with a model's tokenizer."""
 
-    tokenizer: str = arg("model or tokenizer directory (or hub id, when online) whose fast tokenizer is used", metavar="MODEL")
+    tokenizer: str = arg("model or tokenizer directory (or hub id, when online) whose fast tokenizer is used", metavar="MODEL",
+                         role=INPUT)
     source: list[str] = arg("text source, repeatable: .txt/.jsonl/.json/.parquet (also .gz/.zst), a save_to_disk directory, "
                             "a glob, an HF dataset as hf:ORG/NAME[/CONFIG][@SPLIT], or gen:MODEL_DIR (text sampled from that model, "
-                            "see --gen-*)", metavar="SRC", default_factory=list)
-    out: Path = arg("output corpus directory (must not exist unless --force)", metavar="DIR", affects_output=False)
+                            "see --gen-*)", metavar="SRC", default_factory=list, role=INPUT)
+    out: Path = arg("output corpus directory (must not exist unless --force)", metavar="DIR", affects_output=False, role=OUTPUT)
     tokens: str | None = arg("token budget, train + validation, e.g. 1B, 500M (default: every token of the sources)", metavar="N")
     weights: str | None = arg("mixture weights of the sources by tokens, comma-separated, e.g. 0.7,0.3", metavar="W")
     seq_len: int = arg("tokens per packed sequence", 2048)
@@ -58,7 +59,7 @@ class DataConfig:
     gen_temperature: float = arg("gen: sampling temperature (0: greedy)", 1.0)
     gen_top_p: float = arg("gen: nucleus sampling mass in (0, 1] (1: off)", 1.0)
     gen_prompts: str | None = arg("gen: prompt each document with BOS and the first --gen-prompt-tokens tokens of a document of this "
-                                  "source (cycled); default: BOS alone", metavar="SRC")
+                                  "source (cycled); default: BOS alone", metavar="SRC", role=INPUT)
     gen_prompt_tokens: int = arg("gen: tokens of each --gen-prompts document in a prompt", 8)
     gen_batch: int = arg("gen: documents sampled together (one forward pass per token for the batch)", 16)
     gen_docs: int | None = arg("gen: documents to generate at most (default: until --tokens is met)", metavar="N")

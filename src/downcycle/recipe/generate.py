@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, arg, device_arg
 
 __all__ = ["CHAT_MODES", "GenerateConfig"]
 
@@ -18,11 +18,12 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 class GenerateConfig:
     """Generate text from a prompt, streaming tokens as they are produced (sampling, chat template)."""
 
-    model: str = arg("model directory (safetensors checkpoint with its tokenizer files)", positional=True, metavar="MODEL")
+    model: str = arg("model directory (safetensors checkpoint with its tokenizer files)", positional=True, metavar="MODEL",
+                     role=INPUT)
     # A plain field, not arg(): an optional positional needs an explicit None default.
     prompt: str | None = field(default=None, metadata={"help": "the prompt text; '-' reads it from stdin (or use --prompt-file)",
                                                        "positional": True, "metavar": "PROMPT", "affects_output": True})
-    prompt_file: Path | None = arg("read the prompt from this UTF-8 text file instead", metavar="FILE")
+    prompt_file: Path | None = arg("read the prompt from this UTF-8 text file instead", metavar="FILE", role=INPUT)
     max_new_tokens: int = arg("new tokens at most (generation also stops at the model's EOS token)", 128)
     temperature: float = arg("softmax temperature; 0 means greedy (argmax, no sampling)", 0.8)
     top_p: float = arg("nucleus sampling: keep the most likely tokens whose probabilities sum to at least P (1 = off)", 1.0, metavar="P")

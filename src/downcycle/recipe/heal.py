@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, OUTPUT, arg, device_arg
 
 __all__ = ["HEAL_METHODS", "HealConfig"]
 
@@ -21,13 +21,14 @@ class HealConfig:
     on cached states). Writes a plain Hugging Face checkpoint."""
 
     model: str = arg("the cut to heal: a directory written by `downcycle cut` (its downcycle.json names the reference and "
-                     "the kept layers)", positional=True, metavar="CUT")
-    out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False)
+                     "the kept layers)", positional=True, metavar="CUT", role=INPUT)
+    out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False,
+                    role=OUTPUT)
     method: str = arg("linear: least-squares map per gap folded into the last kept layer's down projection (ReplaceMe); "
                       "layer: one decoder layer per gap trained on the gap's input -> output states (LLM-Streamline)", "linear")
     data: str | None = arg("calibration text: a file, directory, glob or HF dataset id (as `downcycle analyze --data`), or a "
-                           "corpus directory written by `downcycle data` (its train sequences)", metavar="DATA")
-    reference: str | None = arg("the uncut model (default: the source recorded in CUT's downcycle.json)", metavar="REF")
+                           "corpus directory written by `downcycle data` (its train sequences)", metavar="DATA", role=INPUT)
+    reference: str | None = arg("the uncut model (default: the source recorded in CUT's downcycle.json)", metavar="REF", role=INPUT)
     samples: int = arg("calibration windows", 96)
     seq_len: int = arg("tokens per calibration window (a corpus directory's own length is used)", 256)
     text_field: str = arg("the record field holding the text", "text")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, OUTPUT, arg, device_arg
 
 __all__ = ["PruneConfig"]
 
@@ -27,8 +27,9 @@ class PruneConfig:
     The same sizes in every layer; its own command because it rewrites tensors where a cut copies them (see the module)."""
 
     source: str = arg("source checkpoint: a local Hugging Face model directory (or a hub id, when online)", positional=True,
-                      metavar="SRC")
-    out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False)
+                      metavar="SRC", role=INPUT)
+    out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False,
+                    role=OUTPUT)
     ffn: int | None = arg("MLP neurons to keep per layer (the new intermediate_size); default: all", metavar="N")
     heads: int | None = arg("query heads to keep per layer (a multiple of the kept KV heads); default: all", metavar="N")
     kv_heads: int | None = arg("KV heads to keep per layer (default: all; with one KV head per query head, as many as --heads)",
@@ -37,11 +38,11 @@ class PruneConfig:
     layers: str | None = arg("also keep only these source layers, in order: '0-23', '0-11,20-31' (as `cut --layers`)",
                              metavar="SPEC")
     drop: str | None = arg("also drop these source layers (as `cut --drop`)", metavar="SPEC")
-    scores: Path | None = arg("choose by a scores.json written by `downcycle analyze --width`", metavar="FILE")
+    scores: Path | None = arg("choose by a scores.json written by `downcycle analyze --width`", metavar="FILE", role=INPUT)
     plan: Path | None = arg("keep what a width_plan.json says (written beside a pruned model); sizes then follow from it",
-                            metavar="FILE")
+                            metavar="FILE", role=INPUT)
     data: str | None = arg("score on this calibration text first (as `analyze --width`; scores and plots go to OUT/analysis/)",
-                           metavar="SRC")
+                           metavar="SRC", role=INPUT)
     samples: int = arg("with --data: calibration windows", 64)
     seq_len: int = arg("with --data: tokens per calibration window", 512)
     seed: int = arg("with --data: seed of the windows' draw", 0)

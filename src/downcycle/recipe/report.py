@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg, device_arg
+from .fields import INPUT, arg, device_arg
 
 __all__ = ["DEFAULT_PROMPTS", "CardConfig", "ReportConfig"]
 
@@ -19,7 +19,7 @@ class ReportConfig:
     """Write DIR/report.html and DIR/report.md for an experiment directory (a derived view: an existing report is overwritten)."""
 
     dir: Path = arg("experiment directory: stage subdirectories with downcycle.json manifests (e.g. `downcycle demo`'s output)",
-                    positional=True, metavar="DIR")
+                    positional=True, metavar="DIR", role=INPUT)
     prompt: list[str] | None = arg("a prompt for the sample generations (repeatable; default: four short prompts)", metavar="TEXT")
     new_tokens: int = arg("new tokens per sample generation (greedy)", 32)
     samples: bool = arg("include sample generations from every model (cached in DIR/report/samples.json)", True)
@@ -41,8 +41,10 @@ class ReportConfig:
 class CardConfig:
     """Write MODEL_DIR/README.md, a model card, from the directory's downcycle.json manifests (and evaluation results)."""
 
-    model_dir: Path = arg("a model directory written by `downcycle cut` or `downcycle train`", positional=True, metavar="MODEL_DIR")
-    results: Path | None = arg("a results.json written by `downcycle eval` for this model: adds a results table", metavar="RESULTS")
+    model_dir: Path = arg("a model directory written by `downcycle cut` or `downcycle train`", positional=True, metavar="MODEL_DIR",
+                          role=INPUT)
+    results: Path | None = arg("a results.json written by `downcycle eval` for this model: adds a results table", metavar="RESULTS",
+                               role=INPUT)
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import INPUT, arg
 
 __all__ = ["DemoConfig", "RunConfig", "SweepConfig", "STAGE_KINDS"]
 
@@ -23,7 +23,7 @@ def _check_from(value: str | None) -> None:
 class RunConfig:
     """Run a YAML recipe: data, analyze, cut, heal, eval, compare and report, skipping stages already done."""
 
-    recipe: Path = arg("the recipe YAML (see examples/recipes/)", positional=True, metavar="RECIPE")
+    recipe: Path = arg("the recipe YAML (see examples/recipes/)", positional=True, metavar="RECIPE", role=INPUT)
     out: Path | None = arg("output directory, one subdirectory per stage (default: the recipe's `out`; a sweep's gets a "
                            "-sweep suffix)", metavar="DIR", affects_output=False)
     from_stage: str | None = arg(f"re-run from this stage on: a kind ({', '.join(STAGE_KINDS)}) or a stage directory name "

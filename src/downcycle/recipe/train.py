@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DowncycleError
-from .fields import arg
+from .fields import INPUT, OUTPUT, arg
 
 __all__ = ["TrainConfig"]
 
@@ -16,11 +16,13 @@ class TrainConfig:
     """Heal a model by training it on a corpus: full fine-tuning, LoRA, QLoRA or distillation."""
 
     model: str | None = field(default=None, metadata={"help": "model to train: a local Hugging Face checkpoint (e.g. a `downcycle cut` output); "
-                              "optional with --axolotl (its base_model)", "positional": True, "metavar": "MODEL"})
-    data: Path | None = arg("corpus directory written by `downcycle data` (its train and val splits)", metavar="CORPUS_DIR")
-    out: Path | None = arg("output directory: the trained model, adapter, loss curves, manifest", metavar="DIR")
+                              "optional with --axolotl (its base_model)", "positional": True, "metavar": "MODEL", "role": INPUT})
+    data: Path | None = arg("corpus directory written by `downcycle data` (its train and val splits)", metavar="CORPUS_DIR",
+                            role=INPUT)
+    out: Path | None = arg("output directory: the trained model, adapter, loss curves, manifest", metavar="DIR", role=OUTPUT)
     method: str = arg("training method: full, lora, qlora (4-bit base, needs bitsandbytes) or distill (`downcycle ls` lists them)", "full")
-    axolotl: Path | None = arg("read settings from an axolotl config YAML (options that differ from their defaults win)", metavar="YAML")
+    axolotl: Path | None = arg("read settings from an axolotl config YAML (options that differ from their defaults win)", metavar="YAML",
+                               role=INPUT)
     resume: bool = arg("continue an interrupted run from its last checkpoint in OUT.run/", False)
     force: bool = arg("replace OUT if it exists", False)
     # optimisation
@@ -58,7 +60,8 @@ class TrainConfig:
     lora_dropout: float = arg("LoRA dropout", 0.05)
     lora_targets: str = arg("LoRA target modules: all-linear, mlp (MLP projections only) or comma-separated module names", "all-linear")
     # distillation
-    teacher: str | None = arg("distill: the teacher checkpoint (typically the uncut reference model)", metavar="MODEL")
+    teacher: str | None = arg("distill: the teacher checkpoint (typically the uncut reference model)", metavar="MODEL",
+                              role=INPUT)
     distill_loss: str = arg("distill: loss between teacher and student distributions (`downcycle ls`)", "forward_kl")
     distill_temperature: float = arg("distill: softmax temperature T applied to both logits (the KL term is scaled by T^2)", 2.0)
     distill_alpha: float = arg("distill: weight of the KL term; the LM loss gets 1 - alpha", 0.5)
@@ -93,3 +96,6 @@ class TrainConfig:
             raise DowncycleError("--distill-temperature, --lr and --epochs must be positive")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise DowncycleError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout})")
+        if not all(t.strip() for t in str(self.lora_targets).split(",")):
+            raise DowncycleError(f"--lora-targets {self.lora_targets!r}: an empty module name (give all-linear, mlp or "
+                                 "comma-separated module names)")

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import card
+from ..errors import DowncycleError
 from ..evaluation.results import read_results
 from .compare import _SHOWN, _SHOWN_PREFIXES
 
-__all__ = ["card_text", "evaluation_lines", "run_card", "summary", "write_card"]
+__all__ = ["card_text", "check_results_of", "evaluation_lines", "run_card", "summary", "write_card"]
 
 
 def evaluation_lines(results: Any) -> list[str]:
@@ -47,8 +48,30 @@ def write_card(model_dir: Path, results: Any = None) -> Path:
 
 
 def run_card(config: Any) -> Path:
-    """``downcycle card``: (re)write a model directory's card, with its results if given."""
-    return write_card(config.model_dir, config.results)
+    """``downcycle card``: (re)write a model directory's card, with its results if given (refused
+    when they are another model's)."""
+    results = None if config.results is None else read_results(config.results)
+    if results is not None:
+        check_results_of(config.model_dir, results, config.results)
+    return write_card(config.model_dir, results)
+
+
+def check_results_of(model_dir: Path, results: Any, where: Path) -> None:
+    """Refuse ``results`` (read from ``where``) of another model than ``model_dir``: a model that
+    is still where the results say it was, or (a moved model) one whose config.json hash differs
+    from the one they record.
+
+    Raises:
+        DowncycleError: naming the results file, the model they record and ``model_dir``.
+    """
+    from ..artifacts.hashes import file_sha256
+
+    evaluated, here = Path(results.model.path), Path(model_dir)
+    if evaluated.exists() and evaluated.resolve() != here.resolve():
+        raise DowncycleError(f"--results {where}: the results of {evaluated}, not of {model_dir}")
+    recorded, config = results.model.hashes.get("config.json"), here / "config.json"
+    if recorded is not None and config.is_file() and recorded != file_sha256(config):
+        raise DowncycleError(f"--results {where}: the results of {evaluated}, whose config.json differs from {config}'s")
 
 
 def summary(path: Path) -> str:

@@ -21,11 +21,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts.atomic import atomic_output_dir
+from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.manifest import write_manifest
 from ..errors import DowncycleError
 from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
-from ..recipe import CompareConfig, to_dict
+from ..recipe import CompareConfig, inputs_of, to_dict
 
 __all__ = ["CompareResult", "collect", "headline", "run_compare", "summary", "table_rows"]
 _SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte", "kl_ref")
@@ -153,6 +153,7 @@ def _plot(directory: Path, task: str, metric: str, results: list[EvalResults]) -
 
 def run_compare(cfg: CompareConfig) -> CompareResult:
     """Write the comparison of ``cfg.results`` into ``cfg.out``."""
+    check_new_output(Path(cfg.out), cfg.force, inputs_of(cfg))
     results = collect(cfg.results)
     names = [r.model.name for r in results]
     reference = cfg.reference if cfg.reference is not None else names[0]

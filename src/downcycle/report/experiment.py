@@ -11,7 +11,6 @@ model trained on the same tokens as the healed ones); any other ``train`` output
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from ..artifacts.manifest import MANIFEST_NAME
 from ..evaluation.results import EvalResults, read_results
+from ..jsonfile import read_json
 
 __all__ = ["Experiment", "Model", "Stage", "discover"]
 REPORT_DIR = "report"  # the report's own directory inside the experiment (never a stage to report on)
@@ -79,17 +79,16 @@ class Experiment:
 
 def _walk(root: Path) -> list[Stage]:
     """Every directory under ``root`` with a manifest, in sorted order; hidden directories (atomic
-    temporaries), ``*.run`` (unfinished training checkpoints) and the report itself are skipped."""
+    temporaries), ``*.run`` (unfinished training checkpoints) and the report itself are skipped.
+    A manifest that is not valid JSON (truncated, edited) is an error naming it: skipping it would
+    drop its models from the report without a word."""
     stages = []
     for current, dirs, files in os.walk(root):
         here = Path(current)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".run")
                          and not (here == root and d == REPORT_DIR))
         if MANIFEST_NAME in files and here != root:
-            try:
-                manifest = json.loads((here / MANIFEST_NAME).read_text())
-            except (OSError, json.JSONDecodeError):
-                continue  # not ours or torn: nothing to report
+            manifest = read_json(here / MANIFEST_NAME, "a stage's manifest")
             if isinstance(manifest, dict) and "stage" in manifest:
                 stages.append(Stage(here, here.relative_to(root).as_posix(), manifest))
     return stages

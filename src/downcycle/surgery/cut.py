@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..architecture import LayerLayout, infer_layout
-from ..artifacts.atomic import atomic_output_dir, check_free_space, check_new_output
+from ..artifacts.atomic import atomic_output_dir, check_free_space, check_new_output, check_output_apart
 from ..artifacts.quantities import BYTES, parse_quantity
 from ..checkpoint import open_checkpoint, plan_shards, start_shards
 from ..checkpoint.safetensors_index import INDEX_NAME
 from ..checkpoint.writer import usable_cores
 from ..errors import DowncycleError
 from ..loading import read_config, resolve_source
-from ..recipe import CutConfig, output_dict, to_dict
+from ..recipe import CutConfig, inputs_of, output_dict, to_dict
 from .depth import cut_config, describe, tensor_plan
 from .layerspec import contiguous_runs, drop_to_keep, format_layers, parse_layers
 from .plan import load_plan
@@ -61,13 +61,13 @@ def select_layers(config: CutConfig, num_layers: int) -> list[int]:
 
 
 def check_paths(config: CutConfig) -> Path:
-    """Refuse an output that exists (without ``--force``) or lies in the source, before any work;
-    returns the source's local directory."""
+    """Refuse an output that exists (without ``--force``), or is, holds or lies inside an input (the
+    source, a hub id's downloaded snapshot included), before any work; returns the source's local
+    directory."""
     out = Path(config.out)
-    check_new_output(out, config.force)
+    check_new_output(out, config.force, inputs_of(config))
     src = resolve_source(config.source)
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise DowncycleError(f"{out}: the output must not be the source directory or inside it")
+    check_output_apart(out, [("source", src)])
     return src
 
 

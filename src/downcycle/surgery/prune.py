@@ -82,7 +82,7 @@ def _layers(config: PruneConfig, num_layers: int) -> list[int]:
 
 def _open(config: PruneConfig) -> tuple[Path, dict[str, Any], Checkpoint, LayerLayout, WidthModel, list[int]]:
     """The source, checked for everything that needs no scores: paths, family, tensors, layers."""
-    src = check_paths(config)  # type: ignore[arg-type]  # reads only source, out and force
+    src = check_paths(config)  # type: ignore[arg-type]  # reads source, out, force and the inputs
     source_config = read_config(src)
     ckpt = open_checkpoint(src)
     layout = infer_layout(source_config, list(ckpt.tensors))

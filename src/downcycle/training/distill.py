@@ -39,16 +39,21 @@ class DistillMethod(Method):
             raise DowncycleError("--method distill needs --teacher MODEL (the uncut reference)")
         get_distill_loss(config.distill_loss)
 
-    def check_inputs(self, config: TrainConfig, source: Path, model_config: dict[str, Any]) -> list[str]:
-        """The teacher's vocabulary against the student's, from their files, before either is loaded."""
-        from ..compat import check_distill
+    def check_inputs(self, config: TrainConfig, source: Path, model_config: dict[str, Any], seq_len: int | None = None) -> list[str]:
+        """The teacher's vocabulary against the student's, and its positions against the corpus's
+        sequences, from their files, before either model is loaded."""
+        from ..compat import check_distill, check_positions
         from ..loading import check_weights, read_config, resolve_source
 
         if config.teacher is None:
             return []  # check() refuses it
         self.teacher_path = resolve_source(config.teacher)
-        vocab = check_distill(source, model_config, self.teacher_path, read_config(self.teacher_path))
+        teacher_config = read_config(self.teacher_path)
+        vocab = check_distill(source, model_config, self.teacher_path, teacher_config)
         check_weights(self.teacher_path)
+        if seq_len is not None:
+            check_positions(f"{config.data}: seq_len", seq_len, self.teacher_path, teacher_config,
+                            "build the corpus with --seq-len {limit} or less", name=f"--teacher {self.teacher_path}")
         self.shared_vocab = vocab.shared
         return vocab.notes
 

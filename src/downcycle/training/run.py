@@ -17,7 +17,7 @@ from typing import Any
 from ..artifacts.atomic import check_new_output
 from ..artifacts.loss_log import LOG_NAME, PLOT_NAME, read_log
 from ..errors import DowncycleError
-from ..recipe import TrainConfig, to_dict
+from ..recipe import TrainConfig, inputs_of, to_dict
 
 __all__ = ["TrainResult", "run_train", "summary"]
 
@@ -64,7 +64,7 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     if datasets is None and config.data is None:
         raise DowncycleError("train needs --data CORPUS_DIR (a directory written by `downcycle data`)")
     out = Path(config.out)
-    check_new_output(out, config.force)
+    check_new_output(out, config.force, inputs_of(config))
     if config.resume:
         _check_resumable(out)
     from ..loading import check_weights, read_config, resolve_source
@@ -72,6 +72,11 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     source = resolve_source(config.model)
     model_config = read_config(source)
     check_weights(source)
+    if config.train_layers is not None:  # the spec against config.json's layer count, before the model loads
+        from ..architecture import num_layers
+        from ..surgery.layerspec import parse_layers
+
+        parse_layers(config.train_layers, num_layers(model_config))
     requested = str(config.model)
     config = dataclasses.replace(config, model=str(source))  # a hub id resolved to its local snapshot
     if datasets is None:
@@ -87,8 +92,12 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     if seq_len is not None and have is not None and seq_len != have:
         raise DowncycleError(f"{config.axolotl}: sequence_len {seq_len} differs from the corpus's seq_len {have}; "
                              "rebuild the corpus with that length or edit the file")
+    if have is not None:
+        from ..compat import check_positions
+
+        check_positions(f"{config.data}: seq_len", have, source, model_config, "build the corpus with --seq-len {limit} or less")
     method = get_method(config.method)
-    notes += method.check_inputs(config, source, model_config)  # e.g. distillation's teacher
+    notes += method.check_inputs(config, source, model_config, seq_len=have)  # e.g. distillation's teacher
     trainer = Trainer(config, method, *datasets)
     trainer.notes.extend(notes)
     trainer.setup()

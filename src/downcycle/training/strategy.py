@@ -40,9 +40,10 @@ class Method:
     def check(self, config: TrainConfig, device: str) -> None:
         """Refuse a configuration this method cannot run, before any loading."""
 
-    def check_inputs(self, config: TrainConfig, source: Path, model_config: dict[str, Any]) -> list[str]:
+    def check_inputs(self, config: TrainConfig, source: Path, model_config: dict[str, Any], seq_len: int | None = None) -> list[str]:
         """Check, from their files and before anything loads, what this method reads besides the model
-        in ``source`` (config.json ``model_config``) and the corpus; returns notes for the run's output."""
+        in ``source`` (config.json ``model_config``) and the corpus (of ``seq_len``-token sequences);
+        returns notes for the run's output."""
         return []
 
     def inputs(self, config: TrainConfig) -> dict[str, Any]:

@@ -50,5 +50,6 @@ def get_task(name: str) -> LossSpec | MultipleChoiceSpec | GroupSpec | Generativ
     from ...errors import DowncycleError
 
     if name not in TASKS:
-        raise DowncycleError(f"unknown task {name!r} (known: loss, {', '.join(n for n in TASKS if not n.startswith('mmlu_'))}, mmlu_<subject>)")
+        known = [n for n in TASKS if not n.startswith("mmlu_")]  # "loss" among them, first
+        raise DowncycleError(f"unknown task {name!r} (known: {', '.join(known)}, mmlu_<subject>)")
     return TASKS[name]
