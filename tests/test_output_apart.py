@@ -45,6 +45,7 @@ CASES = [
     ("eval", "--data", "eval {W}/model --data {IN} --out {OUT} --force --no-progress"),
     ("eval", "--task-data", "eval {W}/model --tasks arc_easy --task-data {IN} --out {OUT} --force --no-progress"),
     ("eval", "--harness-include", "eval {W}/model --data {W}/corpus --harness-include {IN} --out {OUT} --force --no-progress"),
+    ("eval", "--reference", "eval {W}/model --data {W}/corpus --reference {IN} --out {OUT} --force --no-progress"),
     ("taskdata", "--source", "taskdata --source {IN} --out {OUT} --force"),
     ("compare", "results", "compare {IN} --out {OUT} --force"),
     ("heal", "model", "heal {IN} {OUT} --data {W}/text.jsonl --force"),

@@ -18,6 +18,7 @@ REGISTRIES: dict[str, str] = {
     "metrics": "downcycle.analysis.metrics:METRICS",
     "strategies": "downcycle.analysis.strategies:STRATEGIES",
     "methods": "downcycle.training.methods:METHODS",
+    "heal_methods": "downcycle.healing:METHODS",
     "distill_losses": "downcycle.training.losses:DISTILL_LOSSES",
     "optimizers": "downcycle.training.optim:OPTIMIZERS",
     "tasks": "downcycle.evaluation.tasks:TASKS",

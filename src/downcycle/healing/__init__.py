@@ -13,3 +13,9 @@ Hugging Face checkpoints out.
   written over their bytes;
 - :mod:`.run` -- ``downcycle heal`` (and ``cut --heal``).
 """
+
+# `downcycle ls heal_methods`: the activation-level methods (recipe heal entries with these methods run `downcycle heal`)
+METHODS = {
+    "linear": "linear replacement: a least-squares map per gap, folded into the down projection before it (ReplaceMe)",
+    "layer": "layer replacement: one decoder layer per gap, trained alone on the reference's cached states (LLM-Streamline)",
+}

@@ -40,9 +40,11 @@ def check_names(recipe: Recipe) -> None:
         if cut.metric is not None:
             _at(w, f"cuts[{i}].metric", lambda c=cut: check_metric(get_strategy(c.strategy), c.metric))
     for i, heal in enumerate(recipe.heal):
+        if heal.activation_level:  # `downcycle heal`'s options, checked by its config as the recipe was read
+            continue
         for key, (registry, what) in HEAL_NAMES.items():
             value = heal.options.get(key)
-            known = load_registry(registry)
+            known = list(load_registry(registry)) + (list(load_registry("heal_methods")) if key == "method" else [])
             if value is not None and value not in known:
                 raise w.error(f"heal[{i}].{key}", f"unknown {what} {value!r} (known: {', '.join(known)}; see `downcycle ls {registry}`)")
 
