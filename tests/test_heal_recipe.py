@@ -1,5 +1,5 @@
 """Activation-level healing as heal entries of a recipe: `method: linear` / `method: layer` run `downcycle
-heal` on each cut, calibrated on the recipe's corpus; `on: NAME` starts a training run from an earlier
+heal` on each cut, calibrated on the recipe's corpus; `start: NAME` starts a training run from an earlier
 heal's output; the report knows them as healed models of their cut."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def recipe_doc(tiny_model):
         "heal": [{"name": "linear", "method": "linear", "samples": 8, "batch_size": 4},
                  {"name": "layer", "cuts": ["first", "first1"], "method": "layer", "samples": 8, "batch_size": 4, "epochs": 2,
                   "kl_fraction": 0.5},
-                 {"name": "linear-lora", "on": "linear", "method": "lora", "max_steps": 2, "micro_batch": 2, "eval_max_seqs": 2}],
+                 {"name": "linear-lora", "start": "linear", "method": "lora", "max_steps": 2, "micro_batch": 2, "eval_max_seqs": 2}],
         "eval": {"tasks": "loss", "limit": 3},
         "report": {"new_tokens": 3, "prompt": ["In the beginning"]},
     }
@@ -63,7 +63,7 @@ def test_heal_entries_become_heal_stages(recipe_doc, tmp_path):
     ({"heal": [{"name": "x", "method": "linear", "cuts": ["reference"]}]}, "has none"),
     ({"heal": [{"name": "x", "method": "linear", "epochs": "many"}]}, "heal[0].epochs"),
     ({"heal": [{"name": "x", "method": "linear", "lora_r": 4}]}, "lora_r"),
-    ({"heal": [{"name": "x", "method": "lora", "on": "nothing"}]}, "no earlier heal entry named 'nothing'"),
+    ({"heal": [{"name": "x", "method": "lora", "start": "nothing"}]}, "no earlier heal entry named 'nothing'"),
     ({"cuts": [{"name": "a", "keep": 2, "evaluate": "no"}]}, "cuts[0].evaluate"),
 ])
 def test_heal_entry_mistakes_are_one_line(recipe_doc, tmp_path, capsys, change, needle):

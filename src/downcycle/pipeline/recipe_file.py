@@ -64,14 +64,14 @@ class HealSpec:
     uncut model); ``options`` are ``downcycle train`` options, or ``downcycle heal`` options when the
     method is ``linear`` or ``layer`` (:data:`~downcycle.recipe.HEAL_METHODS`); ``corpus`` names one of
     the recipe's ``corpora`` (None: the ``data`` corpus), which a ``heal`` method calibrates on unless
-    its options name ``data``; ``on`` names an earlier heal entry whose output this one starts from (e.g.
-    LoRA on top of linear replacement)."""
+    its options name ``data``; ``start`` names an earlier heal entry whose output this one starts from
+    (e.g. LoRA on top of linear replacement). (Not ``on``: YAML 1.1 reads that key as ``true``.)"""
 
     name: str
     cuts: list[str]
     options: dict[str, Any]
     corpus: str | None = None
-    on: str | None = None
+    start: str | None = None
 
     @property
     def activation_level(self) -> bool:
@@ -196,7 +196,7 @@ def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: 
         if not isinstance(item, dict):
             raise w.error(where, f"expected a mapping of `downcycle train` options, got {kind(item)}")
         item = dict(item)
-        name, cuts, corpus, on = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None), item.pop("on", None)
+        name, cuts, corpus, start = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None), item.pop("start", None)
         states = item.get("method") in HEAL_METHODS
         options = _section(w, where, item, HealConfig if states else TrainConfig, base, owned_key="heal_states" if states else "heal")
         name = scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
@@ -217,15 +217,16 @@ def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: 
                                                  + (f" (the recipe's: {', '.join(corpora)})" if corpora else ""))
         if states and CONTROL in cuts:
             raise w.error(f"{where}.cuts", f"method {options['method']!r} heals the gaps of a cut; the uncut {CONTROL!r} has none")
-        if on is not None:
-            on = scalar(w, f"{where}.on", on)
-            start = next((s for s in specs if s.name == on), None)
-            if start is None:
-                raise w.error(f"{where}.on", f"no earlier heal entry named {on!r} (the ones before: {', '.join(s.name for s in specs) or 'none'})")
-            missing = [c for c in cuts if c not in start.cuts or c == CONTROL]
+        if start is not None:
+            start = scalar(w, f"{where}.start", start)
+            first = next((s for s in specs if s.name == start), None)
+            if first is None:
+                raise w.error(f"{where}.start", f"no earlier heal entry named {start!r} (the ones before: "
+                                                f"{', '.join(s.name for s in specs) or 'none'})")
+            missing = [c for c in cuts if c not in first.cuts or c == CONTROL]
             if missing:
-                raise w.error(f"{where}.on", f"heal entry {on!r} does not heal {', '.join(map(str, missing))}")
-        specs.append(HealSpec(name, [str(c) for c in cuts], options, corpus, on))
+                raise w.error(f"{where}.start", f"heal entry {start!r} does not heal {', '.join(map(str, missing))}")
+        specs.append(HealSpec(name, [str(c) for c in cuts], options, corpus, start))
     return specs
 
 

@@ -122,9 +122,9 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
             targets = [(f"control-{heal.name}", recipe.reference, None, reference_info)] if cut_name == CONTROL else \
                 [(f"healed-{c.name.removeprefix('cut-')}-{heal.name}", str(out / c.name), c.name, c.info) for c in cut_stages[cut_name]]
             for name, model, parent, parent_info in targets:
-                start = parent  # the stage whose model this one starts from: the cut, or (`on`) an earlier heal of it
-                if heal.on is not None and parent is not None:
-                    start = f"healed-{parent.removeprefix('cut-')}-{heal.on}"
+                start = parent  # the stage whose model this one starts from: the cut, or (`start`) an earlier heal of it
+                if heal.start is not None and parent is not None:
+                    start = f"healed-{parent.removeprefix('cut-')}-{heal.start}"
                     model = str(out / start)
                 options = dict(heal.options)
                 label = f"{where}: heal[{h_index}]"
@@ -141,7 +141,7 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
                     kind = "train"
                 after = [corpus_stage] + ([start] if start else [])
                 info = {**parent_info, "role": "control" if parent is None else "healed", "heal": heal.name, "method": config.method,
-                        "from": parent or "reference", "corpus": corpus_stage, **({"on": start} if start != parent else {})}
+                        "from": parent or "reference", "corpus": corpus_stage, **({"start": start} if start != parent else {})}
                 stages.append(Stage(name, kind, config, after, info=info))
                 models.append((name, str(out / name), info))
 
