@@ -116,7 +116,7 @@ def train_replacement(run: ReplacementRun, source_layer: Any, head: tuple[Any, A
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     n = len(run.inputs)
     train = list(range(n - max(1, n // 10))) if n > 1 else [0]
-    identity = {"mse": float(sum(float(gap_loss("mse", run.inputs[i], run.targets[i], None)) for i in train[:1]))}
+    identity_mse = float(gap_loss("mse", run.inputs[train[0]], run.targets[train[0]], None))  # the plain cut: the gap skipped
     before = _held_out(run, layer, head, autocast)
     opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.0)
     total = max(1, epochs * len(train))
@@ -147,5 +147,5 @@ def train_replacement(run: ReplacementRun, source_layer: Any, head: tuple[Any, A
     run.report = {"gap": run.gap.name, "replaces": run.gap.size, "loss": run.loss, "train_batches": len(train),
                   "held_out_batches": n - len(train), "epochs": epochs, "lr": lr,
                   "kl_fraction": kl_fraction if run.loss == "kl" else None, "train_loss_per_epoch": losses,
-                  "held_out_before": before, "held_out_after": after, "first_batch_identity_mse": identity["mse"]}
+                  "held_out_before": before, "held_out_after": after, "first_batch_identity_mse": identity_mse}
     return layer

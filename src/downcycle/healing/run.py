@@ -53,7 +53,7 @@ def run_heal(config: HealConfig, echo: Any = None) -> HealResult:
 
 
 def heal_layers(config: HealConfig, reference: str, kept: list[int], inputs: dict[str, Any], echo: Any = None,
-                inputs_on_disk: list[Path] = ()) -> HealResult:
+                inputs_on_disk: tuple[Path, ...] | list[Path] = ()) -> HealResult:
     """Heal the cut of ``reference`` that keeps source layers ``kept``, as ``config`` says, into ``config.out``."""
     from ..artifacts.card import write_card
     from ..artifacts.manifest import write_manifest

@@ -126,9 +126,7 @@ def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: b
         handles.append(layers[i].register_forward_pre_hook(pre(i), with_kwargs=True))
     for i in sorted(needs.mlp):
         handles.append(mlp_module(layers[i])[1].register_forward_hook(mlp_hook(i)))
-    handles.append(layers[deepest].register_forward_hook(post(deepest)))
-    if needs.final and deepest != n - 1:  # pragma: no cover -- deepest is n - 1 whenever final is needed
-        handles.append(layers[n - 1].register_forward_hook(post(n - 1)))
+    handles.append(layers[deepest].register_forward_hook(post(deepest)))  # deepest is n - 1 whenever final is needed
     device = next(model.parameters()).device
     batches = range(0, int(windows.shape[0]) - batch_size + 1, batch_size)  # full batches: one shape for cached kwargs
     try:
