@@ -101,7 +101,7 @@ def _stand_in(tiny_model, root: Path) -> Path:
     return root / "examples" / "recipes" / "smollm2.yaml"
 
 
-EXPECTED = ["corpus", "corpus-self", "analysis"]
+EXPECTED = ["corpus", "analysis", "cut-first24"]
 
 
 def test_smollm2_recipe_validates_and_dry_runs(tiny_model, tmp_path, capsys):
@@ -111,14 +111,19 @@ def test_smollm2_recipe_validates_and_dry_runs(tiny_model, tmp_path, capsys):
     names = [s.name for s in stages]
     assert names[:3] == EXPECTED and names[-3:] == ["eval", "compare", "report"]
     cuts = {s.name: s for s in stages if s.kind == "cut"}
-    assert {c.choice["strategy"] for c in cuts.values()} == {"first", "block", "bi", "nll"}
-    assert {c.choice["keep"] for c in cuts.values()} == {24, 22}  # 80% and 75% of 30 layers
+    assert {c.choice["strategy"] for c in cuts.values()} == {"first", "block", "nll"}
+    assert {c.choice["keep"] for c in cuts.values()} == {24, 23, 22}  # 23: healed to 24 layers by layer replacement
+    evaluated = {Path(m).name for m in next(s for s in stages if s.kind == "eval").config.models}
+    assert "cut-first23" not in evaluated and "healed-first23-layer" in evaluated
+    heals = {s.name: s for s in stages if s.kind == "heal"}
+    assert {s.config.method for s in heals.values()} == {"linear", "layer"}
+    assert {"healed-first24-linear", "healed-block24-linear", "healed-first23-layer"} <= set(heals)
     trains = [s for s in stages if s.kind == "train"]
     assert [s.name for s in trains if s.info["role"] == "control"], "the recipe trains a control"
-    assert any(s.config.data == tmp_path / "real" / "corpus-self" for s in trains), "a run heals on the self-generated corpus"
-    assert any(s.config.train_layers and s.config.train_modules for s in trains), "the last-layers + head baseline"
-    # equal token budgets for every healing run
+    assert any(s.info.get("start") == "healed-first23-layer" for s in trains), "a training run starts from the layer heal"
+    # equal token budgets for every healing method: training tokens = calibration windows x the corpus's 256 tokens
     assert len({s.config.max_tokens for s in trains}) == 1 and trains[0].config.max_tokens
+    assert {h.config.samples * 256 for h in heals.values()} == {trains[0].config.max_tokens}
     assert main(["run", str(recipe_path), "--dry-run", "--out", str(tmp_path / "real")]) == 0
     printed = capsys.readouterr().out
     assert all(f" {n} " in printed or printed.count(n) for n in names)

@@ -88,7 +88,7 @@ def corpus_calibration(corpus: Path, samples: int) -> Calibration:
 
 
 def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_field: str = "text", tokenizer: str | None = None,
-                      trust_remote_code: bool = False) -> tuple[Calibration, str]:
+                      trust_remote_code: bool = False, corpus: bool = False) -> tuple[Calibration, str]:
     """The calibration windows of ``data`` for the model in ``src``, read with its tokenizer (or
     ``tokenizer``) before the model loads, and checked against its config.json and weights: the
     embedding rows the ids need, the positions the windows need. Returns the windows and the
@@ -113,7 +113,7 @@ def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_
         tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
-    if (Path(data) / "corpus.json").is_file():
+    if corpus and (Path(data) / "corpus.json").is_file():  # healing: the recipe's own packed corpus
         calib = corpus_calibration(Path(data), samples)
     else:
         calib = load_calibration(data, tok, samples=samples, seq_len=seq_len, text_field=text_field)

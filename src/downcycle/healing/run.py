@@ -108,7 +108,7 @@ def _load(config: HealConfig, ref_dir: Path) -> tuple[Any, Any, Any]:
     from ..loading import load_model
 
     calib, _ = model_calibration(ref_dir, config.data, samples=config.samples, seq_len=config.seq_len,
-                                 text_field=config.text_field, trust_remote_code=config.trust_remote_code)
+                                 text_field=config.text_field, trust_remote_code=config.trust_remote_code, corpus=True)
     if calib.input_ids.shape[0] < config.batch_size:
         raise DowncycleError(f"{config.data}: {calib.input_ids.shape[0]} calibration windows, fewer than one batch of {config.batch_size}")
     model = load_model(ref_dir, dtype="float32", device=config.device, trust_remote_code=config.trust_remote_code)
