@@ -55,3 +55,20 @@ def test_python_m_downcycle_cut_end_to_end(tiny_model, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "downcycle", "cut", str(src), str(out), "--layers", "0-9"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "already exists" in bad.stderr
+
+
+@pytest.mark.parametrize("argv, unknown", [
+    (["generate", "model", "--prompt", "text"], "--prompt"),  # once taken for --prompt-file
+    (["cut", "src", "out", "--lay", "0-2"], "--lay"),  # once taken for --layers
+    (["eval", "model", "--task", "loss"], "--task"),  # once taken for --tasks
+])
+def test_options_are_never_abbreviated(argv, unknown, capsys):
+    """An option's prefix is an unknown option, named in a one-line error with exit 2, on every sub-command."""
+    from downcycle.cli import build_parser
+
+    for parser in (build_parser(), build_parser(argv[0])):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"unrecognized arguments: {unknown}" in err

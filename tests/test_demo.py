@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from downcycle.cli import execute
-from downcycle.demo import RECIPE
+from downcycle.compound.demo import RECIPE
 from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.recipe import DemoConfig
 
-STAGES = ("corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora", "healed-first-distill",
-          "healed-block-distill", "eval", "compare")
+STAGES = ("data", "analyze", "cut-first", "cut-block", "heal-first-lora", "heal-block-lora", "heal-first-distill",
+          "heal-block-distill", "eval", "compare")
 
 
 def test_the_embedded_recipe_is_valid_and_uses_the_shipped_reference():

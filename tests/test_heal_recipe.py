@@ -15,7 +15,7 @@ import yaml
 from downcycle import cli
 from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.pipeline.run import run_recipe
-from downcycle.pipeline.stages import build_stages
+from downcycle.pipeline.recipe_stages import build_stages
 from downcycle.recipe import RunConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -50,13 +50,13 @@ def write(tmp_path: Path, doc: dict) -> Path:
 def test_heal_entries_become_heal_stages(recipe_doc, tmp_path):
     recipe = load_recipe(write(tmp_path, recipe_doc))
     stages = {s.name: s for s in build_stages(recipe, tmp_path / "out")}
-    assert stages["healed-first-linear"].kind == "heal" and stages["healed-first-layer"].kind == "heal"
-    assert stages["healed-first-linear"].config.data == str(tmp_path / "out" / "corpus")  # calibrated on the recipe's corpus
-    lora = stages["healed-first-linear-lora"]
-    assert lora.kind == "train" and Path(lora.config.model) == tmp_path / "out" / "healed-first-linear"
-    assert lora.after == ["corpus", "healed-first-linear"] and lora.info["from"] == "cut-first"
+    assert stages["heal-first-linear"].kind == "heal" and stages["heal-first-layer"].kind == "heal"
+    assert stages["heal-first-linear"].config.data == str(tmp_path / "out" / "data")  # calibrated on the recipe's corpus
+    lora = stages["heal-first-linear-lora"]
+    assert lora.command == "train" and Path(lora.config.model) == tmp_path / "out" / "heal-first-linear"
+    assert lora.after == ["data", "heal-first-linear"] and lora.info["from"] == "cut-first"
     evaluated = [Path(m).name for m in stages["eval"].config.models]
-    assert "cut-first1" not in evaluated and "cut-first" in evaluated and "healed-first1-layer" in evaluated  # evaluate: false
+    assert "cut-first1" not in evaluated and "cut-first" in evaluated and "heal-first1-layer" in evaluated  # evaluate: false
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -78,15 +78,15 @@ def test_recipe_with_linear_layer_and_lora_on_linear_runs_and_reports(recipe_doc
     torch.set_num_threads(1)
     out = tmp_path / "exp"
     result = run_recipe(RunConfig(recipe=write(tmp_path, recipe_doc), out=out, progress=False))
-    assert {"healed-first-linear", "healed-first-layer", "healed-first-linear-lora"} <= set(result.ran)
-    assert json.loads((out / "healed-first-layer" / "config.json").read_text())["num_hidden_layers"] == 3
-    assert json.loads((out / "healed-first1-layer" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert {"heal-first-linear", "heal-first-layer", "heal-first-linear-lora"} <= set(result.ran)
+    assert json.loads((out / "heal-first-layer" / "config.json").read_text())["num_hidden_layers"] == 3
+    assert json.loads((out / "heal-first1-layer" / "config.json").read_text())["num_hidden_layers"] == 2
     assert not (out / "eval" / "cut-first1").exists()
-    man = json.loads((out / "healed-first-linear" / "downcycle.json").read_text())
+    man = json.loads((out / "heal-first-linear" / "downcycle.json").read_text())
     assert man["stage"] == "heal" and man["outputs"]["calibration"]["tokens"] == 8 * 32
-    for name in ("cut-first", "healed-first-linear", "healed-first-layer", "healed-first-linear-lora"):
+    for name in ("cut-first", "heal-first-linear", "heal-first-layer", "heal-first-linear-lora"):
         assert (out / "eval" / name / "results.json").is_file(), name
     report = (out / "report.md").read_text()
-    assert "healed-first-linear" in report and "healed-first-layer" in report
+    assert "heal-first-linear" in report and "heal-first-layer" in report
     again = run_recipe(RunConfig(recipe=write(tmp_path, recipe_doc), out=out, progress=False))
     assert again.ran == []

@@ -10,7 +10,7 @@ import yaml
 from downcycle.cli import main
 from downcycle.errors import DowncycleError
 from downcycle.pipeline.recipe_file import load_recipe
-from downcycle.pipeline.stages import build_stages
+from downcycle.pipeline.recipe_stages import build_stages
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -51,14 +51,14 @@ def reference(tiny_model):
 def test_valid_recipe_builds_every_stage(tmp_path, reference):
     recipe = load_recipe(_write(tmp_path, _recipe(tmp_path, reference)))
     stages = build_stages(recipe, tmp_path / "out")
-    assert [s.name for s in stages] == ["corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora",
-                                        "healed-block-distill", "eval", "compare", "report"]
-    distill = next(s for s in stages if s.name == "healed-block-distill")
-    assert distill.config.teacher == str(reference) and distill.after == ["corpus", "cut-block"]
+    assert [s.name for s in stages] == ["data", "analyze", "cut-first", "cut-block", "heal-first-lora", "heal-block-lora",
+                                        "heal-block-distill", "eval", "compare", "report"]
+    distill = next(s for s in stages if s.name == "heal-block-distill")
+    assert distill.config.teacher == str(reference) and distill.after == ["data", "cut-block"]
     assert distill.config.model == str(tmp_path / "out" / "cut-block")
     first = next(s for s in stages if s.name == "cut-first")
     assert first.choice["keep"] == 3 and first.after == []  # first-k needs no scores: 0.75 of 4 layers
-    assert next(s for s in stages if s.name == "cut-block").after == ["analysis"]
+    assert next(s for s in stages if s.name == "cut-block").after == ["analyze"]
     assert stages[0].config.tokenizer == str(reference)  # the tokenizer defaults to the reference's
 
 
@@ -68,8 +68,8 @@ def test_compare_stage_pairs_models_with_the_reference_and_healed_models_with_th
     ref = reference.name
     assert compare.config.reference == ref
     assert compare.config.pairs.split(",") == [
-        f"cut-first:{ref}", f"cut-block:{ref}", f"healed-first-lora:{ref}", f"healed-block-lora:{ref}", f"healed-block-distill:{ref}",
-        "healed-first-lora:cut-first", "healed-block-lora:cut-block", "healed-block-distill:cut-block"]
+        f"cut-first:{ref}", f"cut-block:{ref}", f"heal-first-lora:{ref}", f"heal-block-lora:{ref}", f"heal-block-distill:{ref}",
+        "heal-first-lora:cut-first", "heal-block-lora:cut-block", "heal-block-distill:cut-block"]
 
 
 def test_relative_paths_are_relative_to_the_recipe(tmp_path, reference):
@@ -137,7 +137,7 @@ def test_unknown_from_stage_lists_the_stages(tmp_path, reference, capsys):
     path = _write(tmp_path, _recipe(tmp_path, reference))
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--from", "healing", "--dry-run"]) == 1
     err = capsys.readouterr().err
-    assert "--from 'healing': no such stage" in err and "healed-block-distill" in err
+    assert "--from 'healing': no such stage" in err and "heal-block-distill" in err
 
 
 def test_sweep_depths_are_checked(tmp_path, reference, capsys):
@@ -146,5 +146,5 @@ def test_sweep_depths_are_checked(tmp_path, reference, capsys):
     assert "--depths: 'big'" in capsys.readouterr().err
     assert main(["sweep", str(path), "--out", str(tmp_path / "s"), "--depths", "0.75,0.5", "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    for name in ("cut-block-0.75", "cut-block-0.5", "healed-block-0.5-distill", "sweep"):
+    for name in ("cut-block-0.75", "cut-block-0.5", "heal-block-0.5-distill", "sweep"):
         assert name in printed

@@ -19,7 +19,7 @@ from downcycle.pipeline.run import run_recipe, run_sweep
 from downcycle.recipe import RunConfig, SweepConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ALL = ["corpus", "analysis", "cut-first", "cut-block", "healed-first-lora", "healed-block-lora", "healed-block-distill", "eval",
+ALL = ["data", "analyze", "cut-first", "cut-block", "heal-first-lora", "heal-block-lora", "heal-block-distill", "eval",
        "compare", "report"]
 
 
@@ -59,7 +59,7 @@ def test_run_skip_rerun_after_delete_and_from(recipe_path, tmp_path, capsys):
         assert (out / stage / "downcycle.json").is_file(), stage
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     block_plan = json.loads((out / "plans" / "cut-block.json").read_text())
-    analysis_scores = json.loads((out / "analysis" / "scores.json").read_text())
+    analysis_scores = json.loads((out / "analyze" / "scores.json").read_text())
     n = 1  # 4 layers, keep 3: the block strategy drops the one layer l (l + 1 <= 3) with the smallest d(l, l+1)
     best = min(range(3), key=lambda l: (analysis_scores["angular-last"][l][n - 1], l))
     assert block_plan["kept_layers"] == [i for i in range(4) if i != best]
@@ -72,9 +72,9 @@ def test_run_skip_rerun_after_delete_and_from(recipe_path, tmp_path, capsys):
 
     shutil.rmtree(out / "cut-block")
     third = run_recipe(RunConfig(recipe=recipe_path, out=out, progress=False))
-    assert third.ran == ["cut-block", "healed-block-lora", "healed-block-distill", "eval", "compare", "report"]
+    assert third.ran == ["cut-block", "heal-block-lora", "heal-block-distill", "eval", "compare", "report"]
     after = _digests(out)
-    for untouched in ("corpus", "analysis", "cut-first", "healed-first-lora"):
+    for untouched in ("data", "analyze", "cut-first", "heal-first-lora"):
         assert after[untouched] == before[untouched], untouched
 
     fourth = run_recipe(RunConfig(recipe=recipe_path, out=out, from_stage="eval", progress=False))
@@ -101,11 +101,11 @@ def test_interrupted_healing_resumes_from_its_checkpoint(recipe_path, tmp_path, 
     monkeypatch.setattr(train_run, "_write_output", interrupted_once)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(RunConfig(recipe=recipe_path, out=out, progress=False))
-    assert not (out / "healed-first-lora").exists() and (out / "healed-first-lora.run" / "checkpoints").is_dir()
+    assert not (out / "heal-first-lora").exists() and (out / "heal-first-lora.run" / "checkpoints").is_dir()
     capsys.readouterr()
     result = run_recipe(RunConfig(recipe=recipe_path, out=out, progress=False), echo=print)
     printed = capsys.readouterr().out
-    assert result.skipped == ["corpus", "analysis", "cut-first", "cut-block"] and result.ran[0] == "healed-first-lora"
+    assert result.skipped == ["data", "analyze", "cut-first", "cut-block"] and result.ran[0] == "heal-first-lora"
     assert "resumed from" in printed and "(step 2 of 4)" in printed, printed  # its last checkpoint
 
 
@@ -122,9 +122,9 @@ def test_sweep_writes_a_size_quality_table(recipe_path, tmp_path):
     assert "sweep" in result.ran and "report" not in result.ran
     table = json.loads((tmp_path / "s" / "sweep" / "sweep.json").read_text())
     by = {r["model"]: r for r in table["rows"]}
-    assert set(by) == {"reference", "cut-block-3", "cut-block-2", "healed-block-3-lora", "healed-block-2-lora"}
+    assert set(by) == {"reference", "cut-block-3", "cut-block-2", "heal-block-3-lora", "heal-block-2-lora"}
     assert by["cut-block-2"]["layers"] == 2 and by["cut-block-2"]["parameters"] < by["cut-block-3"]["parameters"] < by["reference"]["parameters"]
-    assert by["healed-block-2-lora"]["parameters"] == by["cut-block-2"]["parameters"]
+    assert by["heal-block-2-lora"]["parameters"] == by["cut-block-2"]["parameters"]
     evaluated = json.loads((tmp_path / "s" / "eval" / "cut-block-2" / "results.json").read_text())
     assert by["cut-block-2"]["loss/nll"] == evaluated["tasks"]["loss"]["metrics"]["nll"]["value"]
     assert (tmp_path / "s" / "sweep" / "size_quality.png").stat().st_size > 10_000

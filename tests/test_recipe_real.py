@@ -13,7 +13,7 @@ import yaml
 from downcycle.cli import main
 from downcycle.errors import DowncycleError
 from downcycle.pipeline.recipe_file import load_recipe
-from downcycle.pipeline.stages import build_stages
+from downcycle.pipeline.recipe_stages import build_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -51,20 +51,20 @@ def _write(tmp_path: Path, doc: dict) -> Path:
 def test_control_and_extra_corpus_stages(tmp_path, reference):
     out = tmp_path / "out"
     stages = {s.name: s for s in build_stages(load_recipe(_write(tmp_path, _doc(reference))), out)}
-    assert list(stages) == ["corpus", "corpus-self", "analysis", "cut-first", "healed-first-lora", "control-lora",
-                            "healed-first-lora-self", "eval", "compare", "report"]
-    control = stages["control-lora"]
-    assert control.config.model == str(reference) and control.config.data == out / "corpus"
-    assert control.after == ["corpus"] and control.info["role"] == "control" and control.info["from"] == "reference"
-    selfheal = stages["healed-first-lora-self"]
-    assert selfheal.config.data == out / "corpus-self" and selfheal.after == ["corpus-self", "cut-first"]
-    gen = stages["corpus-self"].config
+    assert list(stages) == ["data", "data-self", "analyze", "cut-first", "heal-first-lora", "heal-reference-lora",
+                            "heal-first-lora-self", "eval", "compare", "report"]
+    control = stages["heal-reference-lora"]
+    assert control.config.model == str(reference) and control.config.data == out / "data"
+    assert control.after == ["data"] and control.info["role"] == "control" and control.info["from"] == "reference"
+    selfheal = stages["heal-first-lora-self"]
+    assert selfheal.config.data == out / "data-self" and selfheal.after == ["data-self", "cut-first"]
+    gen = stages["data-self"].config
     # the extra corpus takes what it does not say from `data` (not the source), and its own tokens
     assert gen.source == [f"gen:{reference}"] and (gen.seq_len, gen.val, gen.tokens, gen.gen_tokens) == (64, 0.1, "4K", 32)
     assert gen.tokenizer == str(reference)
     evaluated = stages["eval"].config.models
-    assert str(out / "control-lora") in evaluated and evaluated[0] == str(reference)
-    assert stages["eval"].config.data == str(out / "corpus")  # every model's loss on the same held-out text
+    assert str(out / "heal-reference-lora") in evaluated and evaluated[0] == str(reference)
+    assert stages["eval"].config.data == str(out / "data")  # every model's loss on the same held-out text
 
 
 MISTAKES = [
@@ -101,7 +101,7 @@ def _stand_in(tiny_model, root: Path) -> Path:
     return root / "examples" / "recipes" / "smollm2.yaml"
 
 
-EXPECTED = ["corpus", "analysis", "cut-first24"]
+EXPECTED = ["data", "analyze", "cut-first24"]
 
 
 def test_smollm2_recipe_validates_and_dry_runs(tiny_model, tmp_path, capsys):
@@ -114,13 +114,13 @@ def test_smollm2_recipe_validates_and_dry_runs(tiny_model, tmp_path, capsys):
     assert {c.choice["strategy"] for c in cuts.values()} == {"first", "block", "nll"}
     assert {c.choice["keep"] for c in cuts.values()} == {24, 23, 22}  # 23: healed to 24 layers by layer replacement
     evaluated = {Path(m).name for m in next(s for s in stages if s.kind == "eval").config.models}
-    assert "cut-first23" not in evaluated and "healed-first23-layer" in evaluated
-    heals = {s.name: s for s in stages if s.kind == "heal"}
+    assert "cut-first23" not in evaluated and "heal-first23-layer" in evaluated
+    heals = {s.name: s for s in stages if s.command == "heal"}
     assert {s.config.method for s in heals.values()} == {"linear", "layer"}
-    assert {"healed-first24-linear", "healed-block24-linear", "healed-first23-layer"} <= set(heals)
-    trains = [s for s in stages if s.kind == "train"]
+    assert {"heal-first24-linear", "heal-block24-linear", "heal-first23-layer"} <= set(heals)
+    trains = [s for s in stages if s.command == "train"]
     assert [s.name for s in trains if s.info["role"] == "control"], "the recipe trains a control"
-    assert any(s.info.get("start") == "healed-first23-layer" for s in trains), "a training run starts from the layer heal"
+    assert any(s.info.get("start") == "heal-first23-layer" for s in trains), "a training run starts from the layer heal"
     # equal token budgets for every healing method: training tokens = calibration windows x the corpus's 256 tokens
     assert len({s.config.max_tokens for s in trains}) == 1 and trains[0].config.max_tokens
     assert {h.config.samples * 256 for h in heals.values()} == {trains[0].config.max_tokens}

@@ -1,6 +1,6 @@
 """The command line: a thin shell that parses a typed config and calls one library function.
 
-Commands are the entries of the stage table (:mod:`downcycle.stages`); their options are derived
+Commands are the entries of the command table (:mod:`downcycle.commands`); their options are derived
 from the config dataclasses in :mod:`downcycle.recipe`, so each option's help lives on its field.
 Nothing here imports torch; a command imports its library module only when it runs.
 """
@@ -18,25 +18,28 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import DowncycleError
-from .stages import STAGES
-
-COMMANDS = STAGES  # the stage table: one command per stage
+from .commands import COMMANDS
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, taking an argument that starts with '-' and a digit as a value, as Python 3.13's does:
     ``--train-layers -4:`` and ``cut --drop -2:`` (layer specs), not only ``--lr -1``. Before 3.13
     only a whole negative number (``-4``) was a value; ``-4:`` was taken for an unknown option, and
-    the option before it reported "expected one argument". No option of ours starts with '-' and a digit."""
+    the option before it reported "expected one argument". No option of ours starts with '-' and a digit.
+
+    Options are never abbreviated (``allow_abbrev=False``, for every sub-command, which argparse builds
+    with this class): ``generate MODEL --prompt "text"`` is an unknown option named as such, not
+    ``--prompt-file``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def config_class(command: str) -> type:
     """The config dataclass of ``command``."""
-    return STAGES[command].config
+    return COMMANDS[command].config
 
 
 def _echo(line: str) -> None:
@@ -44,9 +47,9 @@ def _echo(line: str) -> None:
 
 
 def execute(command: str, config: Any) -> Any:
-    """Run ``command``'s stage on ``config`` and print its summary, as ``downcycle COMMAND`` does;
+    """Run ``command`` on ``config`` and print its summary, as ``downcycle COMMAND`` does;
     returns the stage's result. A pipeline's progress lines are printed as its stages go."""
-    spec = STAGES[command]
+    spec = COMMANDS[command]
     run = spec.load_run()
     result = run(config, echo=_echo) if spec.echo else run(config)
     text = spec.load_summary()(result)

@@ -24,9 +24,9 @@ from ..artifacts.manifest import MANIFEST_NAME
 from ..errors import DowncycleError
 from ..recipe import RunConfig, SweepConfig, inputs_of, output_dict, outputs_of
 from ..recipe.run import STAGE_KINDS
-from ..stages import get_stage
+from ..commands import get_command
 from .recipe_file import Recipe, load_recipe
-from .stages import Stage, build_stages
+from .recipe_stages import Stage, build_stages
 
 STATE_NAME = "pipeline.json"
 
@@ -161,7 +161,7 @@ def stage_key(stage: Stage, out: Path) -> str:
 
 
 def _execute(stage: Stage, out: Path, progress: bool, resume: bool, echo: Echo) -> None:
-    """Run one stage through the stage table, as its command would, and echo its summary. A cut
+    """Run one stage through the command table, as its command would, and echo its summary. A cut
     chosen by a strategy first writes its plan; an interrupted healing run resumes."""
     if stage.kind == "sweep":  # the pipeline's own stage (not a command)
         from .sweep import run_sweep_stage
@@ -174,15 +174,15 @@ def _execute(stage: Stage, out: Path, progress: bool, resume: bool, echo: Echo) 
     if stage.kind == "cut" and stage.choice is not None:
         from .plans import write_plan
 
-        kept = write_plan(out / "analysis", cfg.plan, **stage.choice)
+        kept = write_plan(out / "analyze", cfg.plan, **stage.choice)
         echo(f"{stage.choice['strategy']}: keep {kept}")
-    elif stage.kind == "train":
-        from ..training.checkpointing import latest_checkpoint
+    elif stage.command == "train":
+        from ..training.run import can_resume
 
         # resume an interrupted run where it left a checkpoint (`--resume` with none is an error)
-        resume = resume and latest_checkpoint(out / f"{stage.name}.run" / "checkpoints") is not None
+        resume = resume and can_resume(cfg.out)
         cfg = dataclasses.replace(cfg, resume=resume)
-    spec = get_stage(stage.kind)
+    spec = get_command(stage.command)
     text = spec.load_summary()(spec.load_run()(cfg))
     if text:
         echo(text)
@@ -192,7 +192,7 @@ def _from_index(stages: list[Stage], from_stage: str | None) -> int | None:
     if from_stage is None:
         return None
     for i, stage in enumerate(stages):
-        if from_stage in (stage.name, stage.kind) or (from_stage == "heal" and stage.kind == "train"):
+        if from_stage in (stage.name, stage.kind):
             return i
     names = ", ".join(dict.fromkeys([s.kind for s in stages] + [s.name for s in stages]))
     raise DowncycleError(f"--from {from_stage!r}: no such stage (kinds: {', '.join(STAGE_KINDS)}; this recipe's stages: {names})")

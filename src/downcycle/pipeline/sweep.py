@@ -15,7 +15,7 @@ from typing import Any
 from ..artifacts.atomic import atomic_output_dir
 from ..artifacts.manifest import write_manifest
 from .recipe_file import Recipe
-from .stages import Stage
+from .recipe_stages import Stage
 
 __all__ = ["sweep_stage", "run_sweep_stage", "sweep_rows"]
 

@@ -11,7 +11,7 @@ from .fields import INPUT, arg
 __all__ = ["DemoConfig", "RunConfig", "SweepConfig", "STAGE_KINDS"]
 
 # The stage kinds of a pipeline, in the order they run (`--from` takes one of these or a stage's directory name).
-STAGE_KINDS = ("data", "analyze", "cut", "heal", "train", "eval", "compare", "sweep", "report")
+STAGE_KINDS = ("data", "analyze", "cut", "heal", "eval", "compare", "sweep", "report")  # recipe sections; directory prefixes
 
 
 def _check_from(value: str | None) -> None:

@@ -49,8 +49,8 @@ def select_layers(config: CutConfig, num_layers: int) -> list[int]:
         return parse_layers(config.layers, num_layers)
     if config.drop is not None:
         return drop_to_keep(config.drop, num_layers)
-    if config.plan is None:  # --keep: an analysis chooses them (downcycle.pipeline.cut_keep), and passes them in
-        raise DowncycleError("--keep: the layers are chosen by an analysis first (`downcycle cut`, or downcycle.pipeline.cut_keep)")
+    if config.plan is None:  # --keep: an analysis chooses them (downcycle.compound.cut), and passes them in
+        raise DowncycleError("--keep: the layers are chosen by an analysis first (`downcycle cut`, or downcycle.compound.cut)")
     plan = load_plan(config.plan)
     if plan.source_layers is not None and plan.source_layers != num_layers:
         raise DowncycleError(f"{config.plan}: plan is for a {plan.source_layers}-layer model, the source has {num_layers}")

@@ -6,7 +6,7 @@ writes each output tensor sliced from its source one block at a time
 (:mod:`downcycle.checkpoint.slicing`) into a temporary sibling directory renamed into place at the
 end. Memory is bounded by a block, never by the model, and torch is never imported. The kept
 units come from a ``width_plan.json`` (``--plan``) or are the most important by a ``scores.json``
-(``--scores``, or one measured first with ``--data``: :mod:`downcycle.pipeline.prune_run`).
+(``--scores``, or one measured first with ``--data``: :mod:`downcycle.compound.prune`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from ..artifacts.loss_log import LOG_NAME, PLOT_NAME, read_log
 from ..errors import DowncycleError
 from ..recipe import TrainConfig, inputs_of, to_dict
 
-__all__ = ["TrainResult", "run_train", "summary"]
+__all__ = ["TrainResult", "can_resume", "run_train", "summary"]
 
 
 @dataclass
@@ -111,13 +111,21 @@ def run_train(config: TrainConfig, datasets: tuple[Any, Any | None] | None = Non
     return result
 
 
-def _check_resumable(out: Path) -> None:
-    """``--resume`` with no checkpoint (a mistyped ``--out``, say) is an error, not a fresh start."""
+def can_resume(out: Path) -> bool:
+    """Whether an interrupted run writing ``out`` left a checkpoint that ``--resume`` continues from
+    (the run directory's layout is the loop's: :func:`~downcycle.training.loop.run_dir_for`)."""
     from .checkpointing import latest_checkpoint
     from .loop import run_dir_for
 
+    return latest_checkpoint(run_dir_for(Path(out)) / "checkpoints") is not None
+
+
+def _check_resumable(out: Path) -> None:
+    """``--resume`` with no checkpoint (a mistyped ``--out``, say) is an error, not a fresh start."""
+    from .loop import run_dir_for
+
     run_dir = run_dir_for(out)
-    if latest_checkpoint(run_dir / "checkpoints") is None:
+    if not can_resume(out):
         found = "holds no checkpoint" if run_dir.is_dir() else "does not exist"
         raise DowncycleError(f"--resume: nothing to resume for --out {out}: {run_dir} {found}; check --out, or drop --resume to start a new run")
 

@@ -1,18 +1,22 @@
-"""The stages of a recipe, in the order they run, each with its typed config and its inputs.
+"""The stages of a recipe, in the order they run, each with the command it runs and that command's config.
 
-Stage directories under the experiment's output directory (the layout ``downcycle report`` reads):
+One vocabulary: a stage's kind is the recipe section it comes from, the prefix of its directory and
+what ``--from`` takes. Stage directories under the experiment's output directory (the layout
+``downcycle report`` reads):
 
-    corpus/                          data       the packed training corpus
-    corpus-<name>/                   data       each of the recipe's extra `corpora`
-    analysis/                        analyze    layer scores of the reference, heatmaps
-    plans/<cut>.json                            each strategy's choice, derived from analysis/scores.json
-    cut-<name>[-<depth>]/            cut        one per cut (per depth in a sweep)
-    healed-<cut>-<heal>/             train/heal one per healing run and cut it applies to (heal: linear or layer replacement)
-    control-<heal>/                  train      the uncut reference trained the same way (heal[].cuts: [reference])
-    eval/                            eval       every model's results.json
-    compare/                         compare    the side-by-side table and charts
-    sweep/                           sweep      (sweeps only) size-versus-quality curves
-    report.html, report.md, report/  report
+    directory                        kind     command   what
+    data/                            data     data      the packed training corpus
+    data-<name>/                     data     data      each of the recipe's extra `corpora`
+    analyze/                         analyze  analyze   layer scores of the reference, heatmaps
+    plans/<cut>.json                                    each strategy's choice, derived from analyze/scores.json
+    cut-<name>[-<depth>]/            cut      cut       one per cut (per depth in a sweep)
+    heal-<cut>-<heal>/               heal     heal      one per `heal` entry and cut it applies to: methods linear, layer
+                                              train     methods full, lora, qlora, distill
+    heal-reference-<heal>/           heal     train     the control: the uncut reference healed the same way (cuts: [reference])
+    eval/                            eval     eval      every model's results.json
+    compare/                         compare  compare   the side-by-side table and charts
+    sweep/                           sweep    -         (sweeps only) size-versus-quality curves
+    report.html, report.md, report/  report   report
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ class Stage:
 
     Attributes:
         name: its directory under the experiment directory (also how ``--from`` names it).
-        kind: data, analyze, cut, train, eval, compare, sweep or report.
-        config: the stage's typed config (``force`` and ``progress`` are set when it runs).
+        kind: the recipe section it comes from (:data:`~downcycle.recipe.run.STAGE_KINDS`).
+        config: the typed config of the command it runs (``force`` and ``progress`` are set when it runs).
         after: names of the stages whose outputs it reads; when one of them re-runs, so does it.
         choice: for cuts chosen by a strategy: what the plan is derived from (strategy, keep, metric).
         info: labels for reports (cut name, depth, healing method, kept layers).
@@ -49,6 +53,13 @@ class Stage:
     choice: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None
+
+    @property
+    def command(self) -> str | None:
+        """The command this stage runs (:data:`downcycle.commands.COMMANDS`); None for the pipeline's own sweep stage."""
+        if self.kind == "sweep":
+            return None
+        return ("heal" if isinstance(self.config, HealConfig) else "train") if self.kind == "heal" else self.kind
 
 
 def _wrap(where: str, build: Any) -> Any:
@@ -72,11 +83,11 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     ref_config = read_config(ref_dir)
     num_layers = _wrap(f"{where}: reference: {ref_dir}", lambda: count_layers(ref_config))
 
-    stages = [Stage("corpus", "data", _wrap(f"{where}: data", lambda: DataConfig(**recipe.data, out=out / "corpus")))]
-    corpus = out / "corpus"
+    stages = [Stage("data", "data", _wrap(f"{where}: data", lambda: DataConfig(**recipe.data, out=out / "data")))]
+    corpus = out / "data"
     for cname, coptions in recipe.corpora.items():
-        stages.append(Stage(f"corpus-{cname}", "data", _wrap(f"{where}: corpora.{cname}", lambda o=coptions, n=cname: DataConfig(
-            **o, out=out / f"corpus-{n}"))))
+        stages.append(Stage(f"data-{cname}", "data", _wrap(f"{where}: corpora.{cname}", lambda o=coptions, n=cname: DataConfig(
+            **o, out=out / f"data-{n}"))))
 
     cuts: list[tuple[CutSpec, str | None, int | None]] = []  # (spec, sweep depth, layers kept when chosen by `keep`)
     for spec in recipe.cuts:
@@ -89,9 +100,9 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     need_nll = any(spec.strategy == "nll" or spec.metric == "nll" for spec, _, _ in cuts)
     analyze_keep = str(min(keeps)) if keeps else str(max(1, round(0.75 * num_layers)))
     analyze = _wrap(f"{where}: analyze", lambda: AnalyzeConfig(
-        model=recipe.reference, out=out / "analysis", keep=analyze_keep, strategy="nll" if need_nll else "block",
+        model=recipe.reference, out=out / "analyze", keep=analyze_keep, strategy="nll" if need_nll else "block",
         **recipe.analyze))
-    stages.append(Stage("analysis", "analyze", analyze))
+    stages.append(Stage("analyze", "analyze", analyze))
 
     models: list[tuple[str, str, dict[str, Any]]] = [("reference", recipe.reference, {"role": "reference", "layers": num_layers})]
     cut_stages: dict[str, list[Stage]] = {}
@@ -107,7 +118,7 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
             config = CutConfig(source=recipe.reference, out=out / name, plan=out / "plans" / f"{name}.json")
             choice = {"strategy": spec.strategy, "keep": count, "metric": spec.metric, "num_layers": num_layers}
             scored = spec.metric is not None or bool(get_strategy(spec.strategy).metric_kinds)  # ranks by the analysis's scores
-            after = ["analysis"] if scored else []
+            after = ["analyze"] if scored else []
             stage = Stage(name, "cut", config, after, choice, {**info, "layers": count})
         stages.append(stage)
         cut_stages.setdefault(spec.name, []).append(stage)
@@ -116,33 +127,31 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
 
     reference_info = {"role": "reference", "cut": CONTROL, "strategy": None, "depth": None, "layers": num_layers}
     for h_index, heal in enumerate(recipe.heal):
-        corpus_stage = "corpus" if heal.corpus is None else f"corpus-{heal.corpus}"
+        corpus_stage = "data" if heal.corpus is None else f"data-{heal.corpus}"
         for cut_name in heal.cuts:
             # (stage name, model it trains, the stage that wrote that model or None for the reference, its info)
-            targets = [(f"control-{heal.name}", recipe.reference, None, reference_info)] if cut_name == CONTROL else \
-                [(f"healed-{c.name.removeprefix('cut-')}-{heal.name}", str(out / c.name), c.name, c.info) for c in cut_stages[cut_name]]
+            targets = [(f"heal-{CONTROL}-{heal.name}", recipe.reference, None, reference_info)] if cut_name == CONTROL else \
+                [(f"heal-{c.name.removeprefix('cut-')}-{heal.name}", str(out / c.name), c.name, c.info) for c in cut_stages[cut_name]]
             for name, model, parent, parent_info in targets:
                 start = parent  # the stage whose model this one starts from: the cut, or (`start`) an earlier heal of it
                 if heal.start is not None and parent is not None:
-                    start = f"healed-{parent.removeprefix('cut-')}-{heal.start}"
+                    start = f"heal-{parent.removeprefix('cut-')}-{heal.start}"
                     model = str(out / start)
                 options = dict(heal.options)
                 label = f"{where}: heal[{h_index}]"
                 if heal.activation_level:
                     options.setdefault("data", str(out / corpus_stage))
                     config = _wrap(label, lambda o=options, n=name, m=model: HealConfig(model=m, out=out / n, **o))
-                    kind = "heal"
                 else:
                     if options.get("method") == "distill" and options.get("teacher") is None:
                         options["teacher"] = recipe.reference
                     options.setdefault("save_every", _save_every(options))
                     config = _wrap(label, lambda o=options, n=name, m=model, c=corpus_stage: TrainConfig(
                         model=m, data=out / c, out=out / n, **o))
-                    kind = "train"
                 after = [corpus_stage] + ([start] if start else [])
                 info = {**parent_info, "role": "control" if parent is None else "healed", "heal": heal.name, "method": config.method,
                         "from": parent or "reference", "corpus": corpus_stage, **({"start": start} if start != parent else {})}
-                stages.append(Stage(name, kind, config, after, info=info))
+                stages.append(Stage(name, "heal", config, after, info=info))
                 models.append((name, str(out / name), info))
 
     eval_options = dict(recipe.eval)
@@ -152,7 +161,7 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
     if eval_options.get("window") is None and eval_options["data"] == str(corpus):
         eval_options["window"] = stages[0].config.seq_len
     evaluation = _wrap(f"{where}: eval", lambda: EvalConfig(models=[m for _, m, _ in models], out=out / "eval", **eval_options))
-    stages.append(Stage("eval", "eval", evaluation, [s.name for s in stages if s.kind in ("data", "cut", "heal", "train")],
+    stages.append(Stage("eval", "eval", evaluation, [s.name for s in stages if s.kind in ("data", "cut", "heal")],
                         info={"models": {n: {**i, "eval_name": Path(m).name} for n, m, i in models}}))
     results = [str(out / "eval" / Path(m).name / "results.json") for _, m, _ in models]
     ref_name = Path(recipe.reference).name
@@ -164,7 +173,7 @@ def build_stages(recipe: Recipe, out: Path, depths: list[str] | None = None) -> 
                                                             pairs=",".join(pairs) if len(models) > 1 else None), ["eval"]))
     if recipe.report is not None:
         report = _wrap(f"{where}: report", lambda: ReportConfig(dir=out, **recipe.report))
-        stages.append(Stage("report", "report", report, [s.name for s in stages if s.kind in ("analyze", "heal", "train", "eval", "compare")]))
+        stages.append(Stage("report", "report", report, [s.name for s in stages if s.kind in ("analyze", "heal", "eval", "compare")]))
     fingerprint = reference_fingerprint(ref_dir)
     for stage in stages:
         stage.reference = fingerprint

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DowncycleError
-from .recipe import DemoConfig
+from ..errors import DowncycleError
+from ..recipe import DemoConfig
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RECIPE = EXAMPLES / "recipes" / "demo.yaml"
 
 __all__ = ["RECIPE", "DemoResult", "run_demo", "summary"]
@@ -38,9 +38,9 @@ class DemoResult:
 
 def run_demo(config: DemoConfig, echo: Callable[[str], None] | None = None) -> DemoResult:
     """Run the embedded recipe into ``config.out``; ``echo`` is given the pipeline's progress lines."""
-    from .pipeline.recipe_file import load_recipe
-    from .pipeline.run import run_stages
-    from .pipeline.stages import build_stages
+    from ..pipeline.recipe_file import load_recipe
+    from ..pipeline.run import run_stages
+    from ..pipeline.recipe_stages import build_stages
 
     if not RECIPE.is_file() or not (EXAMPLES / "reference" / "config.json").is_file():
         raise DowncycleError(f"{EXAMPLES}: the shipped recipe and reference model are missing (run from a clone of the repository)")
@@ -63,8 +63,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] | None = None) -> D
 def summary(result: DemoResult) -> str:
     """The result in a few lines: the loss of every model, the gap each healing recovered, who won;
     then where the report is."""
-    from .report.experiment import discover
-    from .report.summary import summarize
+    from ..report.experiment import discover
+    from ..report.summary import summarize
 
     out, ran = result.out, result.pipeline
     found = summarize(discover(out))

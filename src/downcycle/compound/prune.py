@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..recipe import PruneConfig
 from ..surgery.prune import PruneResult, check_source, prune
-from .cut_keep import ANALYSIS_DIR
+from .cut import ANALYSIS_DIR
 
 __all__ = ["run_prune"]
 
