@@ -4,10 +4,10 @@ It runs the embedded recipe ``examples/recipes/demo.yaml`` through the same pipe
 ``downcycle run`` (so a re-run continues where it stopped) on the shipped reference model
 ``examples/reference/`` (a 12-layer Llama that downcycle pretrained on the shipped corpus):
 
-1. ``corpus/``: the shipped corpus packed with the reference's tokenizer (its own pretraining split);
-2. ``analysis/``: layer distances and Block Influence on calibration text;
+1. ``data/``: the shipped corpus packed with the reference's tokenizer (its own pretraining split);
+2. ``analyze/``: layer distances and Block Influence on calibration text;
 3. ``cut-first/`` (the seed's first-k) and ``cut-block/`` (Gromov et al.'s best block), 75% depth;
-4. ``healed-*``: each cut healed by LoRA and by distillation from the reference;
+4. ``heal-*``: each cut healed by LoRA and by distillation from the reference;
 5. ``eval/`` and ``compare/``: validation loss, perplexity and bits per byte of every model;
 6. ``report.html`` and ``report.md``: heatmap, loss curves, tables, gap recovered, sample generations.
 """

@@ -1,8 +1,8 @@
 """An experiment directory, discovered by its manifests rather than by the names of its directories.
 
 Every stage writes a directory with a ``downcycle.json`` whose ``stage`` says what it is, so the
-layout `downcycle demo` writes (``corpus/``, ``reference/``, ``analysis/``, ``cut-*/``,
-``healed-*/``, ``eval/``, ``compare/``) and any other (a recipe run, sweep subdirectories) read the
+layout `downcycle demo` writes (``data/``, ``analyze/``, ``cut-*/``,
+``heal-*/``, ``eval/``, ``compare/``) and any other (a recipe run, sweep subdirectories) read the
 same. Models are the outputs of ``cut`` and ``train`` stages, plus the reference: the source of the
 cuts, which may live outside the experiment directory. A ``train`` output that is a cut's source is
 the reference (pretrained by downcycle); one trained *from* the reference is the control (the uncut
