@@ -70,3 +70,16 @@ def test_identity_layers_are_found_and_dropped(tiny_model, family, identities, k
     assert choose_layers(analysis, "bi", keep, metric="angular-last") == expected
     assert choose_layers(analysis, "first", keep) != expected
     assert choose_layers(analysis, "first", keep) == list(range(keep))
+
+    # one plan builder: the plan the pipeline derives from scores.json (written and read back) is the
+    # plan analyze makes from the analysis in memory, for every strategy and metric, details included
+    import json
+
+    from downcycle.analysis.choice import make_plan, plan_from_scores
+
+    stored = json.loads(json.dumps(analysis.to_json()))
+    for strategy, metric in (("block", None), ("bi", None), ("nll", None), ("block", "angular-mean"), ("bi", "angular-last"), ("first", None)):
+        direct = make_plan(num, strategy, keep, metric, analysis.metric_values)
+        derived = plan_from_scores(stored, strategy, keep, metric)
+        assert derived.kept_layers == direct.kept_layers and derived.details == direct.details, (strategy, metric)
+        assert derived.kept_layers == (expected if strategy != "first" else list(range(keep)))

@@ -60,6 +60,11 @@ class GreedyRemoval:
         return {"base_nll": self.base_nll, "removed": self.removed,
                 "steps": [{str(k): v for k, v in step.items()} for step in self.steps]}
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> GreedyRemoval:
+        """The search as :meth:`to_json` wrote it (layer keys back to ints)."""
+        return cls(doc["base_nll"], list(doc["removed"]), [{int(k): v for k, v in step.items()} for step in doc["steps"]])
+
 
 def calibration_nll(model: Any, batches: Sequence[Any]) -> float:
     """Mean next-token NLL (nats) over every predicted non-padding token of ``batches``."""

@@ -17,7 +17,8 @@ from ..artifacts.manifest import write_manifest
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import AnalyzeConfig, inputs_of, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
-from .analyze import Analysis, analyze_model, check_metric, choose_layers
+from .analyze import Analysis, analyze_model, check_metric
+from .choice import make_plan
 from .strategies import get_strategy, resolve_keep
 from .width import WIDTH_DIR, WIDTH_SCORES, check_width_family, width_importance, write_width_files
 
@@ -69,12 +70,7 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
     if config.width:
         analysis.width = width_importance(model, batches, progress=config.progress)
-    kept = choose_layers(analysis, strategy.name, keep, metric)
     details = {
-        "metric": metric,
-        "keep": keep,
-        "dropped_layers": [i for i in range(num) if i not in kept],
-        "score_of_choice": _score_of_choice(analysis, strategy.name, metric, num - keep, kept),
         "calibration": {**calib.provenance(), "text_field": config.text_field, "tokenizer": tok_path,
                         "nll_samples": min(config.nll_samples, calib.input_ids.shape[0]) if nll_k is not None else 0},
         "model": {"source": config.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": device},
@@ -82,7 +78,7 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     }
     if analysis.width is not None:
         details["width_scores"] = f"{WIDTH_DIR}/{WIDTH_SCORES}"
-    return analysis, Plan(kept, num, strategy.name, details)
+    return analysis, make_plan(num, strategy.name, keep, metric, analysis.metric_values, **details)
 
 
 def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
@@ -131,21 +127,6 @@ def write_files(directory: Path, analysis: Analysis, plan: Plan, plots: bool = T
         (directory / WIDTH_DIR).mkdir()
         files += [f"{WIDTH_DIR}/{f}" for f in write_width_files(directory / WIDTH_DIR, analysis.width, plots=plots)]
     return files
-
-
-def _score_of_choice(analysis: Analysis, strategy: str, metric: str | None, n: int, kept: list[int]) -> Any:
-    """The score that justified the choice: the dropped block's distance, or the dropped layers' scores."""
-    if metric is None or n == 0:
-        return None
-    dropped = [i for i in range(analysis.num_layers) if i not in kept]
-    values = analysis.metric_values(metric)
-    if metric == "nll":
-        return {"base_nll": values.base_nll, "nll_after_each_removal": [values.steps[i][l] for i, l in enumerate(values.removed[:n])]}
-    if strategy == "block":
-        return {f"d({dropped[0]},{dropped[0] + n})": values[dropped[0]][n - 1]}
-    if values and isinstance(values[0], list):
-        return {str(i): values[i][0] for i in dropped}
-    return {str(i): values[i] for i in dropped}
 
 
 def _plots(tmp: Path, analysis: Analysis, plan: Plan) -> list[str]:

@@ -1,45 +1,18 @@
-"""A cut plan for any strategy and depth from an analysis already on disk (its ``scores.json``).
-
-One analysis pass serves every cut of a recipe or sweep: the strategies only rank the stored scores
-(the SLEB search's removal order included), so choosing at another depth costs no forward pass.
-"""
+"""A cut plan for any strategy and depth from an analysis already on disk (its ``scores.json``),
+written where the cut stage reads it; the choice itself is the analysis's
+(:func:`downcycle.analysis.choice.plan_from_scores`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+from ..analysis.choice import plan_from_scores
 from ..analysis.strategies import get_strategy
 from ..errors import DowncycleError
-from ..surgery.plan import Plan
 
-__all__ = ["plan_from_scores", "write_plan"]
-
-
-def plan_from_scores(scores: dict[str, Any], strategy: str, keep: int, metric: str | None = None) -> Plan:
-    """The plan ``strategy`` makes from ``scores`` (a parsed ``scores.json``) keeping ``keep`` layers."""
-    from ..analysis.analyze import check_metric
-
-    strat = get_strategy(strategy)
-    metric = check_metric(strat, metric)
-    num = int(scores["num_layers"])
-    values = None
-    if metric == "nll":
-        if "nll" not in scores:
-            raise DowncycleError(f"strategy {strategy!r} needs the NLL search, which the analysis did not run")
-        doc = scores["nll"]
-        values = SimpleNamespace(base_nll=doc["base_nll"], removed=doc["removed"],
-                                 steps=[{int(k): v for k, v in step.items()} for step in doc["steps"]])
-    elif metric is not None:
-        if metric not in scores:
-            raise DowncycleError(f"metric {metric!r} is not in the analysis scores")
-        values = scores[metric]
-    kept = strat.select(num, keep, values)
-    details = {"metric": metric, "keep": keep, "dropped_layers": [i for i in range(num) if i not in kept],
-               "derived_from": "scores.json of the pipeline's analysis stage"}
-    return Plan(kept, num, strategy, details)
+__all__ = ["write_plan"]
 
 
 def write_plan(analysis_dir: Path, path: Path, strategy: str, keep: int, num_layers: int, metric: str | None = None) -> list[int]:
@@ -51,7 +24,7 @@ def write_plan(analysis_dir: Path, path: Path, strategy: str, keep: int, num_lay
         if not scores_path.is_file():
             raise DowncycleError(f"{scores_path}: missing; the analysis stage must run first")
         scores = json.loads(scores_path.read_text())
-    plan = plan_from_scores(scores, strategy, keep, metric)
+    plan = plan_from_scores(scores, strategy, keep, metric, derived_from=f"scores.json of the pipeline's {Path(analysis_dir).name} stage")
     path.parent.mkdir(parents=True, exist_ok=True)
     plan.save(path)
     return plan.kept_layers
