@@ -22,26 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
+from ..commands import COMMANDS
 from ..recipe import HEAL_METHODS, AnalyzeConfig, DataConfig, EvalConfig, HealConfig, ReportConfig, TrainConfig
+from ..recipe.fields import pipeline_fields, recipe_paths
 from .recipe_values import Where, check_name, coerce, kind, local_path, opt_str, scalar, unknown, unknown_key
 
 __all__ = ["Recipe", "CutSpec", "HealSpec", "load_recipe", "parse_recipe"]
 
 TOP_KEYS = ("name", "description", "reference", "out", "data", "corpora", "analyze", "cuts", "heal", "eval", "report")
 CONTROL = "reference"  # the pseudo-cut of `heal[].cuts`: train the uncut reference (the control)
-# Options the pipeline sets itself in each section (inputs, outputs, overwriting, progress bars).
-OWNED = {
-    "data": {"out", "force", "resume", "progress"},
-    "analyze": {"model", "out", "force", "progress", "keep", "strategy", "metric"},
-    "heal": {"model", "data", "out", "force", "resume", "progress"},
-    "heal_states": {"model", "out", "force", "progress", "reference"},  # heal entries of method linear or layer
-    "eval": {"models", "out", "force", "progress"},
-    "report": {"dir"},
-}
-# Fields naming local files or directories, resolved against the recipe's directory.
-PATH_FIELDS = {"data": {"tokenizer", "source", "gen_prompts"}, "analyze": {"data", "tokenizer"}, "heal": {"teacher", "axolotl"},
-               "heal_states": {"data"},
-               "eval": {"data", "task_data", "harness_include", "reference"}}
+# What a section may not set (the pipeline sets it) and which of its values are paths is said by the
+# fields of its command's config (``arg(pipeline=..., role=INPUT, hub=...)``), not kept here.
 
 
 @dataclass
@@ -151,7 +142,7 @@ def _corpora(w: Where, doc: Any, data: dict[str, Any], base: Path) -> dict[str, 
     for name, item in doc.items():
         where = f"corpora.{name}"
         check_name(w, where, str(name), list(corpora))
-        options = _section(w, where, item if item is not None else {}, DataConfig, base, owned_key="data")
+        options = _section(w, where, item if item is not None else {}, DataConfig, base)
         if not options.get("source"):
             raise w.error(f"{where}.source", "missing (each corpus names its own source)")
         corpora[str(name)] = {**inherited, **options}
@@ -198,7 +189,7 @@ def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: 
         item = dict(item)
         name, cuts, corpus, start = item.pop("name", None), item.pop("cuts", None), item.pop("corpus", None), item.pop("start", None)
         states = item.get("method") in HEAL_METHODS
-        options = _section(w, where, item, HealConfig if states else TrainConfig, base, owned_key="heal_states" if states else "heal")
+        options = _section(w, where, item, HealConfig if states else TrainConfig, base)
         name = scalar(w, f"{where}.name", name) if name is not None else options.get("method", "full")
         check_name(w, f"{where}.name", name, [s.name for s in specs])
         if cuts is None:
@@ -230,14 +221,14 @@ def _heal(w: Where, items: Any, cut_names: list[str], corpora: list[str], base: 
     return specs
 
 
-def _section(w: Where, where: str, doc: Any, cls: type, base: Path, owned_key: str | None = None) -> dict[str, Any]:
+def _section(w: Where, where: str, doc: Any, cls: type, base: Path) -> dict[str, Any]:
     """A section's options checked against ``cls``'s fields and types; paths resolved."""
-    key = owned_key or where
+    command = next(name for name, c in COMMANDS.items() if c.config is cls)
     if not isinstance(doc, dict):
-        raise w.error(where, f"expected a mapping of `downcycle {key}` options, got {kind(doc)}")
+        raise w.error(where, f"expected a mapping of `downcycle {command}` options, got {kind(doc)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    owned = OWNED.get(key, set())
+    owned, paths = pipeline_fields(cls), recipe_paths(cls)
     values: dict[str, Any] = {}
     for raw, value in doc.items():
         name = str(raw).replace("-", "_")
@@ -246,9 +237,8 @@ def _section(w: Where, where: str, doc: Any, cls: type, base: Path, owned_key: s
         if name not in names:
             raise unknown_key(w, where, str(raw), [n for n in names if n not in owned])
         values[name] = coerce(w, f"{where}.{raw}", value, hints[name])
-        if name in PATH_FIELDS.get(key, ()) and values[name] is not None:
-            v = values[name]
-            hub = name in ("tokenizer", "teacher") or (key in ("analyze", "eval", "heal_states") and name == "data") or (key == "eval" and name == "reference")
+        if name in paths and values[name] is not None:
+            v, hub = values[name], paths[name]
             values[name] = [local_path(w, f"{where}.{raw}", s, base, hub=False) for s in v] if isinstance(v, list) \
                 else local_path(w, f"{where}.{raw}", str(v), base, hub=hub)
     return values

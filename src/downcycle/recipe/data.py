@@ -32,11 +32,11 @@ class DataConfig:
     """Build a token-budgeted corpus of packed fixed-length sequences with a model's tokenizer."""
 
     tokenizer: str = arg("model or tokenizer directory (or hub id, when online) whose fast tokenizer is used", metavar="MODEL",
-                         role=INPUT)
+                         role=INPUT, hub=True)
     source: list[str] = arg("text source, repeatable: .txt/.jsonl/.json/.parquet (also .gz/.zst), a save_to_disk directory, "
                             "a glob, an HF dataset as hf:ORG/NAME[/CONFIG][@SPLIT], or gen:MODEL_DIR (text sampled from that model, "
                             "see --gen-*)", metavar="SRC", default_factory=list, role=INPUT)
-    out: Path = arg("output corpus directory (must not exist unless --force)", metavar="DIR", affects_output=False, role=OUTPUT)
+    out: Path = arg("output corpus directory (must not exist unless --force)", metavar="DIR", affects_output=False, role=OUTPUT, pipeline=True)
     tokens: str | None = arg("token budget, train + validation, e.g. 1B, 500M (default: every token of the sources)", metavar="N")
     weights: str | None = arg("mixture weights of the sources by tokens, comma-separated, e.g. 0.7,0.3", metavar="W")
     seq_len: int = arg("tokens per packed sequence", 2048)
@@ -50,9 +50,9 @@ class DataConfig:
     shard_size: str = arg("approximate bytes per shard file, e.g. 256MB", "256MB")
     boundaries: bool = arg("record where each document starts (per-shard .docs.npy) for document-wise attention", True)
     batch_docs: int = arg("documents per tokenizer batch", 1024)
-    resume: bool = arg("resume an interrupted build of the same config from its last finished shard", True, affects_output=False)
-    force: bool = arg("replace DIR if it exists", False, affects_output=False)
-    progress: bool = arg("show a progress bar with tokens/s", True, affects_output=False)
+    resume: bool = arg("resume an interrupted build of the same config from its last finished shard", True, affects_output=False, pipeline=True)
+    force: bool = arg("replace DIR if it exists", False, affects_output=False, pipeline=True)
+    progress: bool = arg("show a progress bar with tokens/s", True, affects_output=False, pipeline=True)
     trust_remote_code: bool = arg("allow the tokenizer's custom code to run", False)
     # gen:MODEL_DIR sources (sequence-level distillation data: text the model writes itself)
     gen_tokens: int = arg("gen: new tokens per generated document at most (it ends early at EOS)", 256)

@@ -15,14 +15,14 @@ __all__ = ["CompareConfig", "EvalConfig", "TaskDataConfig"]
 class EvalConfig:
     """Evaluate models: held-out loss/perplexity/bits per byte and benchmarks scored as lm-eval scores them."""
 
-    models: list[str] = field(default_factory=list, metadata={"help": "model directories (safetensors checkpoints) to evaluate",
+    models: list[str] = field(default_factory=list, metadata={"pipeline": True, "help": "model directories (safetensors checkpoints) to evaluate",
                                                               "positional": True, "metavar": "MODEL", "nargs": "+", "role": INPUT})
-    out: Path | None = arg("output directory: one results.json per model, per-item samples, manifest", metavar="DIR", role=OUTPUT)
+    out: Path | None = arg("output directory: one results.json per model, per-item samples, manifest", metavar="DIR", role=OUTPUT, pipeline=True)
     tasks: str = arg("comma-separated tasks: loss, hellaswag, arc_easy, arc_challenge, mmlu, mmlu_<subject>, winogrande, piqa, "
                      "boolq, openbookqa, sciq, social_iqa, commonsense_qa, copa, truthfulqa_mc1, truthfulqa_mc2, gsm8k "
                      "(`downcycle ls tasks`)", "loss", metavar="TASKS")
     data: str | None = arg("loss: held-out text (a .txt/.jsonl/.parquet file, directory, glob or HF dataset id) or a corpus "
-                           "directory written by `downcycle data` (its val split)", metavar="SRC", role=INPUT)
+                           "directory written by `downcycle data` (its val split)", metavar="SRC", role=INPUT, hub=True)
     text_field: str = arg("loss: the record field holding the text", "text")
     task_data: Path | None = arg("directory of local task files <task>.<split>.jsonl/.parquet or save_to_disk dirs "
                                  "(default: $DOWNCYCLE_TASK_DATA, else ~/.cache/downcycle/task-data when it exists "
@@ -44,10 +44,10 @@ class EvalConfig:
     harness_include: Path | None = arg("--harness: a directory of extra lm-eval task YAMLs", metavar="DIR", role=INPUT)
     reference: str | None = arg("loss: also the per-token KL(reference‖model) on the same held-out tokens (metric kl_ref); "
                                 "the reference model is loaded once, and needs the evaluated models' tokenizer", metavar="MODEL",
-                                role=INPUT)
+                                role=INPUT, hub=True)
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
-    force: bool = arg("replace DIR if it exists", False)
-    progress: bool = arg("show progress bars", True)
+    force: bool = arg("replace DIR if it exists", False, pipeline=True)
+    progress: bool = arg("show progress bars", True, pipeline=True)
     seed: int = arg("seed of --sample and of the few-shot sampler for tasks that sample randomly", 1234)
 
     def __post_init__(self) -> None:

@@ -21,14 +21,14 @@ class HealConfig:
     on cached states). Writes a plain Hugging Face checkpoint."""
 
     model: str = arg("the cut to heal: a directory written by `downcycle cut` (its downcycle.json names the reference and "
-                     "the kept layers)", positional=True, metavar="CUT", role=INPUT)
+                     "the kept layers)", positional=True, metavar="CUT", role=INPUT, pipeline=True)
     out: Path = arg("output directory (must not exist unless --force)", positional=True, metavar="OUT", affects_output=False,
-                    role=OUTPUT)
+                    role=OUTPUT, pipeline=True)
     method: str = arg("linear: least-squares map per gap folded into the last kept layer's down projection (ReplaceMe); "
                       "layer: one decoder layer per gap trained on the gap's input -> output states (LLM-Streamline)", "linear")
     data: str | None = arg("calibration text: a file, directory, glob or HF dataset id (as `downcycle analyze --data`), or a "
-                           "corpus directory written by `downcycle data` (its train sequences)", metavar="DATA", role=INPUT)
-    reference: str | None = arg("the uncut model (default: the source recorded in CUT's downcycle.json)", metavar="REF", role=INPUT)
+                           "corpus directory written by `downcycle data` (its train sequences)", metavar="DATA", role=INPUT, hub=True)
+    reference: str | None = arg("the uncut model (default: the source recorded in CUT's downcycle.json)", metavar="REF", role=INPUT, pipeline=True)
     samples: int = arg("calibration windows", 96)
     seq_len: int = arg("tokens per calibration window (a corpus directory's own length is used)", 256)
     text_field: str = arg("the record field holding the text", "text")
@@ -47,8 +47,8 @@ class HealConfig:
     seed: int = arg("seed of the layer's training order", 0)
     device: str = device_arg()
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
-    force: bool = arg("replace OUT if it exists", False, affects_output=False)
-    progress: bool = arg("show progress", True, affects_output=False)
+    force: bool = arg("replace OUT if it exists", False, affects_output=False, pipeline=True)
+    progress: bool = arg("show progress", True, affects_output=False, pipeline=True)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

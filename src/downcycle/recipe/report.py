@@ -19,7 +19,7 @@ class ReportConfig:
     """Write DIR/report.html and DIR/report.md for an experiment directory (a derived view: an existing report is overwritten)."""
 
     dir: Path = arg("experiment directory: stage subdirectories with downcycle.json manifests (e.g. `downcycle demo`'s output)",
-                    positional=True, metavar="DIR", role=INPUT)
+                    positional=True, metavar="DIR", role=INPUT, pipeline=True)
     prompt: list[str] | None = arg("a prompt for the sample generations (repeatable; default: four short prompts)", metavar="TEXT")
     new_tokens: int = arg("new tokens per sample generation (greedy)", 32)
     samples: bool = arg("include sample generations from every model (cached in DIR/report/samples.json)", True)

@@ -15,16 +15,16 @@ __all__ = ["TrainConfig"]
 class TrainConfig:
     """Heal a model by training it on a corpus: full fine-tuning, LoRA, QLoRA or distillation."""
 
-    model: str | None = field(default=None, metadata={"help": "model to train: a local Hugging Face checkpoint (e.g. a `downcycle cut` output); "
+    model: str | None = field(default=None, metadata={"pipeline": True, "help": "model to train: a local Hugging Face checkpoint (e.g. a `downcycle cut` output); "
                               "optional with --axolotl (its base_model)", "positional": True, "metavar": "MODEL", "role": INPUT})
     data: Path | None = arg("corpus directory written by `downcycle data` (its train and val splits)", metavar="CORPUS_DIR",
-                            role=INPUT)
-    out: Path | None = arg("output directory: the trained model, adapter, loss curves, manifest", metavar="DIR", role=OUTPUT)
+                            role=INPUT, pipeline=True)
+    out: Path | None = arg("output directory: the trained model, adapter, loss curves, manifest", metavar="DIR", role=OUTPUT, pipeline=True)
     method: str = arg("training method: full, lora, qlora (4-bit base, needs bitsandbytes) or distill (`downcycle ls` lists them)", "full")
     axolotl: Path | None = arg("read settings from an axolotl config YAML (options that differ from their defaults win)", metavar="YAML",
                                role=INPUT)
-    resume: bool = arg("continue an interrupted run from its last checkpoint in OUT.run/", False)
-    force: bool = arg("replace OUT if it exists", False)
+    resume: bool = arg("continue an interrupted run from its last checkpoint in OUT.run/", False, pipeline=True)
+    force: bool = arg("replace OUT if it exists", False, pipeline=True)
     # optimisation
     lr: float = arg("peak learning rate", 1e-4)
     weight_decay: float = arg("AdamW weight decay", 0.0)
@@ -61,7 +61,7 @@ class TrainConfig:
     lora_targets: str = arg("LoRA target modules: all-linear, mlp (MLP projections only) or comma-separated module names", "all-linear")
     # distillation
     teacher: str | None = arg("distill: the teacher checkpoint (typically the uncut reference model)", metavar="MODEL",
-                              role=INPUT)
+                              role=INPUT, hub=True)
     distill_loss: str = arg("distill: loss between teacher and student distributions (`downcycle ls`)", "forward_kl")
     distill_temperature: float = arg("distill: softmax temperature T applied to both logits (the KL term is scaled by T^2)", 2.0)
     distill_alpha: float = arg("distill: weight of the KL term; the LM loss gets 1 - alpha", 0.5)
@@ -71,7 +71,7 @@ class TrainConfig:
     seed: int = arg("seed for data order, dropout and initialisation", 0)
     device: str = arg("auto (the accelerator's device: GPU when present), cpu or cuda", "auto")
     trust_remote_code: bool = arg("allow models that need their own Python code (runs code from the checkpoint)", False)
-    progress: bool = arg("show a progress bar with loss, tokens/s and ETA", True)
+    progress: bool = arg("show a progress bar with loss, tokens/s and ETA", True, pipeline=True)
 
     def __post_init__(self) -> None:
         for name in ("data", "out", "axolotl"):
