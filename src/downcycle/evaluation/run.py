@@ -25,7 +25,7 @@ from ..checkpoint.safetensors_index import INDEX_NAME
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, inputs_of, to_dict
 from .encoding import Encoder
-from .generative import evaluate_generative
+from .generate_until import evaluate_generative
 from .inputs import check_inputs
 from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc

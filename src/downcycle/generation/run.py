@@ -14,7 +14,7 @@ from ..errors import DowncycleError
 from ..architecture import loaded_text_config
 from ..loading import eos_token_ids, load_model, read_config, resolve_device, resolve_source
 from ..recipe.generate import GenerateConfig
-from ..sampling import SamplingParams
+from .sampling import SamplingParams
 from .stream import TextStream
 
 __all__ = ["GenerateResult", "encode_prompt", "read_prompt", "run_generate"]

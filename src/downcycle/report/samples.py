@@ -74,7 +74,7 @@ def _generate(path: Path, prompts: list[str], new_tokens: int, device: str) -> d
     from transformers import AutoTokenizer
 
     from ..errors import DowncycleError
-    from ..evaluation.generation import greedy_generate
+    from ..generation.greedy import greedy_generate
     from ..loading import load_model
 
     try:
