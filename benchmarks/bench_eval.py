@@ -78,8 +78,7 @@ def load_both(model_dir: Path, batch: int, threads: int):
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from downcycle.evaluation.run import load_tokenizer
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     torch.set_num_threads(threads)
     lm = HFLM(pretrained=str(model_dir), batch_size=batch, device="cpu", dtype="float32")

@@ -98,7 +98,9 @@ def _load(path: Path, info: GgufInfo, dtype: str) -> tuple[Any, Any]:
     """The dense model and (if the file has one) the tokenizer, through transformers' GGUF support."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from ..loading import load_tokenizer
 
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if hasattr(transformers, "GgufConfig"):  # transformers >= 5 may keep blocks packed unless told to unpack them
@@ -113,7 +115,7 @@ def _load(path: Path, info: GgufInfo, dtype: str) -> tuple[Any, Any]:
     tokenizer = None
     if info.has_tokenizer:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            tokenizer = load_tokenizer(path.parent, gguf_file=path.name)
         except (ValueError, KeyError, NotImplementedError, TypeError) as e:
             raise DowncycleError(f"{path}: transformers cannot build the GGUF's tokenizer ({_first_line(e)})") from None
     return model, tokenizer

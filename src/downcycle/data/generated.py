@@ -110,13 +110,12 @@ def sample_batch(model: Any, prompt: Any, options: GenerationOptions, eos_ids: s
 def iter_generated(source: str, options: GenerationOptions, text_field: str = "text") -> Iterator[dict[str, Any]]:
     """Records ``{text_field: prompt + continuation}`` sampled from the model of ``source``."""
     import torch
-    from transformers import AutoTokenizer
 
-    from ..loading import load_model
+    from ..loading import load_model, load_tokenizer
 
     check_generated(source)
     path = _model_dir(source)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = load_tokenizer(path)
     model = load_model(path, dtype="float32", device=options.device)
     model.eval()
     device = next(model.parameters()).device
