@@ -37,6 +37,9 @@ def resolve_source(source: str | Path) -> Path:
     text = str(source)
     if not _REPO_ID.match(text):
         raise DowncycleError(f"{source}: no such model directory")
+    from .progress import quiet_library_bars
+
+    quiet_library_bars()  # huggingface_hub's download bars
     try:
         from huggingface_hub import snapshot_download
 

@@ -45,6 +45,9 @@ def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: 
     """
     import torch
 
+    from ..progress import quiet_library_bars
+
+    quiet_library_bars()  # transformers' "Writing model shards" and "Loading weights" (the base, for a merge)
     out = Path(out)
     dtype_name = source_dtype(source)
     dtype = getattr(torch, dtype_name)
