@@ -131,11 +131,11 @@ def bench_generation(loaded, tasks: list[str], limit: int, batch: int, repeats: 
     from lm_eval.api.instance import Instance
 
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.generation.greedy import greedy_generate
     from downcycle.evaluation.generate_until import build_contexts
     from downcycle.evaluation.multiple_choice import McOptions
     from downcycle.evaluation.run import max_length
     from downcycle.evaluation.tasks import TASKS as REGISTRY
+    from downcycle.generation.greedy import greedy_generate
     from eval_support import FIXTURES
 
     lm, model, tok = loaded

@@ -7,9 +7,9 @@ import fcntl
 import os
 import pty
 import struct
-import termios
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

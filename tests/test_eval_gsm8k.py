@@ -225,10 +225,10 @@ def test_generation_equals_the_harness_hf_backend(model_dir, loaded):
     from lm_eval.models.huggingface import HFLM
 
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.generation.greedy import greedy_generate
     from downcycle.evaluation.generate_until import build_contexts
     from downcycle.evaluation.multiple_choice import McOptions
     from downcycle.evaluation.tasks import TASKS
+    from downcycle.generation.greedy import greedy_generate
 
     model, tok = loaded
     spec = TASKS["gsm8k"]

@@ -67,6 +67,7 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, unt
         One :class:`Generation` per prompt, in input order.
     """
     import torch
+
     from ..progress import progress_bar
 
     if max_new_tokens < 1:
