@@ -78,8 +78,7 @@ def load_both(model_dir: Path, batch: int, threads: int):
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from downcycle.evaluation.run import load_tokenizer
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     torch.set_num_threads(threads)
     lm = HFLM(pretrained=str(model_dir), batch_size=batch, device="cpu", dtype="float32")
@@ -132,11 +131,11 @@ def bench_generation(loaded, tasks: list[str], limit: int, batch: int, repeats: 
     from lm_eval.api.instance import Instance
 
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.evaluation.generation import greedy_generate
-    from downcycle.evaluation.generative import build_contexts
+    from downcycle.evaluation.generate_until import build_contexts
     from downcycle.evaluation.multiple_choice import McOptions
     from downcycle.evaluation.run import max_length
     from downcycle.evaluation.tasks import TASKS as REGISTRY
+    from downcycle.generation.greedy import greedy_generate
     from eval_support import FIXTURES
 
     lm, model, tok = loaded

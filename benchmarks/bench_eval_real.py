@@ -324,9 +324,9 @@ def main() -> int:
     from lm_eval.tasks import TaskManager
 
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.evaluation.run import load_tokenizer, max_length
+    from downcycle.evaluation.run import max_length
     from downcycle.evaluation.task_data import resolve_task_data
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     source = resolve_task_data(args.task_data)
     if source is None or not args.model.is_dir():

@@ -99,8 +99,8 @@ def _loss_only(args: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
-    from downcycle.training.distill_loss import chunked_distill_sums
-    from downcycle.training.losses import forward_kl
+    from downcycle.training.losses.distill_chunked import chunked_distill_sums
+    from downcycle.training.losses.kl import forward_kl
 
     torch.set_num_threads(args.threads)
     n, hidden, vocab = args.micro_batch * (args.seq_len - 1), SHAPE["hidden_size"], SHAPE["vocab_size"]

@@ -191,7 +191,7 @@ def _eval_repacking(model_path: Path, corpus: Path, micro_batch: int, threads: i
 
     from downcycle.data.loader import PackedDataset
     from downcycle.loading import load_model
-    from downcycle.training.quantized import keep_training_numerics, quiet_bitsandbytes
+    from downcycle.training.methods.qlora import keep_training_numerics, quiet_bitsandbytes
 
     torch.set_num_threads(threads)
     data = PackedDataset(corpus, "train")

@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from downcycle import cli
 from downcycle.tiny import build_tiny
+from terminal_support import stderr_of
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "examples" / "tokenizer"
 CHAT_TEMPLATE = "{% for m in messages %}<|bos|>{{ m['role'] }}: {{ m['content'] }}<|eos|>{% endfor %}"
@@ -288,3 +289,18 @@ def test_converted_smollm2_knows_the_capital_of_france():
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert tok.decode(out[0, ids["input_ids"].shape[1]:]).startswith(" Paris")
+
+
+@pytest.mark.slow
+def test_convert_writes_plain_lines_to_a_log_and_leaves_a_terminal_its_bars(sources, tmp_path):
+    """transformers' bars (the GGUF de-quantization's, the shard writer's) redraw with carriage returns:
+    in a log (stderr a pipe) there is none, and our own plain line says what the wait was; on a
+    terminal the bars are not forced off."""
+    src = write_gguf(sources[True], tmp_path / "tiny.gguf", "Q8_0")
+    status, log = stderr_of(["-m", "downcycle", "convert", str(src), str(tmp_path / "log")], terminal=False)
+    assert status == 0, log
+    assert "\r" not in log
+    assert any(line.startswith("Converting and de-quantizing GGUF tensors") and " 100% " in line for line in log.splitlines()), log
+    status, screen = stderr_of(["-m", "downcycle", "convert", str(src), str(tmp_path / "terminal")], terminal=True)
+    assert status == 0, screen
+    assert "\rConverting and de-quantizing GGUF tensors" in screen  # redrawn in place: transformers' own bar

@@ -172,7 +172,7 @@ def test_failure_mid_write_leaves_nothing(capsys, src, tmp_path, monkeypatch, ex
         calls.append(1)
         raise exc(5, "simulated I/O failure") if exc is OSError else exc()
 
-    monkeypatch.setattr(writer, "_copy_range", boom)
+    monkeypatch.setattr(writer, "copy_range", boom)
     out = tmp_path / "out"
     if exc is KeyboardInterrupt:
         code, err = run(capsys, "cut", src, out, "--layers", "0-3", *sharding)

@@ -93,9 +93,9 @@ def harness(model_dir, harness_yamls):
 def ours(model_dir, tmp_path_factory):
     from downcycle.evaluation.encoding import Encoder
     from downcycle.evaluation.multiple_choice import McOptions, evaluate_mc
-    from downcycle.evaluation.run import load_tokenizer, max_length
+    from downcycle.evaluation.run import max_length
     from downcycle.evaluation.tasks import TASKS
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     model = load_model(model_dir, dtype=DTYPE)
     tok = load_tokenizer(model_dir)
@@ -168,9 +168,9 @@ def test_mmlu_groups_aggregate_as_the_harness(model_dir, harness):
 
     from downcycle.evaluation.encoding import Encoder
     from downcycle.evaluation.multiple_choice import McOptions, evaluate_group
-    from downcycle.evaluation.run import load_tokenizer, max_length
+    from downcycle.evaluation.run import max_length
     from downcycle.evaluation.tasks import TASKS
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     model, tok = load_model(model_dir, dtype=DTYPE), load_tokenizer(model_dir)
     result, subresults, _ = evaluate_group(model, Encoder(tok, max_length(model, tok)), TASKS["mmlu"],
@@ -190,8 +190,7 @@ def test_mmlu_groups_aggregate_as_the_harness(model_dir, harness):
 def test_harness_bridge_runs_lm_eval_tasks_on_our_model(model_dir, harness_yamls, ours):
     """``--harness``: lm-eval's own task through downcycle's model loading gives the built-in result."""
     from downcycle.evaluation.harness import run_harness_tasks
-    from downcycle.evaluation.run import load_tokenizer
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     model = load_model(model_dir, dtype=DTYPE)
     out = run_harness_tasks(model, load_tokenizer(model_dir), ["dc_piqa"], limit=20, shots=None, batch_size=BATCH,

@@ -95,7 +95,7 @@ def harness_run(tmp_path_factory, docs):
 
 
 def test_prompts_equal_the_harness(harness_run, docs):
-    from downcycle.evaluation.generative import build_contexts
+    from downcycle.evaluation.generate_until import build_contexts
     from downcycle.evaluation.multiple_choice import McOptions
     from downcycle.evaluation.tasks import TASKS
 
@@ -171,8 +171,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(model_dir):
-    from downcycle.evaluation.run import load_tokenizer
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     return load_model(model_dir, dtype="float64"), load_tokenizer(model_dir)
 
@@ -189,7 +188,7 @@ def _reference(model, tok, prompt: list[int], n: int, eos: int | None) -> list[i
 
 @pytest.mark.slow
 def test_generation_equals_transformers_generate_with_stops(loaded, docs):
-    from downcycle.evaluation.generation import cut_at_stops, greedy_generate
+    from downcycle.generation.greedy import cut_at_stops, greedy_generate
 
     model, tok = loaded
     n = 24
@@ -226,10 +225,10 @@ def test_generation_equals_the_harness_hf_backend(model_dir, loaded):
     from lm_eval.models.huggingface import HFLM
 
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.evaluation.generation import greedy_generate
-    from downcycle.evaluation.generative import build_contexts
+    from downcycle.evaluation.generate_until import build_contexts
     from downcycle.evaluation.multiple_choice import McOptions
     from downcycle.evaluation.tasks import TASKS
+    from downcycle.generation.greedy import greedy_generate
 
     model, tok = loaded
     spec = TASKS["gsm8k"]

@@ -67,8 +67,8 @@ TEXTS = ["It was the best of times, it was the worst of times, it was the age of
 
 def test_eval_reports_kl_ref_and_the_reference_gets_zero(models, tmp_path):
     from downcycle.evaluation.metrics import ratio_stderr
-    from downcycle.evaluation.run import load_tokenizer, run_eval
-    from downcycle.loading import load_model
+    from downcycle.evaluation.run import run_eval
+    from downcycle.loading import load_model, load_tokenizer
     from downcycle.recipe import CompareConfig, EvalConfig
     from downcycle.report.compare import run_compare
 

@@ -18,8 +18,7 @@ TEXT = ("It was the best of times, it was the worst of times, it was the age of 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    from downcycle.evaluation.run import load_tokenizer
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     path = build_eval_model(tmp_path_factory.mktemp("ppl") / "llama")
     return path, load_model(path, dtype="float32"), load_tokenizer(path)

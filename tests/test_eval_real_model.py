@@ -49,9 +49,9 @@ def setup(tmp_path_factory):
     from lm_eval.tasks import TaskManager
 
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.evaluation.run import load_tokenizer, max_length
+    from downcycle.evaluation.run import max_length
     from downcycle.evaluation.task_data import default_task_data
-    from downcycle.loading import load_model
+    from downcycle.loading import load_model, load_tokenizer
 
     data, yamls = tmp_path_factory.mktemp("real-data"), tmp_path_factory.mktemp("real-yamls")
     preps = {t: bench.prepare(t, default_task_data(), data, yamls, SAMPLE, SEED) for t in bench.TASKS}

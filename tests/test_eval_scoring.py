@@ -16,8 +16,8 @@ CHOICES = [" carbon dioxide", " oxygen", " nitrogen and a great deal of argon", 
 @pytest.fixture(scope="module", params=["llama", "gpt2", "mistral"])
 def setup(request, tmp_path_factory):
     from downcycle.evaluation.encoding import Encoder
-    from downcycle.evaluation.run import load_tokenizer, max_length
-    from downcycle.loading import load_model
+    from downcycle.evaluation.run import max_length
+    from downcycle.loading import load_model, load_tokenizer
 
     # gpt2: absolute positions and a tokenizer without BOS; mistral: sliding window of 5 (unpacked path)
     path = build_eval_model(tmp_path_factory.mktemp("score") / request.param, family=request.param,

@@ -18,6 +18,7 @@ import pytest
 
 from data_support import MOBY, TOKENIZER, corpus_bytes
 from downcycle import cli
+from terminal_support import stderr_of
 
 TESTS = str(Path(__file__).parent)
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -228,3 +229,17 @@ def test_progress_is_plain_lines_off_a_terminal(monkeypatch):
         bar.update(1)
     bar.close()
     assert len(quiet.getvalue().splitlines()) <= 2  # at most a line per interval, and the last
+
+
+def test_a_model_load_writes_no_carriage_returns_to_a_log_but_keeps_its_bar_on_a_terminal(tiny_model):
+    """transformers' "Loading weights" bar (and a tokenizer's load) off a terminal: nothing redrawn in
+    the log; on a terminal the bar is shown as transformers draws it."""
+    code = ("import sys; from downcycle.loading import load_model, load_tokenizer; "
+            "load_tokenizer(sys.argv[2]); load_model(sys.argv[1], dtype='float32')")
+    args = ["-c", code, str(tiny_model("llama")), str(TOKENIZER)]
+    status, log = stderr_of(args, terminal=False)
+    assert status == 0, log
+    assert "\r" not in log
+    status, screen = stderr_of(args, terminal=True)
+    assert status == 0, screen
+    assert "\rLoading weights" in screen  # redrawn in place (a terminal's line ends are \r\n whatever is written)

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from downcycle.errors import DowncycleError
-from downcycle.training import lm_loss, run_train
-from downcycle.training.lm_loss import chunked_lm_loss_sum
+from downcycle.training import run_train
+from downcycle.training.losses import lm as lm_loss
+from downcycle.training.losses.lm import chunked_lm_loss_sum
 from train_support import datasets, train_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""Chunked distillation (training/distill_loss.py): the loss and its gradients equal the unchunked
+"""Chunked distillation (training/losses/distill_chunked.py): the loss and its gradients equal the unchunked
 computation from whole logits, over the shared vocabulary too; training with it follows the same
 trajectory as with the models' own logits; a pair it cannot split keeps the full loss."""
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from downcycle.errors import DowncycleError
 from downcycle.training import run_train
-from downcycle.training.distill_loss import ChunkedDistill, chunked_distill_sums
-from downcycle.training.losses import DISTILL_LOSSES
+from downcycle.training.losses.distill_chunked import ChunkedDistill, chunked_distill_sums
+from downcycle.training.losses.kl import DISTILL_LOSSES
 from train_support import datasets, train_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

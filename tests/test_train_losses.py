@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from downcycle.training.lm_loss import lm_loss_sum
-from downcycle.training.losses import DISTILL_LOSSES, forward_kl, reverse_kl
+from downcycle.training.losses.kl import DISTILL_LOSSES, forward_kl, reverse_kl
+from downcycle.training.losses.lm import lm_loss_sum
 
 
 def test_forward_kl_matches_a_hand_computation_with_temperature():

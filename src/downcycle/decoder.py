@@ -4,7 +4,8 @@
 same thing among the *modules* of a loaded ``transformers`` model: the ``nn.ModuleList`` whose length
 is the text config's layer count (``model.layers``, ``transformer.h``, ``gpt_neox.layers``,
 ``model.language_model.layers`` ...). Ties between towers are broken with the same hints as the
-checkpoint inference, never with a per-family name.
+checkpoint inference, never with a per-family name. Also here: which forward argument takes the
+model's KV cache (:func:`cache_argument`), for the loops that feed one token at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from .architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS, layer_count, loaded_text_config
 from .errors import DowncycleError
 
-__all__ = ["find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
+__all__ = ["cache_argument", "find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
 
 
 def num_decoder_layers(model: Any) -> int:
@@ -92,3 +93,10 @@ def skip_layers(layers: Sequence[Any], indices: Sequence[int], tuple_outputs: bo
     finally:
         for layer in patched:
             del layer.forward
+
+
+def cache_argument(model: Any) -> str:
+    """The forward argument taking a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

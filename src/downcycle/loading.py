@@ -1,7 +1,7 @@
-"""Finding and loading models for every stage, in one place.
+"""Finding and loading models and their tokenizers for every stage, in one place.
 
 Weights are read only from safetensors (or, on explicit conversion, with ``weights_only=True``);
-remote code runs only when the caller passes ``trust_remote_code=True``. torch and transformers are
+remote code (a model's or a tokenizer's) runs only when the caller passes ``trust_remote_code=True``. torch and transformers are
 imported inside the functions that need them, so the CLI starts fast.
 """
 
@@ -18,8 +18,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "LICENSE*"]
 
-__all__ = ["check_weights", "cpu_has_native_bf16", "eos_token_ids", "load_model", "read_config", "resolve_device",
-           "resolve_precision", "resolve_source"]
+__all__ = ["check_weights", "cpu_has_native_bf16", "eos_token_ids", "load_model", "load_tokenizer", "read_config",
+           "resolve_device", "resolve_precision", "resolve_source"]
 
 
 def resolve_source(source: str | Path) -> Path:
@@ -37,6 +37,9 @@ def resolve_source(source: str | Path) -> Path:
     text = str(source)
     if not _REPO_ID.match(text):
         raise DowncycleError(f"{source}: no such model directory")
+    from .progress import quiet_library_bars
+
+    quiet_library_bars()  # huggingface_hub's download bars
     try:
         from huggingface_hub import snapshot_download
 
@@ -113,6 +116,27 @@ def load_model(path: str | Path, *, dtype: str = "auto", device: str = "cpu", tr
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )
     return model.to(device).eval()
+
+
+def load_tokenizer(source: str | Path, *, trust_remote_code: bool = False, gguf_file: str | None = None) -> Any:
+    """The tokenizer of the model in ``source`` through ``transformers``' ``AutoTokenizer`` (its fast
+    tokenizer where it has one), or, with ``gguf_file``, the one stored in that GGUF file of the
+    directory ``source``.
+
+    ``source`` is a directory or a hub id, used as given (:func:`resolve_source` first, to fetch only
+    safetensors and tokenizer files). A tokenizer's remote code runs only with ``trust_remote_code``.
+
+    Raises:
+        transformers' own errors (``OSError``, ``ValueError``...) when there is no usable tokenizer:
+        each stage says in one line what that means for it.
+    """
+    from transformers import AutoTokenizer
+
+    from .progress import quiet_library_bars
+
+    quiet_library_bars()
+    where = {"gguf_file": gguf_file} if gguf_file is not None else {}
+    return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code, **where)
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -19,7 +19,7 @@ REGISTRIES: dict[str, str] = {
     "strategies": "downcycle.analysis.strategies:STRATEGIES",
     "methods": "downcycle.training.methods:METHODS",
     "heal_methods": "downcycle.healing:METHODS",
-    "distill_losses": "downcycle.training.losses:DISTILL_LOSSES",
+    "distill_losses": "downcycle.training.losses.kl:DISTILL_LOSSES",
     "optimizers": "downcycle.training.optim:OPTIMIZERS",
     "tasks": "downcycle.evaluation.tasks:TASKS",
 }

@@ -13,10 +13,15 @@ from typing import Any
 
 from ..errors import DowncycleError
 
-__all__ = ["plot_angular", "plot_per_layer"]
+__all__ = ["plot_angular", "plot_per_layer", "require_pyplot"]
 
 
-def _pyplot() -> Any:
+def require_pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files, no window).
+
+    Raises:
+        DowncycleError: matplotlib is not installed, with what to install.
+    """
     try:
         import matplotlib
     except ImportError:
@@ -31,7 +36,7 @@ def plot_angular(matrix: list[list[float | None]], path: Path, title: str, dropp
     """Heatmap of ``matrix[l][n-1]`` (rows: start layer, columns: block size); empty where ``l + n > L``."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = require_pyplot()
     num = len(matrix)
     grid = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float).T  # (n, l)
     fig, ax = plt.subplots(figsize=(1.2 + 0.35 * num, 1.0 + 0.3 * num), dpi=120)
@@ -51,7 +56,7 @@ def plot_angular(matrix: list[list[float | None]], path: Path, title: str, dropp
 
 def plot_per_layer(values: list[float], path: Path, title: str, ylabel: str, dropped: list[int] | None = None) -> Path:
     """Bar chart of one value per layer; ``dropped`` layers in red."""
-    plt = _pyplot()
+    plt = require_pyplot()
     dropped_set = set(dropped or [])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(values) + 1.5), 3.2), dpi=120)
     colors = ["tab:red" if i in dropped_set else "tab:blue" for i in range(len(values))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .plots import _pyplot
+from .plots import require_pyplot
 
 PLOT_NAME = "importance.png"
 
@@ -22,7 +22,7 @@ def plot_width(scores: dict[str, Any], directory: Path) -> Path:
     """Draw ``scores`` (the ``scores.json`` document) into ``directory / PLOT_NAME``; returns the path."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = require_pyplot()
     layers, heads, kv = scores["num_layers"], scores["num_attention_heads"], scores["num_key_value_heads"]
     fig, (ax_h, ax_f, ax_d) = plt.subplots(1, 3, figsize=(13.5, max(3.6, 1.5 + 0.12 * layers)), dpi=120)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..errors import DowncycleError
 from .safetensors_index import DTYPE_SIZES, INDEX_NAME, TensorEntry
-from .writer import OutShard, _copy_range, encode_header, plan_shards, shard_names
+from .writer import OutShard, copy_range, encode_header, plan_shards, shard_names
 
 BLOCK_BYTES = 16 * 1024 * 1024  # source bytes read at once for a gather or a rescale
 # Kept rows are copied as byte ranges when their runs average at least this much; shorter runs (MLP
@@ -121,7 +121,7 @@ def _write_shard(path: Path, shard: OutShard, jobs: dict[str, SliceJob], metadat
 def _write_tensor(job: SliceJob, fd: int, stop: threading.Event) -> None:
     src = job.source
     if job.verbatim:
-        _copy_range(src.file, src.start, src.nbytes, fd, None, stop)
+        copy_range(src.file, src.start, src.nbytes, fd, None, stop)
         return
     total_rows = src.shape[0] if src.shape else 1
     row_bytes = src.nbytes // total_rows if total_rows else 0
@@ -129,7 +129,7 @@ def _write_tensor(job: SliceJob, fd: int, stop: threading.Event) -> None:
     runs = _runs(kept)
     if job.cols is None and job.scale is None and len(kept) * row_bytes >= len(runs) * MIN_RUN_BYTES:
         for first, count in runs:  # long runs of whole rows: byte ranges, copied in the kernel
-            _copy_range(src.file, src.start + first * row_bytes, count * row_bytes, fd, None, stop)
+            copy_range(src.file, src.start + first * row_bytes, count * row_bytes, fd, None, stop)
         return
     import numpy as np
 

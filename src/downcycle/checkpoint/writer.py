@@ -38,7 +38,8 @@ _MIN_SPLIT = 64 * 1024 * 1024
 # into one file do not go faster with more threads: ext4, for one, serialises them on the inode.)
 _HALVE_FROM = 128 * 1024 * 1024
 
-__all__ = ["OutShard", "ShardCopy", "plan_shards", "start_shards", "write_shards", "usable_cores"]
+__all__ = ["OutShard", "ShardCopy", "copy_range", "encode_header", "plan_shards", "shard_names", "start_shards", "usable_cores",
+           "write_shards"]
 
 Progress = Callable[[int], None]
 
@@ -229,7 +230,7 @@ def _write_shard(path: Path, shard: OutShard, metadata: dict[str, str], progress
         dst.write(encode_header(shard, metadata))
         dst.flush()
         for src, start, length in _runs(shard.tensors):
-            _copy_range(src, start, length, dst.fileno(), progress, stop)
+            copy_range(src, start, length, dst.fileno(), progress, stop)
 
 
 def usable_cores() -> int:
@@ -252,7 +253,8 @@ def _runs(tensors: list[tuple[str, TensorEntry]]) -> list[tuple[Path, int, int]]
     return runs
 
 
-def _copy_range(src: Path, start: int, length: int, dst_fd: int, progress: Progress | None, stop: threading.Event | None = None) -> None:
+def copy_range(src: Path, start: int, length: int, dst_fd: int, progress: Progress | None, stop: threading.Event | None = None) -> None:
+    """Copy ``length`` bytes of ``src`` from ``start`` to ``dst_fd``'s position (in kernel space where it can)."""
     with src.open("rb") as f:
         fd, done = f.fileno(), 0
         position = os.lseek(dst_fd, 0, os.SEEK_CUR)

@@ -23,6 +23,7 @@ from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
 from ..checkpoint.safetensors_index import METADATA_KEY, read_header
 from ..errors import DowncycleError
+from ..progress import quiet_library_bars
 from ..recipe import ConvertConfig, inputs_of, to_dict
 
 GGUF_MAGIC = b"GGUF"
@@ -98,14 +99,19 @@ def _load(path: Path, info: GgufInfo, dtype: str) -> tuple[Any, Any]:
     """The dense model and (if the file has one) the tokenizer, through transformers' GGUF support."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers.modeling_gguf_pytorch_utils as gguf_loader
+    from transformers import AutoModelForCausalLM
+
+    from ..loading import load_tokenizer
+    from ..progress import library_bar_as_lines
 
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
     if hasattr(transformers, "GgufConfig"):  # transformers >= 5 may keep blocks packed unless told to unpack them
         kwargs["quantization_config"] = transformers.GgufConfig(dequantize=True)
     where = f"{path}: transformers {transformers.__version__} cannot load GGUF architecture {info.architecture!r}"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
+    try:  # the de-quantizing loop's bar ("Converting and de-quantizing GGUF tensors") is plain lines in a log
+        with library_bar_as_lines(gguf_loader):
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
     except (ValueError, KeyError, NotImplementedError, TypeError) as e:
         raise DowncycleError(f"{where} ({_first_line(e)})") from None
     if getattr(model, "hf_quantizer", None) is not None:  # dense by now: drop the state that blocks save_pretrained
@@ -113,7 +119,7 @@ def _load(path: Path, info: GgufInfo, dtype: str) -> tuple[Any, Any]:
     tokenizer = None
     if info.has_tokenizer:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            tokenizer = load_tokenizer(path.parent, gguf_file=path.name)
         except (ValueError, KeyError, NotImplementedError, TypeError) as e:
             raise DowncycleError(f"{path}: transformers cannot build the GGUF's tokenizer ({_first_line(e)})") from None
     return model, tokenizer
@@ -146,6 +152,7 @@ def convert_gguf(config: ConvertConfig) -> Path:
     check_new_output(config.out, config.force, inputs_of(config))  # before the slow load
     sha = file_sha256(src)
     origin = config.origin or str(src.resolve())
+    quiet_library_bars()  # off a terminal: transformers' own bars (loading, writing shards) say nothing to a log
     with atomic_output_dir(config.out, force=config.force) as tmp:
         model, tokenizer = _load(src, info, dtype)
         model.save_pretrained(tmp)  # safetensors, config.json, generation_config.json; tied weights stored once

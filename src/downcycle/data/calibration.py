@@ -98,10 +98,8 @@ def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_
         DowncycleError: missing or broken weights, no usable tokenizer, windows longer than the
             model's positions, ids beyond the embeddings.
     """
-    from transformers import AutoTokenizer
-
     from ..compat import check_positions, check_tokenizer, embedding_rows
-    from ..loading import check_weights, read_config
+    from ..loading import check_weights, load_tokenizer, read_config
 
     model_config = read_config(src)
     check_weights(src)
@@ -110,7 +108,7 @@ def model_calibration(src: Path, data: str, *, samples: int, seq_len: int, text_
     if tokenizer is not None:
         check_tokenizer(src, tokenizer)
     try:
-        tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=trust_remote_code)
+        tok = load_tokenizer(tok_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise DowncycleError(f"{tok_path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__}); pass --tokenizer") from None
     if corpus and (Path(data) / "corpus.json").is_file():  # healing: the recipe's own packed corpus

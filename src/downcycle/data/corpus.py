@@ -34,7 +34,7 @@ from .mixture import Doc, ShuffleBuffer, SourceStream, in_validation, pick_sourc
 from .pack import Packer
 from .shards import read_corpus_meta, write_corpus_meta
 from .sources import check_source
-from .tokenize import encode_documents, load_tokenizer, token_dtype
+from .tokenize import encode_documents, load_fast_tokenizer, token_dtype
 
 STATE_NAME = "state.json"
 
@@ -94,7 +94,7 @@ def build_corpus(config: DataConfig) -> Path:
     check_new_output(out, config.force, inputs_of(config))  # fail before any work
     for source in config.source:
         check_source(source)
-    backend, info = load_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)
+    backend, info = load_fast_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)
     dtype = token_dtype(info.vocab_size)
     seq_len = config.seq_len
     train_budget, val_budget = split_budgets(config.token_budget(), config.val, seq_len)

@@ -11,7 +11,7 @@ source (its documents cycled; shorter ones skipped). Documents are made ``batch`
 row the same length (no padding), through ``transformers``' ``generate`` with the torch RNG seeded by
 ``(seed, batch index)`` for each batch: the same options give the same documents, on the same
 software and thread count (float sums may round differently elsewhere, and a sample can then
-differ). Sampling is temperature then top-p, as :mod:`downcycle.sampling` spells them for
+differ). Sampling is temperature then top-p, as :mod:`downcycle.generation.sampling` spells them for
 ``generate``. A row that reaches EOS stops there; the batch runs until every row has, or ``new_tokens``.
 """
 
@@ -91,7 +91,7 @@ def sample_batch(model: Any, prompt: Any, options: GenerationOptions, eos_ids: s
     """
     import torch
 
-    from ..sampling import SamplingParams, generate_kwargs
+    from ..generation.sampling import SamplingParams, generate_kwargs
 
     params = SamplingParams(temperature=options.temperature, top_p=options.top_p)
     kwargs = generate_kwargs(params, options.new_tokens, eos_ids)
@@ -110,13 +110,12 @@ def sample_batch(model: Any, prompt: Any, options: GenerationOptions, eos_ids: s
 def iter_generated(source: str, options: GenerationOptions, text_field: str = "text") -> Iterator[dict[str, Any]]:
     """Records ``{text_field: prompt + continuation}`` sampled from the model of ``source``."""
     import torch
-    from transformers import AutoTokenizer
 
-    from ..loading import load_model
+    from ..loading import load_model, load_tokenizer
 
     check_generated(source)
     path = _model_dir(source)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = load_tokenizer(path)
     model = load_model(path, dtype="float32", device=options.device)
     model.eval()
     device = next(model.parameters()).device

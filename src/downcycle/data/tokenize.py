@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DowncycleError
 
-__all__ = ["TokenizerInfo", "encode_documents", "load_tokenizer", "token_dtype"]
+__all__ = ["TokenizerInfo", "encode_documents", "load_fast_tokenizer", "token_dtype"]
 
 
 @dataclass
@@ -59,7 +59,7 @@ def _tokenizer_hashes(tok: Any, directory: Path | None) -> tuple[str, str]:
     return hashlib.sha256(raw).hexdigest(), vocab
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerInfo]:
+def load_fast_tokenizer(name: str, *, trust_remote_code: bool = False) -> tuple[Any, TokenizerInfo]:
     """Load the fast tokenizer of a model or tokenizer directory (or hub id when online).
 
     Returns:
@@ -69,13 +69,11 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> tuple[Any, 
     Raises:
         DowncycleError: not found, not loadable, not a fast tokenizer, or without an EOS token.
     """
-    from transformers import AutoTokenizer
-
-    from ..loading import resolve_source
+    from ..loading import load_tokenizer, resolve_source
 
     directory = resolve_source(name)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(directory), use_fast=True, trust_remote_code=trust_remote_code)
+    try:  # AutoTokenizer's fast tokenizer where there is one (use_fast is its default; transformers 5 ignores it)
+        tok = load_tokenizer(directory, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 -- an unloadable tokenizer is the user's input, reported in one line
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DowncycleError(f"{name}: no loadable tokenizer ({reason})") from None

@@ -14,12 +14,24 @@ from typing import Any
 
 from ..compat import check_corpus, checked_task_docs
 from ..errors import DowncycleError
-from ..loading import check_weights, read_config, resolve_source
+from ..loading import check_weights, load_tokenizer, read_config, resolve_source
 from ..recipe import EvalConfig
 from .task_data import find_local, load_docs
 from .tasks import TASKS, GenerativeSpec, GroupSpec, LossSpec, get_task
 
-__all__ = ["check_inputs"]
+__all__ = ["check_inputs", "model_tokenizer"]
+
+
+def model_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of the model in ``path`` (:func:`~downcycle.loading.load_tokenizer`).
+
+    Raises:
+        DowncycleError: the model has no usable tokenizer, in one line.
+    """
+    try:
+        return load_tokenizer(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DowncycleError(f"{path}: no usable tokenizer ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
 
 
 def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
@@ -31,8 +43,6 @@ def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
     Raises:
         DowncycleError: naming the model, file or task at fault.
     """
-    from .run import load_tokenizer
-
     specs = [get_task(t) for t in cfg.task_names]
     models: list[tuple[Path, dict[str, Any]]] = []
     tokenizers: dict[Path, Any] = {}
@@ -41,7 +51,7 @@ def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
         config = read_config(path)
         check_weights(path)
         if path not in tokenizers:  # fast; the model itself loads only when its turn comes
-            tokenizers[path] = load_tokenizer(path, cfg.trust_remote_code)
+            tokenizers[path] = model_tokenizer(path, cfg.trust_remote_code)
         models.append((path, config))
     if cfg.reference is not None:
         _check_reference(cfg, tokenizers, any(isinstance(spec, LossSpec) for spec in specs))
@@ -64,14 +74,12 @@ def check_inputs(cfg: EvalConfig) -> dict[Path, Any]:
 def _check_reference(cfg: EvalConfig, tokenizers: dict[Path, Any], loss: bool) -> None:
     """``--reference``: a model of the loss task whose tokenizer is every evaluated model's (KL compares
     next-token distributions over the same tokens)."""
-    from .run import load_tokenizer
-
     if not loss:
         raise DowncycleError(f"--reference {cfg.reference}: only the loss task uses it (add loss to --tasks)")
     path = resolve_source(cfg.reference)
     read_config(path)
     check_weights(path)
-    vocab = (tokenizers[path] if path in tokenizers else load_tokenizer(path, cfg.trust_remote_code)).get_vocab()
+    vocab = (tokenizers[path] if path in tokenizers else model_tokenizer(path, cfg.trust_remote_code)).get_vocab()
     for model, tok in tokenizers.items():
         if tok.get_vocab() != vocab:
             raise DowncycleError(f"--reference {cfg.reference}: its tokenizer differs from {model}'s; KL(reference‖model) "

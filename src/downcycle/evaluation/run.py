@@ -25,8 +25,8 @@ from ..checkpoint.safetensors_index import INDEX_NAME
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, inputs_of, to_dict
 from .encoding import Encoder
-from .generative import evaluate_generative
-from .inputs import check_inputs
+from .generate_until import evaluate_generative
+from .inputs import check_inputs, model_tokenizer
 from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc
 from .results import RESULTS_NAME, EvalResults, ModelInfo, TaskResult, read_results
@@ -34,7 +34,7 @@ from .resume import EvalProgress, ModelProgress
 from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
-__all__ = ["EvalOutcome", "ReferenceModel", "load_tokenizer", "max_length", "run_eval", "summary"]
+__all__ = ["EvalOutcome", "ReferenceModel", "max_length", "run_eval", "summary"]
 _DEFAULT_MAX_LENGTH = 2048  # the harness's default when neither config nor tokenizer says
 
 
@@ -55,17 +55,6 @@ def max_length(model: Any, tokenizer: Any) -> int:
             return value
     tok = getattr(tokenizer, "model_max_length", None)
     return tok if isinstance(tok, int) and tok < 1e12 else _DEFAULT_MAX_LENGTH
-
-
-def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
-
-    from ..errors import DowncycleError
-
-    try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise DowncycleError(f"{path}: no usable tokenizer ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
 
 
 def _model_info(name: str, path: Path, model: Any) -> ModelInfo:
@@ -124,7 +113,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     device = resolve_device(cfg.device)
     model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     if tokenizer is None:
-        tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+        tokenizer = model_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
     encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
     opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, cfg.progress, cfg.seed,

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..architecture import loaded_text_config, uses_sliding_window
+from ..decoder import cache_argument
 from .encoding import EncodedGroup, common_prefix_length
 
 __all__ = ["score_groups", "supports_packing"]
@@ -38,13 +39,6 @@ _MIN_SHARED_PREFIX = 32  # tokens; below this a cached task-wide prefix is not w
 def _row_length(g: EncodedGroup) -> int:
     # the last token of a sequence is only ever a target, never an input
     return len(g.prefix) + sum(max(0, len(t) - 1) for t in g.tails)
-
-
-def _cache_argument(model: Any) -> str:
-    """The forward argument taking a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _task_prefix_length(groups: list[EncodedGroup]) -> int:
@@ -132,7 +126,7 @@ def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any
     if cache is not None:
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(B)
-        kwargs[_cache_argument(model)] = past
+        kwargs[cache_argument(model)] = past
     logits = model(input_ids=ids.to(device), **kwargs).logits  # (B, K, V)
     col = torch.searchsorted(keep, torch.tensor(preds)).to(device)
     picked = logits[torch.tensor(rows, device=device), col]  # (N, V)

@@ -12,9 +12,9 @@ from typing import Any
 
 from ..errors import DowncycleError
 from ..architecture import loaded_text_config
-from ..loading import eos_token_ids, load_model, read_config, resolve_device, resolve_source
+from ..loading import eos_token_ids, load_model, load_tokenizer, read_config, resolve_device, resolve_source
 from ..recipe.generate import GenerateConfig
-from ..sampling import SamplingParams
+from .sampling import SamplingParams
 from .stream import TextStream
 
 __all__ = ["GenerateResult", "encode_prompt", "read_prompt", "run_generate"]
@@ -93,10 +93,8 @@ def encode_prompt(tokenizer: Any, prompt: str, chat: str = "auto", system: str |
 
 
 def _load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        return load_tokenizer(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as e:
         raise DowncycleError(f"{path}: no usable tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 

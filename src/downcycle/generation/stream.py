@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..sampling import SamplingParams, generate_kwargs
+from .sampling import SamplingParams, generate_kwargs
 
 __all__ = ["TextStream", "generate_tokens", "text_streamer"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .experiment import Experiment, Model
-from .figures import Figure, _slug
+from .figures import Figure, slug
 from .paired import benchmark_tasks
 
 __all__ = ["benchmark_figures", "grouped_bars"]
@@ -93,7 +93,7 @@ def benchmark_figures(exp: Experiment, out: Path) -> list[Figure]:
         healed = [m for m in evaluated if m.role == "healed" and m.parent == cut.name]
         if not healed:
             continue
-        target = f"fig4_{_slug(cut.name)}.png"
+        target = f"fig4_{slug(cut.name)}.png"
         grouped_bars(out / target, f"reference vs downcycled vs healed: {cut.name}",
                      [(_label(exp, m), m.results) for m in [ref, cut] + healed + controls], tasks)
         control = " and the control (the reference trained on the same corpus and tokens)" if controls else ""

@@ -13,7 +13,7 @@ from typing import Any
 from ..artifacts import card
 from ..errors import DowncycleError
 from ..evaluation.results import read_results
-from .compare import _SHOWN, _SHOWN_PREFIXES
+from .compare import is_shown_metric
 
 __all__ = ["card_text", "check_results_of", "evaluation_lines", "run_card", "summary", "write_card"]
 
@@ -21,7 +21,7 @@ __all__ = ["card_text", "check_results_of", "evaluation_lines", "run_card", "sum
 def evaluation_lines(results: Any) -> list[str]:
     """The ``## Evaluation`` section's lines for an ``EvalResults``: how it was evaluated, then a table."""
     rows = [(task, metric, v) for task, t in results.tasks.items() for metric, v in t.metrics.items()
-            if metric in _SHOWN or metric.startswith(_SHOWN_PREFIXES)]
+            if is_shown_metric(metric)]
     cfg = results.config or {}
     lines = [f"Evaluated by `downcycle eval` (tasks `{cfg.get('tasks')}`" + (f", held-out text `{cfg['data']}`" if cfg.get("data") else "")
              + (f", first {cfg['limit']} items" if cfg.get("limit") else "") + ").", "",

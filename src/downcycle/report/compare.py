@@ -27,10 +27,15 @@ from ..errors import DowncycleError
 from ..evaluation.results import RESULTS_NAME, EvalResults, read_results
 from ..recipe import CompareConfig, inputs_of, to_dict
 
-__all__ = ["CompareResult", "collect", "headline", "run_compare", "summary", "table_rows"]
+__all__ = ["CompareResult", "collect", "headline", "is_shown_metric", "run_compare", "summary", "table_rows"]
 _SHOWN = ("acc", "acc_norm", "acc_bytes", "nll", "perplexity", "bits_per_byte", "kl_ref")
 _SHOWN_PREFIXES = ("exact_match",)  # generative tasks: exact_match[<filter>]
 _LOWER_IS_BETTER = {"nll", "perplexity", "bits_per_byte", "kl_ref"}
+
+
+def is_shown_metric(metric: str) -> bool:
+    """Whether the comparison table (and a model card's evaluation table) shows ``metric``."""
+    return metric in _SHOWN or metric.startswith(_SHOWN_PREFIXES)
 
 
 @dataclass
@@ -81,7 +86,7 @@ def table_rows(results: list[EvalResults], reference: str) -> tuple[list[str], l
     for r in results:
         for task, t in r.tasks.items():
             for m in t.metrics:
-                if (m in _SHOWN or m.startswith(_SHOWN_PREFIXES)) and f"{task}/{m}" not in columns:
+                if is_shown_metric(m) and f"{task}/{m}" not in columns:
                     columns.append(f"{task}/{m}")
     ref = next(r for r in results if r.model.name == reference)
     rows = []

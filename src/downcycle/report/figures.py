@@ -15,7 +15,7 @@ from pathlib import Path
 from ..artifacts.loss_log import LOG_NAME, plot_losses, read_log
 from .experiment import Experiment, Model, Stage
 
-__all__ = ["Figure", "analysis_figures", "loss_figures"]
+__all__ = ["Figure", "analysis_figures", "loss_figures", "slug"]
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Figure:
     caption: str
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """``name`` as a file name's part: letters, digits, ``-`` and ``_`` kept, anything else ``_``."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
@@ -43,7 +44,7 @@ def analysis_figures(exp: Experiment, out: Path) -> list[Figure]:
         what = f"kept {plan['kept_layers']} of {plan['source_layers']} layers by strategy {plan['strategy']}" if plan else ""
         for png, key, title in (("angular_distance.png", "angular-last", "layer distance d(x_l, x_(l+n))"),
                                 ("block_influence.png", "bi", "Block Influence per layer")):
-            target = f"{_slug(name)}-{png}"
+            target = f"{slug(name)}-{png}"
             if (path / png).is_file():
                 shutil.copy2(path / png, out / target)
             elif scores and key in scores:
@@ -113,7 +114,7 @@ def loss_figures(exp: Experiment, out: Path) -> list[Figure]:
                               "Train loss per logged step (for distillation its LM term, without the KL term) and validation loss at each "
                               "evaluation, against tokens trained."))
     for model, stage in runs:
-        target = f"loss-{_slug(model.name)}.png"
+        target = f"loss-{slug(model.name)}.png"
         method = stage.manifest["config"].get("method")
         plot_losses(read_log(stage.path / LOG_NAME), out / target, title=f"{model.name} ({method})")
         figures.append(Figure(target, f"{model.name}: loss ({method}, {model.role})",

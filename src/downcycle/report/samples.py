@@ -71,14 +71,13 @@ def sample_generations(exp: Experiment, prompts: list[str], new_tokens: int, cac
 
 def _generate(path: Path, prompts: list[str], new_tokens: int, device: str) -> dict[str, Any]:
     import torch
-    from transformers import AutoTokenizer
 
     from ..errors import DowncycleError
-    from ..evaluation.generation import greedy_generate
-    from ..loading import load_model
+    from ..generation.greedy import greedy_generate
+    from ..loading import load_model, load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_tokenizer(path)
         model = load_model(path, dtype="float32", device=device)
     except (OSError, ValueError, DowncycleError) as e:
         return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}

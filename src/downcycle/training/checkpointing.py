@@ -73,7 +73,7 @@ def load_checkpoint(accelerator: Any, path: Path, config: dict[str, Any], world_
 
     A 4-bit (QLoRA) ``model`` re-creates its quantisation state from the source when it is loaded;
     the checkpoint's copy of that state is compared with it instead of loaded
-    (:func:`~downcycle.training.quantized.check_quant_state`).
+    (:func:`~downcycle.training.methods.qlora.check_quant_state`).
 
     Raises:
         DowncycleError: if the checkpoint was made with a different training config, process count
@@ -91,7 +91,7 @@ def load_checkpoint(accelerator: Any, path: Path, config: dict[str, Any], world_
                              "resume with the same number of processes")
     plain = accelerator.unwrap_model(model) if model is not None else None
     if plain is not None and getattr(plain.config, "quantization_config", None) is not None:
-        from .quantized import check_quant_state
+        from .methods.qlora import check_quant_state
 
         accelerator.load_state(str(path), strict=False)  # check_quant_state is the strict check
         check_quant_state(plain, path / MODEL_FILE)

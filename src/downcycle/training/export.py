@@ -3,7 +3,7 @@
 The output loads with ``AutoModelForCausalLM.from_pretrained(OUT)`` whatever the method: adapters are
 merged into a full-precision reload of the base, and the adapter is kept in ``OUT/adapter/`` for peft
 users. For QLoRA the base's quantised linear weights are first replaced by their dequantized values
-(NF4 codes times block scales, :func:`~downcycle.training.quantized.dequantized_weights`): those are
+(NF4 codes times block scales, :func:`~downcycle.training.methods.qlora.dequantized_weights`): those are
 the weights the adapter was trained and validated against, so the merged model computes what the
 trained model computed (up to float rounding), where the original weights + adapter would not (and
 re-quantising the merged weights to 4 bits, as peft's own merge does, would add a second rounding).
@@ -45,6 +45,9 @@ def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: 
     """
     import torch
 
+    from ..progress import quiet_library_bars
+
+    quiet_library_bars()  # transformers' "Writing model shards" and "Loading weights" (the base, for a merge)
     out = Path(out)
     dtype_name = source_dtype(source)
     dtype = getattr(torch, dtype_name)
@@ -56,14 +59,14 @@ def save_trained(model: Any, state_dict: dict[str, Any], adapter: bool, source: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from .methods import quiet_peft
+    from .methods.lora import quiet_peft
 
     # peft picks the LoRA tensors out of the full state dict (and strips the adapter name).
     model.save_pretrained(out / ADAPTER_DIR, state_dict=state_dict)
     base = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code)
     quantized = getattr(model.config, "quantization_config", None) is not None
     if quantized:
-        from .quantized import dequantized_weights
+        from .methods.qlora import dequantized_weights
 
         params = dict(base.named_parameters())
         for name, weight in dequantized_weights(model).items():

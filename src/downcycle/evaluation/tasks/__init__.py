@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .catalog import CATALOG, hellaswag_preprocess
-from .generative import GenerativeSpec, harness_fewshots
+from .generative_spec import GenerativeSpec, harness_fewshots
 from .gsm8k import GSM8K
 from .mmlu import SUBJECTS, mmlu_tasks
 from .spec import Doc, GroupSpec, MultipleChoiceSpec, Request

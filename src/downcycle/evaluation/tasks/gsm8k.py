@@ -14,7 +14,7 @@ trailing period and everything up to ``#### ``, ignoring case.
 from __future__ import annotations
 
 from ..answers import ExactMatch, RegexExtract
-from .generative import GenerativeSpec
+from .generative_spec import GenerativeSpec
 
 __all__ = ["GSM8K"]
 

@@ -1,5 +1,5 @@
 """Distillation losses: a registry from name to a function of student and teacher logits (the LM loss
-is :mod:`.lm_loss`'s).
+is :mod:`.lm`'s).
 
 Every loss returns a **sum over tokens** (not a mean), so the loop can divide once by the global
 token count (sums over sums). Temperature scaling follows Hinton et al., "Distilling the Knowledge in
@@ -55,7 +55,7 @@ DISTILL_LOSSES: dict[str, Callable[[Any, Any, float], Any]] = {
 
 
 def get_distill_loss(name: str) -> Callable[[Any, Any, float], Any]:
-    from ..errors import DowncycleError
+    from ...errors import DowncycleError
 
     try:
         return DISTILL_LOSSES[name]

@@ -2,7 +2,7 @@
 logits (:func:`lm_loss_sum`) or through its output layer and cross-entropy a chunk of positions at a
 time (:func:`chunked_lm_loss_sum`, ``--lm-loss``), so that a large vocabulary's logits are never held
 whole. Every training method's LM term, and validation, goes through :class:`LMLoss`; distillation's
-chunked loss (:mod:`.distill_loss`) computes the same term next to the KL.
+chunked loss (:mod:`.distill_chunked`) computes the same term next to the KL.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..errors import DowncycleError
-from ..output_layer import chunk_logits, linear_token_nll, split_head
-from ..recipe import TrainConfig
+from ...errors import DowncycleError
+from ...output_layer import chunk_logits, linear_token_nll, split_head
+from ...recipe import TrainConfig
 
 __all__ = ["AUTO_CHUNK_FROM_BYTES", "CHUNK_BYTES", "LMLoss", "chunked_lm_loss_sum", "forward_logits", "lm_loss_sum", "split_head"]
 
@@ -127,7 +127,7 @@ def lm_loss_sum(logits: Any, input_ids: Any) -> tuple[Any, int]:
 
     Args:
         logits: ``(B, T-1, V)`` scores of the positions that have a next token (see
-            :func:`downcycle.training.lm_loss.forward_logits`), or ``(B, T, V)`` for all positions.
+            :func:`downcycle.training.losses.lm.forward_logits`), or ``(B, T, V)`` for all positions.
         input_ids: ``(B, T)`` tokens; the labels are the same tokens shifted left by one.
 
     Returns:

@@ -1,6 +1,7 @@
 """The strategy every training method is: load and prepare the model, compute the loss, and name the
-inputs it adds to the run's manifest. :class:`Method` itself is full fine-tuning (every parameter, or
-``--train-layers`` + ``--train-modules``); the others (:mod:`.methods`, :mod:`.distill`) override parts.
+inputs it adds to the run's manifest. :class:`Method` is the interface, with the defaults most methods
+share (float32 master weights, the LM loss); full fine-tuning (:mod:`.full`), LoRA (:mod:`.lora`),
+QLoRA (:mod:`.qlora`) and distillation (:mod:`.distill`) override parts.
 
 Losses are returned as sums over predicted tokens with the token count and named parts, so the loop
 can reduce sums across micro-batches and processes, divide once, and log every part.
@@ -12,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DowncycleError
-from ..recipe import TrainConfig
-from .lm_loss import LMLoss
+from ...recipe import TrainConfig
+from ..losses.lm import LMLoss
 
-__all__ = ["FullMethod", "LossSums", "Method", "trainable_prefixes"]
+__all__ = ["LossSums", "Method"]
 
 
 @dataclass
@@ -29,9 +29,9 @@ class LossSums:
 
 
 class Method:
-    """Full fine-tuning: every parameter trains, or only ``--train-layers`` + ``--train-modules``."""
+    """A training method: how the model is loaded and prepared, and what its loss is."""
 
-    name = "full"
+    name: str  # the registry's name of the method (``--method``)
     adapter = False  # True: the trained weights are a peft adapter, merged into the base on export
 
     def __init__(self) -> None:
@@ -55,23 +55,13 @@ class Method:
         return "float32"
 
     def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
-        from ..loading import load_model
+        from ...loading import load_model
 
         return load_model(path, dtype=self.base_dtype(precision), device=device, trust_remote_code=config.trust_remote_code)
 
     def prepare(self, model: Any, config: TrainConfig) -> Any:
-        if config.train_layers is None:
-            if config.train_modules is not None:
-                raise DowncycleError("--train-modules needs --train-layers (without it every parameter trains)")
-            model.requires_grad_(True)
-            return model
-        prefixes = trainable_prefixes(model, config.train_layers, config.train_modules)
-        # every name a parameter has: a tied head (``lm_head.weight``) is the embedding's tensor under a
-        # second name, which named_parameters() leaves out; naming either trains the shared tensor
-        chosen = {id(p) for name, p in model.named_parameters(remove_duplicate=False) if name.startswith(prefixes)}
-        for param in model.parameters():
-            param.requires_grad_(id(param) in chosen)
-        return model
+        """Choose what trains (``requires_grad``), or wrap the model (adapters); returns the model to train."""
+        raise NotImplementedError
 
     def setup(self, config: TrainConfig, device: Any) -> None:
         """Load what the loss needs besides the model (the teacher, for distillation)."""
@@ -88,25 +78,3 @@ class Method:
         nll, tokens = self.lm_loss(model, batch)
         return LossSums(nll, tokens, {"lm": nll.detach()})
 
-
-FullMethod = Method
-
-
-def trainable_prefixes(model: Any, layers_spec: str, modules: str | None) -> tuple[str, ...]:
-    """Parameter-name prefixes of the selected decoder layers and extra modules.
-
-    Raises:
-        DowncycleError: for a malformed layer spec or a module name that matches no parameter.
-    """
-    from ..architecture import infer_layout
-    from ..surgery.layerspec import parse_layers
-
-    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]  # a tied head's name too
-    layout = infer_layout(model.config.to_dict(), names)
-    kept = parse_layers(layers_spec, layout.num_layers)
-    prefixes = [f"{layout.prefix}{i}." for i in kept]
-    for module in (m.strip() for m in (modules or "").split(",") if m.strip()):
-        if not any(n == module or n.startswith(module + ".") for n in names):
-            raise DowncycleError(f"--train-modules {module!r}: no parameter of this model is named {module}.*")
-        prefixes.append(module + ".")
-    return tuple(prefixes)

@@ -4,9 +4,9 @@ logits of either model, and their log-softmaxes and gradients, are never held wh
 
 The teacher runs its body once per micro-batch under ``torch.inference_mode``; its logits are made a
 chunk at a time, next to the student's. Each chunk's loss is differentiated at once, in the forward
-pass (as :func:`~downcycle.training.lm_loss.chunked_lm_loss_sum` does for the LM loss), so the backward
+pass (as :func:`~downcycle.training.losses.lm.chunked_lm_loss_sum` does for the LM loss), so the backward
 pass only scales the gradients of the student's hidden states and output layer; no chunk is computed
-twice. The KL is any loss of the registry (:data:`~downcycle.training.losses.DISTILL_LOSSES`), over
+twice. The KL is any loss of the registry (:data:`~downcycle.training.losses.kl.DISTILL_LOSSES`), over
 the first ``vocab`` logits when the two embeddings are padded to different sizes.
 """
 
@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ..output_layer import chunk_logits, split_head
+from ...output_layer import chunk_logits, split_head
 
 __all__ = ["CHUNK_BYTES", "ChunkedDistill", "chunked_distill_sums"]
 
@@ -140,7 +140,7 @@ class ChunkedDistill:
 
     def __init__(self, student: tuple[Any, Any], teacher: tuple[Any, Any], kd: Callable[[Any, Any, float], Any],
                  temperature: float, alpha: float, shared_vocab: int | None = None) -> None:
-        from ..errors import DowncycleError
+        from ...errors import DowncycleError
 
         (self.body, self.head), (self.t_body, self.t_head) = student, teacher
         self.kd, self.temperature, self.alpha = kd, temperature, alpha

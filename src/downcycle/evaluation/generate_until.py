@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DowncycleError
+from ..generation.greedy import greedy_generate
 from .encoding import Encoder
-from .generation import greedy_generate
 from .metrics import mean_stat
 from .multiple_choice import McOptions
 from .results import MetricValue, TaskResult
 from .task_data import TaskDocs, docs_and_fewshot_pool
-from .tasks.generative import GenerativeSpec, harness_fewshots
+from .tasks.generative_spec import GenerativeSpec, harness_fewshots
 
 __all__ = ["build_contexts", "evaluate_generative"]
 

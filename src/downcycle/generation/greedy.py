@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..decoder import cache_argument
 from ..loading import eos_token_ids
-from .scoring import _cache_argument
 
 __all__ = ["Generation", "cut_at_stops", "eos_token_ids", "greedy_generate"]
 
@@ -67,6 +67,7 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, unt
         One :class:`Generation` per prompt, in input order.
     """
     import torch
+
     from ..progress import progress_bar
 
     if max_new_tokens < 1:
@@ -97,7 +98,7 @@ def _generate_batch(model: Any, tokenizer: Any, prompts: list[list[int]], until,
         mask[b, L - len(p):] = 1
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # (B, L): as generate() derives them
     ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
-    cache_arg = _cache_argument(model)
+    cache_arg = cache_argument(model)
     result = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     cache = result.past_key_values if getattr(result, "cache", None) is None else result.cache
     nxt = result.logits[:, -1].argmax(-1)  # (B,)

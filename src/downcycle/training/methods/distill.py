@@ -1,5 +1,5 @@
 """Distillation as a training method: the student learns the teacher's distribution, mixed with the
-LM loss, on whole logits or a chunk of positions at a time (:mod:`.distill_loss`). The method loads the
+LM loss, on whole logits or a chunk of positions at a time (:mod:`..losses.distill_chunked`). The method loads the
 teacher, checks it against the student before either is loaded, and records it in the manifest.
 """
 
@@ -8,16 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import DowncycleError
-from ..recipe import TrainConfig
-from .lm_loss import forward_logits, lm_loss_sum
-from .losses import get_distill_loss
-from .strategy import LossSums, Method
+from ...errors import DowncycleError
+from ...recipe import TrainConfig
+from ..losses.kl import get_distill_loss
+from ..losses.lm import forward_logits, lm_loss_sum
+from .base import LossSums
+from .full import FullMethod
 
 __all__ = ["DistillMethod"]
 
 
-class DistillMethod(Method):
+class DistillMethod(FullMethod):
     """Distillation from a teacher: ``(1 - alpha) * LM loss + alpha * T^2 * KL(teacher^T || student^T)``."""
 
     name = "distill"
@@ -31,7 +32,7 @@ class DistillMethod(Method):
         # Leading logits the KL compares when the teacher's and student's embeddings are padded to
         # different sizes over one tokenizer (see downcycle.compat.check_distill); None: equal sizes.
         self.shared_vocab: int | None = None
-        self.chunked: Any = None  # a ChunkedDistill when configure_lm_loss chose it (see distill_loss)
+        self.chunked: Any = None  # a ChunkedDistill when configure_lm_loss chose it (see losses.distill_chunked)
         self.teacher_path: Path | None = None  # the teacher's local directory (a hub id resolved)
 
     def check(self, config: TrainConfig, device: str) -> None:
@@ -42,8 +43,8 @@ class DistillMethod(Method):
     def check_inputs(self, config: TrainConfig, source: Path, model_config: dict[str, Any], seq_len: int | None = None) -> list[str]:
         """The teacher's vocabulary against the student's, and its positions against the corpus's
         sequences, from their files, before either model is loaded."""
-        from ..compat import check_distill, check_positions
-        from ..loading import check_weights, read_config, resolve_source
+        from ...compat import check_distill, check_positions
+        from ...loading import check_weights, read_config, resolve_source
 
         if config.teacher is None:
             return []  # check() refuses it
@@ -59,8 +60,8 @@ class DistillMethod(Method):
 
     def inputs(self, config: TrainConfig) -> dict[str, Any]:
         """The teacher as given, its directory, and the hashes of its config and safetensors headers."""
-        from ..loading import resolve_source
-        from .export import source_inputs
+        from ...loading import resolve_source
+        from ..export import source_inputs
 
         if config.teacher is None:
             return {}
@@ -68,7 +69,7 @@ class DistillMethod(Method):
         return {"teacher": {"source": config.teacher, **source_inputs(path)}}
 
     def setup(self, config: TrainConfig, device: Any) -> None:
-        from ..loading import load_model, read_config, resolve_source
+        from ...loading import load_model, read_config, resolve_source
 
         path = self.teacher_path = resolve_source(config.teacher)
         read_config(path)
@@ -85,9 +86,9 @@ class DistillMethod(Method):
         self.shared_vocab = shared_vocab
 
     def configure_lm_loss(self, model: Any, config: TrainConfig, seq_len: int) -> str | None:
-        """Distill a chunk of positions at a time (:mod:`.distill_loss`) unless ``--lm-loss full``, or
+        """Distill a chunk of positions at a time (:mod:`..losses.distill_chunked`) unless ``--lm-loss full``, or
         a model of the pair is not its body through a linear layer (then ``chunked`` is an error)."""
-        from .distill_loss import ChunkedDistill
+        from ..losses.distill_chunked import ChunkedDistill
 
         self.chunked = None
         if config.lm_loss == "full":

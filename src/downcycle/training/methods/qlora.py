@@ -1,4 +1,5 @@
-"""The 4-bit NF4 base of QLoRA (bitsandbytes): can it run here, and what does it compute with.
+"""QLoRA as a training method (:class:`QLoraMethod`: LoRA adapters on a 4-bit NF4 base), and that base
+(bitsandbytes): can it run here, and what does it compute with.
 
 bitsandbytes (0.46 and later) quantises and multiplies 4-bit weights on CPUs as well as CUDA GPUs
 (and XPU, MPS, HPU, NPU: it lists them in ``bitsandbytes.supported_torch_devices``), so QLoRA is not
@@ -26,10 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DowncycleError
+from ...errors import DowncycleError
+from ...recipe import TrainConfig
+from .lora import LoraMethod
 
-__all__ = ["check_quant_state", "dequantized_weights", "keep_training_numerics", "quant_state_keys", "quiet_bitsandbytes",
-           "release_checkpoint_file", "require_bitsandbytes"]
+__all__ = ["QLoraMethod", "check_quant_state", "dequantized_weights", "keep_training_numerics", "quant_state_keys",
+           "quiet_bitsandbytes", "release_checkpoint_file", "require_bitsandbytes"]
 
 INSTALL = "pip install 'downcycle[qlora]'"
 # bitsandbytes logs this at import on AVX512-BF16 CPUs when the optional `kernels` package (which
@@ -186,3 +189,36 @@ def check_quant_state(model: Any, checkpoint_file: Path) -> None:
             if not torch.equal(f.get_tensor(key), state[key].detach().cpu()):
                 raise DowncycleError(f"{checkpoint_file}: {key} differs from the 4-bit base quantised now: "
                                      "the model changed since the checkpoint was saved; start a new run")
+
+
+class QLoraMethod(LoraMethod):
+    """QLoRA: a 4-bit NF4 base (bitsandbytes) with LoRA adapters on top (Dettmers et al., 2023), on
+    any device bitsandbytes supports (CUDA GPUs and CPUs among them; see this module's docstring)."""
+
+    name = "qlora"
+
+    def check(self, config: TrainConfig, device: str) -> None:
+        super().check(config, device)
+        require_bitsandbytes(device.split(":")[0])
+
+    def load(self, config: TrainConfig, path: str, device: str, precision: str) -> Any:
+        from ...loading import load_model
+
+        # Quantised from the float32 weights whatever the compute dtype: one 4-bit base for fp32 and
+        # bf16 runs, and the tensors left unquantised (embeddings, norms, head) stay exact
+        # (prepare_model_for_kbit_training would cast them to float32 anyway).
+        compute = "bfloat16" if precision == "bf16" else "float32"
+        with quiet_bitsandbytes():
+            model = load_model(path, dtype="float32", compute_dtype=compute, device=device, trust_remote_code=config.trust_remote_code,
+                               load_in_4bit=True)
+        if keep_training_numerics(model) == 0:
+            raise DowncycleError(f"--method qlora: no linear layer of {path} was quantised to 4 bits")
+        release_checkpoint_file(model)
+        return model
+
+    def prepare(self, model: Any, config: TrainConfig) -> Any:
+        from peft import prepare_model_for_kbit_training
+
+        # Casts norms to float32 and enables input grads; checkpointing is the loop's decision.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return super().prepare(model, config)
