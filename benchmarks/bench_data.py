@@ -45,7 +45,7 @@ def raw_throughput(texts: list[str]) -> tuple[int, float]:
 
 def build(sources: list[str], out: Path) -> tuple[int, float]:
     """Tokens encoded (BOS/EOS included) and seconds of a whole corpus build."""
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
 
     cfg = DataConfig(tokenizer=str(TOKENIZER), source=sources, out=out, seq_len=2048, val=0.001, progress=False,
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="3,6", help="the two corpus sizes for peak RSS, in copies of the shipped corpus "
                         "(both beyond the 16M-token shuffle buffer, which fills up to its cap first)")
     args = parser.parse_args()
-    from downcycle.data.sources import iter_texts
+    from downcycle.corpus.sources import iter_texts
 
     texts = list(iter_texts(CORPUS))
     mb = sum(len(t.encode()) for t in texts) / 1e6

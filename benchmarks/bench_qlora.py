@@ -83,7 +83,7 @@ def _worker(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.loader import PackedDataset
     from downcycle.recipe import TrainConfig
     from downcycle.training.export import save_trained
     from downcycle.training.loop import Trainer
@@ -124,7 +124,7 @@ def _build(workdir: Path, seq_len: int) -> tuple[dict[str, Path], Path]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from downcycle.surgery.cut import cut
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
     from downcycle.recipe import CutConfig, DataConfig
 
     models = {"the shipped reference cut to its first 9 of 12 layers": workdir / "reference-cut",
@@ -189,7 +189,7 @@ def _eval_repacking(model_path: Path, corpus: Path, micro_batch: int, threads: i
     on AVX512-BF16 CPUs) and without it (downcycle's setting): tokens/s and logit difference."""
     import torch
 
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.loader import PackedDataset
     from downcycle.loading import load_model
     from downcycle.training.methods.qlora import keep_training_numerics, quiet_bitsandbytes
 

@@ -77,7 +77,7 @@ def main() -> None:
 
     corpus = Path(args.corpus) if args.corpus else None
     if corpus is None:
-        from downcycle.data.corpus import build_corpus
+        from downcycle.corpus.build import build_corpus
 
         corpus = Path(tempfile.mkdtemp()) / "corpus"
         build_corpus(DataConfig(tokenizer=args.model, source=[str(ROOT / "examples" / "corpus" / "*.jsonl.gz")], out=corpus,

@@ -39,7 +39,7 @@ def _worker(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.loader import PackedDataset
 
     train = PackedDataset(args.corpus, "train")
     steps, batch = args.steps, args.micro_batch
@@ -119,7 +119,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
 
 def _build(workdir: Path, hidden: int, layers: int, seq_len: int) -> tuple[Path, Path]:
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
     from downcycle.tiny import build_tiny
 

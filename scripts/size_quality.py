@@ -15,7 +15,7 @@ from pathlib import Path
 
 from downcycle.evaluation.metrics import mean_stat
 from downcycle.evaluation.results import read_results
-from downcycle.report.paired import paired_diff, read_items
+from downcycle.reporting.paired import paired_diff, read_items
 
 TASKS = [("hellaswag", "acc_norm"), ("arc_easy", "acc_norm"), ("arc_challenge", "acc_norm"), ("piqa", "acc_norm"),
          ("winogrande", "acc"), ("openbookqa", "acc_norm"), ("boolq", "acc"), ("sciq", "acc_norm"), ("mmlu", "acc")]

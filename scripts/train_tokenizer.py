@@ -27,7 +27,7 @@ SPECIALS = ["<|pad|>", "<|bos|>", "<|eos|>"]
 def train(corpus_glob: str, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    from downcycle.data.sources import iter_texts
+    from downcycle.corpus.sources import iter_texts
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

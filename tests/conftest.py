@@ -84,7 +84,7 @@ def keep_layers_in_memory(model, kept: list[int]):
 def real_corpus(tmp_path_factory):
     """A small real corpus (King James Bible from examples/corpus, tokenized by examples/tokenizer):
     64-token packed sequences, 10% held out, built once per session by `downcycle data`'s library entry."""
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
 
     examples = Path(__file__).resolve().parent.parent / "examples"

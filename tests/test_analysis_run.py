@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from downcycle.analysis.analyze import analyze_model, choose_layers
-from downcycle.data.calibration import load_calibration, pack_windows
+from downcycle.corpus.calibration import load_calibration, pack_windows
 from downcycle.analysis.hidden_stats import as_batches
 from downcycle.analysis.run import run_analyze
 from downcycle.cli import main

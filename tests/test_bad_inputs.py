@@ -24,7 +24,7 @@ KJV = ROOT / "examples" / "corpus" / "kjv.jsonl.gz"
 def env(real_model, tiny_model, tmp_path_factory):
     """A GPT-2 (a learned table of 128 positions) with the examples tokenizer, a corpus of 256-token
     sequences for both it and the Llama (rotary: no table), two cuts of the Llama."""
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
 
     root = tmp_path_factory.mktemp("bad-inputs-24")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from data_support import MOBY, TOKENIZER, corpus_bytes, read_split, reference_encode, segments
-from downcycle.data.corpus import build_corpus, partial_dir, split_budgets
-from downcycle.data.pack import Packer
+from downcycle.corpus.build import build_corpus, partial_dir, split_budgets
+from downcycle.corpus.pack import Packer
 from downcycle.errors import DowncycleError
 from downcycle.recipe import DataConfig
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from downcycle.data.generated import GenerationOptions, iter_generated, sample_batch
+from downcycle.corpus.generated import GenerationOptions, iter_generated, sample_batch
 from downcycle.errors import DowncycleError
 from downcycle.recipe import DataConfig
 
@@ -37,7 +37,7 @@ def test_documents_are_seeded_prompted_and_counted(real_model, one_torch_thread)
     first = [r["text"] for r in iter_generated(f"gen:{real_model}", opts)]
     assert len(first) == 5 and first == [r["text"] for r in iter_generated(f"gen:{real_model}", opts)]
     assert first != [r["text"] for r in iter_generated(f"gen:{real_model}", GenerationOptions(**{**opts.__dict__, "seed": 8}))]
-    from downcycle.data.sources import iter_texts
+    from downcycle.corpus.sources import iter_texts
 
     prompts = [tok.decode(tok(t, add_special_tokens=False)["input_ids"][:4]) for t in iter_texts(KJV, limit_docs=5)]
     assert all(text.startswith(p) and len(text) > len(p) for text, p in zip(first, prompts))
@@ -45,7 +45,7 @@ def test_documents_are_seeded_prompted_and_counted(real_model, one_torch_thread)
 
 @pytest.mark.slow
 def test_corpus_from_a_model_is_deterministic_and_meets_its_budget(real_model, tmp_path, one_torch_thread):
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
 
     def build(out: str, seed: int) -> Path:
         return build_corpus(DataConfig(tokenizer=str(real_model), source=[f"gen:{real_model}"], out=tmp_path / out, tokens="1500",
@@ -69,7 +69,7 @@ def test_gen_source_errors(tmp_path):
         DataConfig(tokenizer="t", source=[f"gen:{tmp_path}"], out=tmp_path / "o")
     with pytest.raises(DowncycleError, match="--gen-top-p"):
         DataConfig(tokenizer="t", source=[f"gen:{tmp_path}"], out=tmp_path / "o", tokens="1K", gen_top_p=0)
-    from downcycle.data.sources import check_source
+    from downcycle.corpus.sources import check_source
 
     with pytest.raises(DowncycleError, match="not a model directory"):
         check_source(f"gen:{tmp_path}")
@@ -78,7 +78,7 @@ def test_gen_source_errors(tmp_path):
 def test_generated_documents_split_in_proportion_to_the_budgets():
     from types import SimpleNamespace
 
-    from downcycle.data.corpus import generated_split
+    from downcycle.corpus.build import generated_split
 
     packers = {"train": SimpleNamespace(full=False), "val": SimpleNamespace(full=False)}
     splits = [generated_split(i, 0.25, packers) for i in range(12)]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from data_support import MOBY, TOKENIZER, read_split
-from downcycle.data.corpus import build_corpus
-from downcycle.data.loader import PackedDataset, RankSampler, rank_indices
+from downcycle.corpus.build import build_corpus
+from downcycle.corpus.loader import PackedDataset, RankSampler, rank_indices
 from downcycle.errors import DowncycleError
 from downcycle.recipe import DataConfig
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from data_support import CORPUS, MOBY
-from downcycle.data.sources import iter_texts
+from downcycle.corpus.sources import iter_texts
 from downcycle.errors import DowncycleError
 
 DOCS = ["The first document.\nIt has two lines.", "Second: ünïcödé, “quotes” and emoji 🐋.", "Third one."]

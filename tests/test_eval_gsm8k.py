@@ -266,7 +266,7 @@ def test_eval_cli_writes_exact_match_for_both_filters(model_dir, tmp_path, capsy
         assert s["stop"] in ("stop", "eos", "length") and 0 < s["new_tokens"] <= 256
         assert s["target"].endswith("#### " + s["target"].split("#### ")[-1])
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     cmp = run_compare(CompareConfig(results=[str(out)], out=tmp_path / "cmp", reference=model_dir.name))
     assert "gsm8k/exact_match[strict-match]" in json.loads((cmp.out / "compare.json").read_text())["columns"]

@@ -70,7 +70,7 @@ def test_eval_reports_kl_ref_and_the_reference_gets_zero(models, tmp_path):
     from downcycle.evaluation.run import run_eval
     from downcycle.loading import load_model, load_tokenizer
     from downcycle.recipe import CompareConfig, EvalConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     ref, cut = models
     data = tmp_path / "val.jsonl"

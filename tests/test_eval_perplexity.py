@@ -112,8 +112,8 @@ def test_loss_on_a_corpus_val_split(lm, tmp_path):
     """A `downcycle data` corpus: each packed val sequence is scored on its own (first token as context)."""
     import torch
 
-    from downcycle.data.corpus import build_corpus
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.build import build_corpus
+    from downcycle.corpus.loader import PackedDataset
     from downcycle.evaluation.loss import evaluate_loss
     from downcycle.recipe import DataConfig
 
@@ -220,8 +220,8 @@ def test_a_head_the_config_does_not_show_is_caught_by_the_probe(tiny_model, one_
 def test_loss_task_equals_one_window_per_pass_on_text_and_corpus(lm, tmp_path):
     """Every figure of the task (NLL, perplexity, bits per byte, tokens, bytes) equals the one
     computed window by window, on raw documents longer than the window and on a corpus val split."""
-    from downcycle.data.corpus import build_corpus
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.build import build_corpus
+    from downcycle.corpus.loader import PackedDataset
     from downcycle.evaluation.loss import evaluate_loss
     from downcycle.recipe import DataConfig
 

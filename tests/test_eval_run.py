@@ -87,7 +87,7 @@ def test_compare_item_metrics_equal_a_computation_from_the_samples(evaluated, tm
     import numpy as np
 
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     run_compare(CompareConfig(results=[str(evaluated.out)], out=tmp_path / "cmp", reference="reference", plots=False))
     rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["item_paired"]
@@ -137,7 +137,7 @@ def test_eval_refuses_existing_output(two_models, evaluated):
 
 def test_compare_tables_and_plots(evaluated, tmp_path):
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     result = run_compare(CompareConfig(results=[str(evaluated.out)], out=tmp_path / "cmp", reference="reference"))
     out = result.out
@@ -157,7 +157,7 @@ def test_compare_tables_and_plots(evaluated, tmp_path):
 def test_compare_unknown_reference(evaluated, tmp_path):
     from downcycle.errors import DowncycleError
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     with pytest.raises(DowncycleError, match="--reference 'nope'"):
         run_compare(CompareConfig(results=[str(evaluated.out)], out=tmp_path / "c", reference="nope"))

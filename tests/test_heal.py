@@ -61,7 +61,7 @@ def make_cut(ref: Path, out: Path, layers: str) -> Path:
 
 
 def windows(ref: Path) -> torch.Tensor:
-    from downcycle.data.calibration import model_calibration
+    from downcycle.corpus.calibration import model_calibration
 
     return model_calibration(ref, str(CORPUS), samples=SAMPLES, seq_len=SEQ)[0].input_ids
 

@@ -26,7 +26,7 @@ PROMPTS = ["In the beginning", "The whale"]
 
 @pytest.fixture(scope="module")
 def report(experiment):  # noqa: F811
-    from downcycle.report.build import run_report
+    from downcycle.reporting.build import run_report
 
     return run_report(ReportConfig(dir=experiment, prompt=PROMPTS, new_tokens=6))
 
@@ -67,7 +67,7 @@ def _parse(page: str) -> _Tables:
 
 
 def test_discovers_models_by_manifest_not_by_name(experiment):  # noqa: F811
-    from downcycle.report.experiment import discover
+    from downcycle.reporting.experiment import discover
 
     (experiment / ".sweep.tmp-1234").mkdir()  # an atomic temporary: never a stage
     (experiment / ".sweep.tmp-1234" / "downcycle.json").write_text('{"stage": "cut"}')
@@ -105,8 +105,8 @@ def test_tables_hold_the_numbers_of_the_results_files(experiment, report):  # no
 
 
 def test_gap_recovered_and_winners_known_answer(experiment):  # noqa: F811
-    from downcycle.report.experiment import discover
-    from downcycle.report.summary import summarize
+    from downcycle.reporting.experiment import discover
+    from downcycle.reporting.summary import summarize
 
     exp = discover(experiment)
     losses = {"ref": 2.0, "sweep/a": 3.0, "sweep/b": 2.5, "sweep/a-healed": 2.25, "sweep/b-healed": 2.4}
@@ -141,7 +141,7 @@ def test_samples_are_greedy_cached_and_regenerated_on_change(experiment, report)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from downcycle.report.build import run_report
+    from downcycle.reporting.build import run_report
 
     doc = json.loads((experiment / "report" / "samples.json").read_text())
     assert doc["prompts"] == PROMPTS and doc["new_tokens"] == 6 and set(doc["models"]) == set(report.models)
@@ -176,7 +176,7 @@ def test_cards_refreshed_with_results(experiment, report):  # noqa: F811
 
 def test_errors_and_cli(tmp_path, experiment, report, capsys):  # noqa: F811
     from downcycle.cli import main
-    from downcycle.report.build import run_report
+    from downcycle.reporting.build import run_report
 
     with pytest.raises(DowncycleError, match="no models found"):
         run_report(ReportConfig(dir=tmp_path))
@@ -208,8 +208,8 @@ def test_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_analysis_plots_redrawn_from_scores_when_missing(experiment, tmp_path):  # noqa: F811
-    from downcycle.report.experiment import Experiment, Stage
-    from downcycle.report.figures import analysis_figures
+    from downcycle.reporting.experiment import Experiment, Stage
+    from downcycle.reporting.figures import analysis_figures
 
     copy = tmp_path / "no-plots"
     shutil.copytree(experiment / "layers", copy)
@@ -231,7 +231,7 @@ def test_a_moved_experiment_is_read_the_same(experiment, tmp_path):  # noqa: F81
     healed model to its cut and each model to its results (cuts of equal depth share a config.json)."""
     import shutil
 
-    from downcycle.report.experiment import discover
+    from downcycle.reporting.experiment import discover
 
     moved = tmp_path / "elsewhere" / experiment.name
     shutil.copytree(experiment, moved, ignore=shutil.ignore_patterns(".sweep.tmp-*"))
@@ -242,7 +242,7 @@ def test_a_moved_experiment_is_read_the_same(experiment, tmp_path):  # noqa: F81
 
 
 def test_distillation_curves_show_the_lm_term_beside_validation_loss():
-    from downcycle.report.figures import train_series
+    from downcycle.reporting.figures import train_series
 
     records = [{"step": 0, "split": "val", "tokens": 0, "loss": 4.9},
                {"step": 1, "split": "train", "tokens": 4096, "loss": 2.4, "lm_loss": 4.8, "kl": 0.04},

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from downcycle.report.paired import Paired, compare_pair, paired_diff, read_items
+from downcycle.reporting.paired import Paired, compare_pair, paired_diff, read_items
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
 KJV = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "kjv.jsonl.gz"
@@ -93,9 +93,9 @@ def _acc(samples: Path, names: list[str], metric: str) -> np.ndarray:
 @pytest.mark.slow
 def test_report_draws_fig2_fig4_and_the_paired_table(bench_experiment, monkeypatch):
     from downcycle.recipe import ReportConfig
-    from downcycle.report import bars
-    from downcycle.report.build import run_report
-    from downcycle.report.experiment import discover
+    from downcycle.reporting import bars
+    from downcycle.reporting.build import run_report
+    from downcycle.reporting.experiment import discover
 
     exp = discover(bench_experiment)
     roles = {m.name: m.role for m in exp.models}
@@ -139,7 +139,7 @@ def test_report_draws_fig2_fig4_and_the_paired_table(bench_experiment, monkeypat
 @pytest.mark.slow
 def test_compare_has_the_paired_table_against_its_reference(bench_experiment, tmp_path):
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     result = run_compare(CompareConfig(results=[str(bench_experiment / "eval")], out=tmp_path / "cmp", reference="ref", plots=False))
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())

@@ -12,7 +12,7 @@ import yaml
 from downcycle.errors import DowncycleError
 from downcycle.artifacts.card import front_matter_license
 from downcycle.recipe import CutConfig
-from downcycle.report.card import card_text, write_card
+from downcycle.reporting.card import card_text, write_card
 from downcycle.surgery.cut import cut
 from downcycle.surgery.plan import Plan
 from report_support import REFERENCE_README, experiment  # noqa: F401  (the session fixture)

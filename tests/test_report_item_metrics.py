@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from downcycle.evaluation.metrics import choice_log_probs, item_metrics, ratio_stderr
-from downcycle.report.item_metrics import MULTI_GOLD, NO_CHARS, choice_kl, read_task_items
-from downcycle.report.paired import paired_diff
+from downcycle.reporting.item_metrics import MULTI_GOLD, NO_CHARS, choice_kl, read_task_items
+from downcycle.reporting.paired import paired_diff
 from item_support import CHARS, lls_with, record, write_model
 
 LN = math.log
@@ -56,7 +56,7 @@ def _flip_files(root: Path, new: bool = True) -> tuple[Path, Path]:
 
 
 def test_flips_and_paired_values_on_six_items(tmp_path):
-    from downcycle.report.item_metrics import compare_items
+    from downcycle.reporting.item_metrics import compare_items
 
     b, m = _flip_files(tmp_path)
     a = read_task_items(m / "samples", "arc_easy", "acc")
@@ -82,7 +82,7 @@ def test_flips_and_paired_values_on_six_items(tmp_path):
 def test_older_samples_are_derived_from_loglikelihoods(tmp_path):
     """Samples written before eval recorded the new fields: gold_ll and brier from the
     log-likelihoods (the same values), the per-character form missing, with the reason."""
-    from downcycle.report.item_metrics import compare_items
+    from downcycle.reporting.item_metrics import compare_items
 
     new_b, new_m = _flip_files(tmp_path / "new")
     old_b, old_m = _flip_files(tmp_path / "old", new=False)
@@ -99,7 +99,7 @@ def test_equal_accuracy_but_gold_ll_moves_beyond_two_standard_errors(tmp_path):
     """The point of the continuous metrics: the same answers right and wrong, so accuracy cannot
     move, while every gold log-likelihood rose by about 0.1 nats."""
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     right = [i % 3 != 0 for i in range(30)]
     base = [record(i, i % 3, r, -3.0 + 0.01 * (i % 7)) for i, r in enumerate(right)]
@@ -122,7 +122,7 @@ def test_compare_writes_per_task_and_pooled_tables(tmp_path):
     """Two benchmarks, a multi-gold task and a generative one; pairs given with --pairs; the pooled
     row is paired_diff over the concatenated items of the pooled tasks."""
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     piqa_b = [record(i, i % 2, i % 3 != 1, -1.0 - 0.2 * i) for i in range(5)]
     piqa_m = [record(i, i % 2, i % 2 == 0, -1.3 - 0.1 * i) for i in range(5)]
@@ -167,7 +167,7 @@ def test_compare_writes_per_task_and_pooled_tables(tmp_path):
 
 def test_compare_of_older_samples_shows_a_dash_for_the_per_character_form(tmp_path):
     from downcycle.recipe import CompareConfig
-    from downcycle.report.compare import run_compare
+    from downcycle.reporting.compare import run_compare
 
     _flip_files(tmp_path, new=False)
     result = run_compare(CompareConfig(results=[str(tmp_path / "base"), str(tmp_path / "model")], out=tmp_path / "cmp", plots=False))
@@ -180,7 +180,7 @@ def test_compare_of_older_samples_shows_a_dash_for_the_per_character_form(tmp_pa
 
 def test_pairs_option_is_checked(tmp_path):
     from downcycle.errors import DowncycleError
-    from downcycle.report.item_paired import parse_pairs
+    from downcycle.reporting.item_paired import parse_pairs
 
     assert parse_pairs("a:b, c:a", ["a", "b", "c"]) == [("a", "b"), ("c", "a")]
     for bad, match in (("a", "MODEL:BASELINE"), ("a:z", "no model named 'z'"), (",", "no pair")):

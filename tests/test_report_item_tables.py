@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from downcycle.report.paired import paired_diff
+from downcycle.reporting.paired import paired_diff
 from item_support import record, write_model
 
 TASKS = ("arc_easy", "piqa")
@@ -45,8 +45,8 @@ def experiment(tmp_path_factory):
 
 def test_report_shows_the_pooled_item_table(experiment):
     from downcycle.recipe import ReportConfig
-    from downcycle.report.build import run_report
-    from downcycle.report.markdown import ITEMS_HEADING
+    from downcycle.reporting.build import run_report
+    from downcycle.reporting.markdown import ITEMS_HEADING
 
     exp, items = experiment
     run_report(ReportConfig(dir=exp, samples=False, cards=False))

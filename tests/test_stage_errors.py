@@ -28,7 +28,7 @@ KJV = ROOT / "examples" / "corpus" / "kjv.jsonl.gz"
 @pytest.fixture(scope="module")
 def env(real_model, real_corpus, tmp_path_factory, one_torch_thread):
     """Every input the cases use: good ones (model M, its corpus C), and bad ones."""
-    from downcycle.data.corpus import build_corpus
+    from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
     from downcycle.tiny import build_tiny
     from eval_support import train_tokenizer

@@ -117,7 +117,7 @@ def test_merged_logits_equal_the_4bit_base_plus_adapter_within_float_rounding(ql
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.loader import PackedDataset
 
     result, out = qlora_run
     merged = AutoModelForCausalLM.from_pretrained(out).eval()

@@ -15,7 +15,7 @@ class MarkovSet(torch.utils.data.Dataset):
     """Packed sequences from a fixed random Markov chain (next token = rule[token], 10% noise).
 
     Train and val sets with the same ``rule_seed`` share the chain, so training lowers val loss.
-    ``ds[i] -> {"input_ids": LongTensor (seq_len,)}``, like ``downcycle.data.loader.PackedDataset``.
+    ``ds[i] -> {"input_ids": LongTensor (seq_len,)}``, like ``downcycle.corpus.loader.PackedDataset``.
     """
 
     def __init__(self, n: int, seq_len: int = 32, seed: int = 0, rule_seed: int = 0, vocab: int = VOCAB) -> None:
@@ -82,7 +82,7 @@ torch.set_num_threads(1)
 from train_support import SlowSet, datasets, train_config
 from downcycle.training import run_train
 if len(sys.argv) > 6:
-    from downcycle.data.loader import PackedDataset
+    from downcycle.corpus.loader import PackedDataset
     train, val = PackedDataset(sys.argv[6], "train"), PackedDataset(sys.argv[6], "val")
 else:
     train, val = datasets()

@@ -86,7 +86,7 @@ def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:
     what its config.json says: the layer count ``--keep`` needs, the embedding rows the ids need."""
     from ..architecture import num_layers
     from ..loading import read_config
-    from ..data.calibration import model_calibration
+    from ..corpus.calibration import model_calibration
 
     model_config = read_config(src)
     resolve_keep(config.keep, num_layers(model_config))

@@ -230,7 +230,7 @@ def width_scores_for_prune(source_dir: Path, data: str, *, samples: int, seq_len
     import torch
 
     from ..loading import load_model, read_config, resolve_device
-    from ..data.calibration import model_calibration
+    from ..corpus.calibration import model_calibration
     from .hidden_stats import as_batches
 
     check_width_family(read_config(Path(source_dir)))

@@ -3,7 +3,7 @@ produces, from that directory's manifest and the manifests it points to.
 
 It says only what the manifests say: the source checkpoint, the kept layers, the strategy and its
 scores when a plan chose them, the healing method and its hyperparameters, the tokens trained, and
-evaluation results when given (rendered by :mod:`downcycle.report.card`). The licence is inherited
+evaluation results when given (rendered by :mod:`downcycle.reporting.card`). The licence is inherited
 from the source's own card (its front matter's ``license``) and omitted when the source declares
 none. No torch import: ``cut`` calls this.
 """

@@ -63,8 +63,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] | None = None) -> D
 def summary(result: DemoResult) -> str:
     """The result in a few lines: the loss of every model, the gap each healing recovered, who won;
     then where the report is."""
-    from ..report.experiment import discover
-    from ..report.summary import summarize
+    from ..reporting.experiment import discover
+    from ..reporting.summary import summarize
 
     out, ran = result.out, result.pipeline
     found = summarize(discover(out))

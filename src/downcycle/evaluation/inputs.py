@@ -102,7 +102,7 @@ def _check_loss_data(cfg: EvalConfig, models: list[tuple[Path, dict[str, Any]]])
         raise DowncycleError("task loss needs --data (held-out text or a corpus directory)")
     corpus = Path(cfg.data)
     if (corpus / "corpus.json").is_file():
-        from ..data.shards import read_corpus_meta
+        from ..corpus.shards import read_corpus_meta
 
         meta = read_corpus_meta(corpus)
         if "val" not in meta["splits"]:
@@ -110,7 +110,7 @@ def _check_loss_data(cfg: EvalConfig, models: list[tuple[Path, dict[str, Any]]])
         for path, config in models:
             check_corpus(corpus, meta, path, config)
     else:
-        from ..data.sources import check_source, iter_texts
+        from ..corpus.sources import check_source, iter_texts
 
         check_source(cfg.data)
         if next(iter_texts(cfg.data, text_field=cfg.text_field, limit_docs=1), None) is None:  # its first record

@@ -21,7 +21,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
     same tokens, windows and context as the NLL), its standard error over documents (sequences).
 
     Args:
-        source: raw text (anything :func:`downcycle.data.sources.iter_texts` reads) or a corpus
+        source: raw text (anything :func:`downcycle.corpus.sources.iter_texts` reads) or a corpus
             directory written by ``downcycle data`` (its ``val`` split; each packed sequence is
             scored on its own, its first token as context, and its bytes counted by decoding).
             Windows of many documents run batched (:func:`~downcycle.evaluation.perplexity.total_nll`).
@@ -36,7 +36,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         raise DowncycleError("task loss needs --data (held-out text or a corpus directory)")
     totals = LossTotals()
     if (Path(source) / "corpus.json").is_file():
-        from ..data.loader import PackedDataset
+        from ..corpus.loader import PackedDataset
 
         ds = PackedDataset(source, split="val")
         n = len(ds) if limit is None else min(limit, len(ds))
@@ -51,7 +51,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
 
         bar = progress_bar(total=n * (ds.seq_len - 1), desc="loss", unit="tok", disable=not progress, leave=False)
     else:
-        from ..data.sources import iter_texts
+        from ..corpus.sources import iter_texts
 
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if prefix is None:

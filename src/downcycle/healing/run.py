@@ -104,7 +104,7 @@ def heal_layers(config: HealConfig, reference: str, kept: list[int], inputs: dic
 
 def _load(config: HealConfig, ref_dir: Path) -> tuple[Any, Any, Any]:
     """The calibration windows (checked against the reference before it loads) and the reference, float32."""
-    from ..data.calibration import model_calibration
+    from ..corpus.calibration import model_calibration
     from ..loading import load_model
 
     calib, _ = model_calibration(ref_dir, config.data, samples=config.samples, seq_len=config.seq_len,

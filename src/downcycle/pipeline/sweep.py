@@ -28,7 +28,7 @@ def sweep_stage(out: Path, stages: list[Stage], recipe: Recipe) -> Stage:
 def sweep_rows(out: Path, models: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per model with its labels and the headline metric of every task; and the metric columns."""
     from ..evaluation.results import read_results
-    from ..report.compare import headline
+    from ..reporting.compare import headline
 
     rows, columns = [], []
     for name, info in models.items():

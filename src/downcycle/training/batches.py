@@ -85,9 +85,9 @@ def open_corpus(path: Path) -> tuple[Any, Any | None]:
     if not (path / "corpus.json").is_file():
         raise DowncycleError(f"{path}: not a corpus directory (no corpus.json); build one with `downcycle data`")
     try:
-        from ..data.loader import PackedDataset
+        from ..corpus.loader import PackedDataset
     except ImportError as e:
-        raise DowncycleError(f"{path}: cannot read corpora: downcycle.data.loader is unavailable ({e})") from None
+        raise DowncycleError(f"{path}: cannot read corpora: downcycle.corpus.loader is unavailable ({e})") from None
     train = PackedDataset(path, split="train")
     try:
         val = PackedDataset(path, split="val")

@@ -1,6 +1,6 @@
 """Calibration batches for analysis: documents from any source, tokenized and packed.
 
-Documents come from :func:`downcycle.data.sources.iter_texts` (local files, dataset directories, HF
+Documents come from :func:`downcycle.corpus.sources.iter_texts` (local files, dataset directories, HF
 ids), are tokenized one at a time, joined with the tokenizer's EOS token and cut into windows of
 ``seq_len`` tokens -- the same packed random-segment style of calibration set that ShortGPT, SLEB
 and Gromov et al. draw from C4/WikiText. Windows are taken in source order (deterministic), so no
