@@ -1,9 +1,10 @@
-"""Shared fixtures: tiny real Hugging Face models built locally (no network), and an in-memory
-reference for what a cut model must compute."""
+"""Fixtures shared by the test folders: tiny real Hugging Face models built locally (no network), the
+shipped corpus and tokenizer, the evaluation tests' models and tokenizers (also used by training and
+integration), a corpus's shard bytes, and a command's stderr as a log and as a terminal see it.
+Fixtures of one folder live in that folder's conftest.py."""
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+EVAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"  # committed task items
 
 
 @pytest.fixture(scope="module")
@@ -42,42 +47,20 @@ def tiny_model(tmp_path_factory):
     return make
 
 
-def decoder_layers(model):
-    """The ModuleList of decoder layers of a loaded model, and its parent and attribute name."""
+@pytest.fixture(scope="session")
+def decoder_layers():
+    """``decoder_layers(model)`` -> the ModuleList of decoder layers of a loaded model, its parent and attribute name."""
     import torch
 
-    n = model.config.get_text_config().num_hidden_layers
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n and name.rsplit(".", 1)[-1] in ("layers", "h"):
-            parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-            return parent, name.rsplit(".", 1)[-1], module
-    raise AssertionError("no decoder layer list found")
+    def find(model):
+        n = model.config.get_text_config().num_hidden_layers
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == n and name.rsplit(".", 1)[-1] in ("layers", "h"):
+                parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+                return parent, name.rsplit(".", 1)[-1], module
+        raise AssertionError("no decoder layer list found")
 
-
-def keep_layers_in_memory(model, kept: list[int]):
-    """The reference a cut must equal: ``model`` with only source layers ``kept`` (in order, repeats
-    as independent copies), built in memory by transformers' own objects.
-
-    Per-layer config lists (attention types, RoPE flags) come from the config that *transformers*
-    derived for the source, so they are an independent oracle for downcycle's config surgery.
-    """
-    ref = copy.deepcopy(model)
-    parent, attr, layers = decoder_layers(ref)
-    new = [copy.deepcopy(layers[i]) for i in kept]
-    for j, layer in enumerate(new):
-        for sub in layer.modules():
-            if hasattr(sub, "layer_idx"):
-                sub.layer_idx = j
-    setattr(parent, attr, type(layers)(new))
-    cfg = ref.config.get_text_config()
-    for key in ("layer_types", "no_rope_layers"):
-        if getattr(cfg, key, None) is not None:
-            setattr(cfg, key, [getattr(cfg, key)[i] for i in kept])
-    if hasattr(cfg, "n_layer"):
-        cfg.n_layer = len(kept)
-    else:
-        cfg.num_hidden_layers = len(kept)
-    return ref
+    return find
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +70,8 @@ def real_corpus(tmp_path_factory):
     from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
 
-    examples = Path(__file__).resolve().parent.parent / "examples"
     out = tmp_path_factory.mktemp("corpus") / "kjv"
-    return build_corpus(DataConfig(tokenizer=str(examples / "tokenizer"), source=[str(examples / "corpus" / "kjv.jsonl.gz")],
+    return build_corpus(DataConfig(tokenizer=str(EXAMPLES / "tokenizer"), source=[str(EXAMPLES / "corpus" / "kjv.jsonl.gz")],
                                    out=out, tokens="120K", seq_len=64, val=0.1, progress=False))
 
 
@@ -99,6 +81,122 @@ def real_model(tiny_model):
     import shutil
 
     path = tiny_model("llama", vocab_size=8192)
-    for f in (Path(__file__).resolve().parent.parent / "examples" / "tokenizer").iterdir():
+    for f in (EXAMPLES / "tokenizer").iterdir():
         shutil.copy2(f, path / f.name)
     return path
+
+
+@pytest.fixture(scope="session")
+def train_tokenizer():
+    """``train_tokenizer(directory, vocab_size=2000, bos=True)``: train a byte-level BPE tokenizer on the
+    committed task items and save it (as a transformers fast tokenizer) into ``directory``.
+
+    With ``bos`` the tokenizer prepends ``<s>`` to every encoding (like Llama's), otherwise it adds
+    nothing (like GPT-2's); ``<s>``/``</s>``/``<pad>`` are ids 1/2/0 either way.
+    """
+    import json
+
+    def texts() -> list[str]:
+        out = []
+        for path in sorted(EVAL_FIXTURES.glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                out.append(" ".join(str(v) for v in json.loads(line).values()))
+        return out
+
+    def train(directory: Path, vocab_size: int = 2000, bos: bool = True):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+        from transformers import PreTrainedTokenizerFast
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(texts(), trainer)
+        if bos:
+            tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+        fast.save_pretrained(directory)
+        return fast
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def build_eval_model(train_tokenizer):
+    """``build_eval_model(directory, family="llama", bos=True, seed=0, **overrides)`` -> ``directory``: a
+    tiny ``family`` model plus a tokenizer (2 layers, 2048 positions): the shipped examples/tokenizer
+    when present (and ``bos``), else one trained on the committed task items."""
+    from downcycle.tiny import build_tiny
+
+    shipped = EXAMPLES / "tokenizer"
+
+    def build(directory: Path, family: str = "llama", bos: bool = True, seed: int = 0, **overrides) -> Path:
+        directory = Path(directory)
+        kwargs = {"num_hidden_layers": 2, "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2,
+                  "pad_token_id": 0, "initializer_range": 0.05}
+        kwargs.update(overrides)
+        if bos and (shipped / "tokenizer.json").is_file():  # the project's real BPE tokenizer (adds BOS)
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(shipped)
+            kwargs.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        else:
+            tok = train_tokenizer(directory, bos=bos)
+        build_tiny(family, directory, seed=seed, vocab_size=len(tok), **kwargs)
+        tok.save_pretrained(directory)
+        return directory
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def corpus_bytes():
+    """``corpus_bytes(corpus)`` -> every shard and boundary file's bytes of a corpus directory, by name."""
+
+    def read(corpus: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(Path(corpus).iterdir()) if p.suffix in (".bin", ".npy")}
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def stderr_of():
+    """``stderr_of(args, terminal)`` -> ``(exit status, stderr)`` of ``python ARGS``, its stderr a pipe
+    (as a log sees it) or (``terminal``) a pseudo-terminal (as a person sees it), with the libraries'
+    progress bars at their defaults (this conftest turns huggingface_hub's off for the tests)."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    switches = ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")  # they would turn the bars off whatever downcycle does
+
+    def run(args: list[str], terminal: bool) -> tuple[int, str]:
+        env = {k: v for k, v in os.environ.items() if k not in switches}
+        env.update(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                   OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        cmd = [sys.executable, *args]
+        if not terminal:
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, env=env, check=False)
+            return done.returncode, done.stderr.decode(errors="replace")  # bytes: text mode would turn each \r into \n
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower, env=env)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(leader)
+        return proc.wait(), b"".join(chunks).decode(errors="replace")
+
+    return run

@@ -18,7 +18,7 @@ from downcycle.errors import DowncycleError
 from downcycle.recipe import AnalyzeConfig, CutConfig
 from downcycle.surgery.plan import load_plan
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "examples" / "tokenizer"
 CORPUS = ROOT / "examples" / "corpus" / "moby_dick.jsonl.gz"
 pytestmark = pytest.mark.skipif(not (TOKENIZER / "tokenizer.json").is_file() or not CORPUS.is_file(),

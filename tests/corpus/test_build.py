@@ -6,16 +6,19 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data_support import MOBY, TOKENIZER, corpus_bytes, read_split, reference_encode, segments
 from downcycle.corpus.build import build_corpus, partial_dir, split_budgets
 from downcycle.corpus.pack import Packer
 from downcycle.errors import DowncycleError
 from downcycle.recipe import DataConfig
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKENIZER = EXAMPLES / "tokenizer"
+MOBY = EXAMPLES / "corpus" / "moby_dick.jsonl.gz"
 SEQ = 128
 
 
@@ -26,7 +29,7 @@ def _cfg(tmp_path, name="c", **kw) -> DataConfig:
 
 
 @pytest.fixture(scope="module")
-def moby():
+def moby(reference_encode):
     with gzip.open(MOBY, "rt", encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f]
     return texts, reference_encode(texts)
@@ -38,7 +41,7 @@ def built(tmp_path_factory):
     return build_corpus(_cfg(tmp_path_factory.mktemp("corpus"), tokens="200K"))
 
 
-def test_exact_budget_manifest_and_shards_agree(built):
+def test_exact_budget_manifest_and_shards_agree(built, read_split):
     meta = json.loads((built / "corpus.json").read_text())
     manifest = json.loads((built / "downcycle.json").read_text())
     train_b, val_b = split_budgets(200_000, 0.05, SEQ)
@@ -57,7 +60,7 @@ def test_exact_budget_manifest_and_shards_agree(built):
     assert manifest["stage"] == "data" and manifest["inputs"]["tokenizer"]["sha256"] == meta["tokenizer"]["sha256"]
 
 
-def test_every_document_once_in_order_with_eos_and_disjoint_splits(built, moby):
+def test_every_document_once_in_order_with_eos_and_disjoint_splits(built, moby, read_split, segments):
     _, encoded = moby
     by_tokens: dict[tuple, list[int]] = {}
     for i, ids in enumerate(encoded):
@@ -85,7 +88,7 @@ def test_every_document_once_in_order_with_eos_and_disjoint_splits(built, moby):
     assert len(seen["val"]) >= 2
 
 
-def test_source_order_without_shuffle_is_the_exact_concatenation(tmp_path, moby):
+def test_source_order_without_shuffle_is_the_exact_concatenation(tmp_path, moby, read_split):
     _, encoded = moby
     out = build_corpus(_cfg(tmp_path, tokens="100K", val=0.0, shuffle_tokens="0"))
     tokens, _ = read_split(out, "train")
@@ -95,14 +98,14 @@ def test_source_order_without_shuffle_is_the_exact_concatenation(tmp_path, moby)
     assert "val" not in json.loads((out / "corpus.json").read_text())["splits"]
 
 
-def test_same_seed_same_bytes_other_seed_differs(tmp_path, built):
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, built, corpus_bytes):
     again = build_corpus(_cfg(tmp_path, "again", tokens="200K"))
     assert corpus_bytes(again) == corpus_bytes(built)
     other = build_corpus(_cfg(tmp_path, "other", tokens="200K", seed=1))
     assert corpus_bytes(other) != corpus_bytes(built)
 
 
-def test_resume_after_interruption_gives_the_same_bytes(tmp_path, built, monkeypatch):
+def test_resume_after_interruption_gives_the_same_bytes(tmp_path, built, monkeypatch, corpus_bytes):
     calls = {"n": 0}
     original = Packer._close_shard
 
@@ -195,7 +198,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "too few tokens" in capsys.readouterr().err
 
 
-def test_progress_bar_shows_tokens_per_second_and_resume_state_of_another_config_is_ignored(tmp_path, capsys, monkeypatch):
+def test_progress_bar_shows_tokens_per_second_and_resume_state_of_another_config_is_ignored(tmp_path, capsys, monkeypatch,
+                                                                                            corpus_bytes):
     cfg = _cfg(tmp_path, "p", tokens="20K", progress=True)
     work = partial_dir(cfg.out)
     work.mkdir()

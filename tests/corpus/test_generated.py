@@ -14,7 +14,7 @@ from downcycle.corpus.generated import GenerationOptions, iter_generated, sample
 from downcycle.errors import DowncycleError
 from downcycle.recipe import DataConfig
 
-KJV = str(Path(__file__).resolve().parent.parent / "examples" / "corpus" / "kjv.jsonl.gz")
+KJV = str(Path(__file__).resolve().parents[2] / "examples" / "corpus" / "kjv.jsonl.gz")
 
 
 def test_greedy_rows_equal_transformers_generate(real_model, one_torch_thread):

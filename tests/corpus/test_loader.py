@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from data_support import MOBY, TOKENIZER, read_split
 from downcycle.corpus.build import build_corpus
 from downcycle.corpus.loader import PackedDataset, RankSampler, rank_indices
 from downcycle.errors import DowncycleError
 from downcycle.recipe import DataConfig
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKENIZER = EXAMPLES / "tokenizer"
+MOBY = EXAMPLES / "corpus" / "moby_dick.jsonl.gz"
 SEQ = 64
 
 
@@ -24,7 +27,7 @@ def corpus(tmp_path_factory):
     return build_corpus(cfg)
 
 
-def test_items_are_the_shard_rows(corpus):
+def test_items_are_the_shard_rows(corpus, read_split):
     ds = PackedDataset(corpus, "train")
     tokens, _ = read_split(corpus, "train")
     assert len(ds) == len(tokens) // SEQ == ds.meta["splits"]["train"]["sequences"] and ds.seq_len == SEQ
@@ -40,7 +43,7 @@ def test_items_are_the_shard_rows(corpus):
     assert batch["input_ids"].shape == (4, SEQ)
 
 
-def test_document_positions_restart_at_each_document(corpus):
+def test_document_positions_restart_at_each_document(corpus, read_split):
     ds = PackedDataset(corpus, "train", document_positions=True)
     _, starts = read_split(corpus, "train")
     starts_set = set(starts)

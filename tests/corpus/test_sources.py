@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
-from data_support import CORPUS, MOBY
 from downcycle.corpus.sources import iter_texts
 from downcycle.errors import DowncycleError
 
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
+MOBY = CORPUS / "moby_dick.jsonl.gz"
 DOCS = ["The first document.\nIt has two lines.", "Second: ünïcödé, “quotes” and emoji 🐋.", "Third one."]
 
 

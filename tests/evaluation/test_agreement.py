@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_support import FIXTURES, build_eval_model
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"  # the committed task items
 
 lm_eval = pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ BATCH = 32
 # float64 on both sides: the tiny random model gives continuations of 100+ tokens log-likelihoods
 # beyond -1000, where one float32 ulp is 1.2e-4, so float32 sums could only be compared to within an
 # ulp; in float64 any difference left would come from different token sequences, which is what is tested.
-# (tests/test_eval_scoring.py checks the float32 packed path against the unpacked one.)
+# (tests/evaluation/test_scoring.py checks the float32 packed path against the unpacked one.)
 DTYPE = "float64"
 
 
@@ -58,7 +58,7 @@ def _harness_yaml(directory: Path, task: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, build_eval_model):
     return build_eval_model(tmp_path_factory.mktemp("agree") / "llama-bpe")
 
 

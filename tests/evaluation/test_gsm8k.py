@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_support import FIXTURES, build_eval_model
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"  # the committed task items
 
 N_DOCS = 50  # every committed test item
 
@@ -165,7 +165,7 @@ def test_known_extractions():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, build_eval_model):
     return build_eval_model(tmp_path_factory.mktemp("gsm8k") / "llama")
 
 

@@ -53,9 +53,7 @@ def test_kl_equals_a_hand_computation_and_leaves_the_nll_alone(tiny_model, one_t
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    from eval_support import build_eval_model
-
+def models(tmp_path_factory, build_eval_model):
     root = tmp_path_factory.mktemp("kl")
     return build_eval_model(root / "ref", seed=0), build_eval_model(root / "cut", seed=3, num_hidden_layers=1)
 
@@ -95,11 +93,10 @@ def test_eval_reports_kl_ref_and_the_reference_gets_zero(models, tmp_path):
     assert f"{c['kl_ref'].value:.4f} (+{c['kl_ref'].value:.4f})" in result.markdown
 
 
-def test_reference_is_checked_before_any_model_is_loaded(models, tmp_path):
+def test_reference_is_checked_before_any_model_is_loaded(models, tmp_path, build_eval_model):
     from downcycle.errors import DowncycleError
     from downcycle.evaluation.run import run_eval
     from downcycle.recipe import EvalConfig
-    from eval_support import build_eval_model
 
     ref, cut = models
     data = tmp_path / "val.jsonl"

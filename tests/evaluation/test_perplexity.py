@@ -10,14 +10,12 @@ import math
 import pytest
 import torch
 
-from eval_support import build_eval_model
-
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light.")
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory):
+def lm(tmp_path_factory, build_eval_model):
     from downcycle.loading import load_model, load_tokenizer
 
     path = build_eval_model(tmp_path_factory.mktemp("ppl") / "llama")

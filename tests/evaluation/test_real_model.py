@@ -19,7 +19,7 @@ import pytest
 lm_eval = pytest.importorskip("lm_eval")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_eval_real as bench
 

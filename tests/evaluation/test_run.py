@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
-from eval_support import FIXTURES, build_eval_model
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"  # the committed task items
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory):
+def two_models(tmp_path_factory, build_eval_model):
     root = tmp_path_factory.mktemp("evalrun")
     return build_eval_model(root / "reference", seed=0), build_eval_model(root / "cut", seed=1, num_hidden_layers=1)
 

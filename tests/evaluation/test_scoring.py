@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from eval_support import build_eval_model
-
 CONTEXTS = ["Question: Which gas do plants take in?\nAnswer:", "The cat sat on the", "A man is sitting on a roof. He",
             "In 1492 Columbus sailed the ocean"]
 CHOICES = [" carbon dioxide", " oxygen", " nitrogen and a great deal of argon", " blue"]
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2", "mistral"])
-def setup(request, tmp_path_factory):
+def setup(request, tmp_path_factory, build_eval_model):
     from downcycle.evaluation.encoding import Encoder
     from downcycle.evaluation.run import max_length
     from downcycle.loading import load_model, load_tokenizer

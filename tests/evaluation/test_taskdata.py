@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_support import FIXTURES, build_eval_model
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"  # the committed task items
 
 pa = pytest.importorskip("pyarrow")
 
@@ -129,7 +129,7 @@ def test_default_location(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory):
+def two_models(tmp_path_factory, build_eval_model):
     root = tmp_path_factory.mktemp("sample")
     return build_eval_model(root / "a", seed=0), build_eval_model(root / "b", seed=1, num_hidden_layers=1)
 

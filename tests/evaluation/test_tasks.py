@@ -4,10 +4,11 @@ data loads from jsonl, parquet and save_to_disk directories."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from eval_support import FIXTURES
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"  # the committed task items
 
 
 def _first(stem: str) -> dict:

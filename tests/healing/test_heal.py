@@ -16,7 +16,7 @@ from downcycle.healing.run import run_heal
 from downcycle.recipe import CutConfig, HealConfig
 from downcycle.surgery.cut import cut
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "examples" / "tokenizer"
 CORPUS = ROOT / "examples" / "corpus" / "moby_dick.jsonl.gz"
 SAMPLES, SEQ = 16, 24
@@ -66,25 +66,30 @@ def windows(ref: Path) -> torch.Tensor:
     return model_calibration(ref, str(CORPUS), samples=SAMPLES, seq_len=SEQ)[0].input_ids
 
 
-def reference_states(ref: Path, ids: torch.Tensor, layer_inputs: list[int], mlp_of: list[int]) -> dict:
-    """Inputs of layers and MLP outputs of the reference, by hooks written here (not the healing module's)."""
+@pytest.fixture(scope="module")
+def reference_states(decoder_layers):
+    """``reference_states(ref, ids, layer_inputs, mlp_of)`` -> inputs of layers and MLP outputs of the
+    reference, by hooks written here (not the healing module's)."""
     from transformers import AutoModelForCausalLM
 
-    from conftest import decoder_layers
+    def states(ref: Path, ids: torch.Tensor, layer_inputs: list[int], mlp_of: list[int]) -> dict:
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32).eval()
+        layers = decoder_layers(model)[2]
+        got: dict = {}
+        hooks = [layers[i].register_forward_pre_hook(lambda m, a, k, i=i: got.__setitem__(("in", i), (a[0] if a else k["hidden_states"])),
+                                                     with_kwargs=True)
+                 for i in layer_inputs]
+        for i in mlp_of:
+            mlp = layers[i].mlp
+            hooks.append(mlp.register_forward_hook(
+                lambda m, a, o, i=i: got.__setitem__(("mlp", i), o[0] if isinstance(o, tuple) else o)))
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+        for h in hooks:
+            h.remove()
+        return {k: v.double() for k, v in got.items()}
 
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32).eval()
-    layers = decoder_layers(model)[2]
-    got: dict = {}
-    hooks = [layers[i].register_forward_pre_hook(lambda m, a, k, i=i: got.__setitem__(("in", i), (a[0] if a else k["hidden_states"])),
-                                                 with_kwargs=True) for i in layer_inputs]
-    for i in mlp_of:
-        mlp = layers[i].mlp
-        hooks.append(mlp.register_forward_hook(lambda m, a, o, i=i: got.__setitem__(("mlp", i), o[0] if isinstance(o, tuple) else o)))
-    with torch.no_grad():
-        model(input_ids=ids, use_cache=False)
-    for h in hooks:
-        h.remove()
-    return {k: v.double() for k, v in got.items()}
+    return states
 
 
 def test_find_gaps():
@@ -96,12 +101,10 @@ def test_find_gaps():
 
 
 @pytest.mark.parametrize("family", LINEAR_FAMILIES)
-def test_linear_map_is_the_least_squares_solution_and_folds_exactly(family, ref_of, tmp_path):
+def test_linear_map_is_the_least_squares_solution_and_folds_exactly(family, ref_of, tmp_path, reference_states, decoder_layers):
     """T equals an independent least-squares solution on the same activations (1e-6 relative, float64); the
     healed model's state entering the first layer after the gap equals R + X·T on the calibration tokens."""
     from transformers import AutoModelForCausalLM
-
-    from conftest import decoder_layers
 
     ref = ref_of(family)
     result = heal(make_cut(ref, tmp_path / "cut", "0-1,4-5"), tmp_path / "healed")
@@ -127,10 +130,9 @@ def test_linear_map_is_the_least_squares_solution_and_folds_exactly(family, ref_
     assert (s[("in", 2)] - expected).abs().max() > 1e-2 * expected.abs().max()
 
 
-def test_a_gap_of_identity_layers_gives_the_identity_and_unchanged_logits(tmp_path, ref_of):
+def test_a_gap_of_identity_layers_gives_the_identity_and_unchanged_logits(tmp_path, ref_of, decoder_layers):
     from transformers import AutoModelForCausalLM
 
-    from conftest import decoder_layers
     from downcycle.tiny import build_tiny
 
     ref = with_tokenizer(build_tiny("llama", tmp_path / "ref", vocab_size=8192, max_position_embeddings=64))

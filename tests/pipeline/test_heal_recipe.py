@@ -18,7 +18,7 @@ from downcycle.pipeline.run import run_recipe
 from downcycle.pipeline.recipe_stages import build_stages
 from downcycle.recipe import RunConfig
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")

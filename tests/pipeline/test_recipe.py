@@ -12,7 +12,7 @@ from downcycle.errors import DowncycleError
 from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.pipeline.recipe_stages import build_stages
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _recipe(tmp_path: Path, reference: Path, **changes) -> dict:

@@ -15,7 +15,7 @@ from downcycle.errors import DowncycleError
 from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.pipeline.recipe_stages import build_stages
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 KJV = str(EXAMPLES / "corpus" / "kjv.jsonl.gz")
 

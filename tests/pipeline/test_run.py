@@ -18,7 +18,7 @@ from downcycle.pipeline.recipe_file import load_recipe
 from downcycle.pipeline.run import run_recipe, run_sweep
 from downcycle.recipe import RunConfig, SweepConfig
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ALL = ["data", "analyze", "cut-first", "cut-block", "heal-first-lora", "heal-block-lora", "heal-block-distill", "eval",
        "compare", "report"]
 
