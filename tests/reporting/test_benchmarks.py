@@ -14,8 +14,8 @@ import pytest
 
 from downcycle.reporting.paired import Paired, compare_pair, paired_diff, read_items
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
-KJV = Path(__file__).resolve().parent.parent / "examples" / "corpus" / "kjv.jsonl.gz"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
+KJV = Path(__file__).resolve().parents[2] / "examples" / "corpus" / "kjv.jsonl.gz"
 
 
 def test_paired_diff_known_answer():

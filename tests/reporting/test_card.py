@@ -15,7 +15,6 @@ from downcycle.recipe import CutConfig
 from downcycle.reporting.card import card_text, write_card
 from downcycle.surgery.cut import cut
 from downcycle.surgery.plan import Plan
-from report_support import REFERENCE_README, experiment  # noqa: F401  (the session fixture)
 
 
 def _split(card: str) -> tuple[dict, str]:
@@ -24,10 +23,10 @@ def _split(card: str) -> tuple[dict, str]:
     return yaml.safe_load(meta), body
 
 
-def test_cut_card_from_layers_inherits_the_licence(tiny_model, tmp_path):
+def test_cut_card_from_layers_inherits_the_licence(tiny_model, tmp_path, reference_readme):
     src = tmp_path / "my-model"
     shutil.copytree(tiny_model("llama"), src)
-    (src / "README.md").write_text(REFERENCE_README)
+    (src / "README.md").write_text(reference_readme)
     cut(CutConfig(source=str(src), out=tmp_path / "out", layers="0-2,4"))
     meta, body = _split((tmp_path / "out" / "README.md").read_text())
     assert meta == {"base_model": "my-model", "library_name": "transformers", "license": "apache-2.0",
@@ -48,7 +47,7 @@ def test_cut_card_from_a_plan_names_strategy_and_score(tiny_model, tmp_path):
     assert "strategy `block`, metric `angular-last`" in body and '`{"d(3,5)": 0.125}`' in body and "kept 4 of 6" in body
 
 
-def test_healed_card_walks_back_to_the_cut_and_its_source(experiment):  # noqa: F811
+def test_healed_card_walks_back_to_the_cut_and_its_source(experiment):
     card = (experiment / "sweep" / "a-healed" / "README.md").read_text()  # written by `train` (maybe refreshed by a report)
     meta, body = _split(card)
     manifest = json.loads((experiment / "sweep" / "a-healed" / "downcycle.json").read_text())
@@ -86,7 +85,7 @@ def test_front_matter_licence(tmp_path):
     assert front_matter_license(tmp_path / "missing.md") is None
 
 
-def test_card_command_with_results_and_errors(experiment, tmp_path, capsys):  # noqa: F811
+def test_card_command_with_results_and_errors(experiment, tmp_path, capsys):
     from downcycle.cli import main
 
     model, results = experiment / "sweep" / "b", experiment / "scores" / "b" / "results.json"

@@ -13,7 +13,6 @@ import pytest
 from downcycle.evaluation.metrics import choice_log_probs, item_metrics, ratio_stderr
 from downcycle.reporting.item_metrics import MULTI_GOLD, NO_CHARS, choice_kl, read_task_items
 from downcycle.reporting.paired import paired_diff
-from item_support import CHARS, lls_with, record, write_model
 
 LN = math.log
 
@@ -49,16 +48,22 @@ BASE_RIGHT = [1, 1, 0, 0, 1, 0]
 MODEL_RIGHT = [1, 0, 1, 0, 0, 0]  # right -> wrong: items 1 and 4; wrong -> right: item 2
 
 
-def _flip_files(root: Path, new: bool = True) -> tuple[Path, Path]:
-    base = [record(i, i % 3, bool(r), -2.0 - 0.1 * i, new=new) for i, r in enumerate(BASE_RIGHT)]
-    model = [record(i, i % 3, bool(r), -2.5 - 0.05 * i, new=new) for i, r in enumerate(MODEL_RIGHT)]
-    return write_model(root, "base", {"arc_easy": base}), write_model(root, "model", {"arc_easy": model})
+@pytest.fixture
+def flip_files(record, write_model):
+    """``flip_files(root, new=True)`` -> the base's and the model's directories of six items."""
+
+    def write(root: Path, new: bool = True) -> tuple[Path, Path]:
+        base = [record(i, i % 3, bool(r), -2.0 - 0.1 * i, new=new) for i, r in enumerate(BASE_RIGHT)]
+        model = [record(i, i % 3, bool(r), -2.5 - 0.05 * i, new=new) for i, r in enumerate(MODEL_RIGHT)]
+        return write_model(root, "base", {"arc_easy": base}), write_model(root, "model", {"arc_easy": model})
+
+    return write
 
 
-def test_flips_and_paired_values_on_six_items(tmp_path):
+def test_flips_and_paired_values_on_six_items(tmp_path, flip_files, lls_with, choice_chars):
     from downcycle.reporting.item_metrics import compare_items
 
-    b, m = _flip_files(tmp_path)
+    b, m = flip_files(tmp_path)
     a = read_task_items(m / "samples", "arc_easy", "acc")
     z = read_task_items(b / "samples", "arc_easy", "acc")
     row = compare_items("arc_easy", "model", "base", a, z)
@@ -68,7 +73,7 @@ def test_flips_and_paired_values_on_six_items(tmp_path):
     gb = [-2.0 - 0.1 * i for i in range(6)]
     assert (row.gold_ll.value, row.gold_ll.se) == pytest.approx(paired_diff(gm, gb))
     assert (row.gold_ll_char.value, row.gold_ll_char.se) == pytest.approx(
-        paired_diff([g / CHARS[i % 3] for i, g in enumerate(gm)], [g / CHARS[i % 3] for i, g in enumerate(gb)]))
+        paired_diff([g / choice_chars[i % 3] for i, g in enumerate(gm)], [g / choice_chars[i % 3] for i, g in enumerate(gb)]))
     bm = [item_metrics(lls_with(i % 3, bool(r), g), i % 3, None)["brier"] for i, (r, g) in enumerate(zip(MODEL_RIGHT, gm))]
     bb = [item_metrics(lls_with(i % 3, bool(r), g), i % 3, None)["brier"] for i, (r, g) in enumerate(zip(BASE_RIGHT, gb))]
     assert (row.brier.value, row.brier.se) == pytest.approx(paired_diff(bm, bb))
@@ -79,13 +84,13 @@ def test_flips_and_paired_values_on_six_items(tmp_path):
     assert row.choice_kl.se == pytest.approx(math.sqrt(sum((k - mean) ** 2 for k in kls) / 5 / 6))
 
 
-def test_older_samples_are_derived_from_loglikelihoods(tmp_path):
+def test_older_samples_are_derived_from_loglikelihoods(tmp_path, flip_files):
     """Samples written before eval recorded the new fields: gold_ll and brier from the
     log-likelihoods (the same values), the per-character form missing, with the reason."""
     from downcycle.reporting.item_metrics import compare_items
 
-    new_b, new_m = _flip_files(tmp_path / "new")
-    old_b, old_m = _flip_files(tmp_path / "old", new=False)
+    new_b, new_m = flip_files(tmp_path / "new")
+    old_b, old_m = flip_files(tmp_path / "old", new=False)
     assert "gold_ll" not in json.loads((old_m / "samples" / "arc_easy.jsonl").read_text().splitlines()[0])
     new = compare_items("t", "m", "b", read_task_items(new_m / "samples", "arc_easy", "acc"), read_task_items(new_b / "samples", "arc_easy", "acc"))
     old = compare_items("t", "m", "b", read_task_items(old_m / "samples", "arc_easy", "acc"), read_task_items(old_b / "samples", "arc_easy", "acc"))
@@ -95,7 +100,7 @@ def test_older_samples_are_derived_from_loglikelihoods(tmp_path):
     assert (old.right_to_wrong, old.wrong_to_right) == (2, 1)
 
 
-def test_equal_accuracy_but_gold_ll_moves_beyond_two_standard_errors(tmp_path):
+def test_equal_accuracy_but_gold_ll_moves_beyond_two_standard_errors(tmp_path, record, write_model):
     """The point of the continuous metrics: the same answers right and wrong, so accuracy cannot
     move, while every gold log-likelihood rose by about 0.1 nats."""
     from downcycle.recipe import CompareConfig
@@ -118,7 +123,7 @@ def test_equal_accuracy_but_gold_ll_moves_beyond_two_standard_errors(tmp_path):
     assert task["choice_kl"]["mean"] > 0
 
 
-def test_compare_writes_per_task_and_pooled_tables(tmp_path):
+def test_compare_writes_per_task_and_pooled_tables(tmp_path, record, write_model):
     """Two benchmarks, a multi-gold task and a generative one; pairs given with --pairs; the pooled
     row is paired_diff over the concatenated items of the pooled tasks."""
     from downcycle.recipe import CompareConfig
@@ -165,11 +170,11 @@ def test_compare_writes_per_task_and_pooled_tables(tmp_path):
     assert result.markdown == md
 
 
-def test_compare_of_older_samples_shows_a_dash_for_the_per_character_form(tmp_path):
+def test_compare_of_older_samples_shows_a_dash_for_the_per_character_form(tmp_path, flip_files):
     from downcycle.recipe import CompareConfig
     from downcycle.reporting.compare import run_compare
 
-    _flip_files(tmp_path, new=False)
+    flip_files(tmp_path, new=False)
     result = run_compare(CompareConfig(results=[str(tmp_path / "base"), str(tmp_path / "model")], out=tmp_path / "cmp", plots=False))
     line = next(x for x in result.markdown.splitlines() if x.startswith("| arc_easy | model | base | 6 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from downcycle.reporting.paired import paired_diff
-from item_support import record, write_model
 
 TASKS = ("arc_easy", "piqa")
 
@@ -22,33 +21,33 @@ def _manifest(directory: Path, stage: str, config: dict, inputs: dict, outputs: 
     write_manifest(directory, stage, config, inputs, outputs)
 
 
-def _items(seed: int) -> dict[str, list[dict]]:
+def _items(record, seed: int) -> dict[str, list[dict]]:
     """Per task, items whose correctness and gold log-likelihood depend on ``seed``."""
     return {task: [record(i, i % 3, (i * (seed + 2) + t) % 3 != 0, -1.5 - 0.1 * ((i * (seed + 1)) % 5) - 0.2 * seed)
                    for i in range(6 + t)] for t, task in enumerate(TASKS)}
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
+def item_experiment(tmp_path_factory, record, write_model):
     root = tmp_path_factory.mktemp("items")
     ref, exp = root / "ref", root / "exp"
     ref.mkdir()
     cut, healed = exp / "cut-a", exp / "healed-a"
     _manifest(cut, "cut", {"layers": "0"}, {"source_path": str(ref)}, {"kept_layers": [0]})
     _manifest(healed, "train", {"method": "full"}, {"model": {"path": str(cut)}}, {"tokens": 100})
-    items = {"ref": _items(0), "cut-a": _items(1), "healed-a": _items(2)}
+    items = {"ref": _items(record, 0), "cut-a": _items(record, 1), "healed-a": _items(record, 2)}
     for name, path in (("ref", ref), ("cut-a", cut), ("healed-a", healed)):
         write_model(exp / "eval", name, items[name], path=path)
     _manifest(exp / "eval", "eval", {}, {}, {n: f"{n}/results.json" for n in items})
     return exp, items
 
 
-def test_report_shows_the_pooled_item_table(experiment):
+def test_report_shows_the_pooled_item_table(item_experiment):
     from downcycle.recipe import ReportConfig
     from downcycle.reporting.build import run_report
     from downcycle.reporting.markdown import ITEMS_HEADING
 
-    exp, items = experiment
+    exp, items = item_experiment
     run_report(ReportConfig(dir=exp, samples=False, cards=False))
     rows = json.loads((exp / "report" / "downcycle.json").read_text())["outputs"]["item_paired"]
     pooled = [r for r in rows if r["task"] == "pooled"]

@@ -18,14 +18,13 @@ import pytest
 from downcycle.errors import DowncycleError
 from downcycle.evaluation.results import read_results
 from downcycle.recipe import ReportConfig
-from report_support import REFERENCE_README, experiment  # noqa: F401  (the session fixture)
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["In the beginning", "The whale"]
 
 
 @pytest.fixture(scope="module")
-def report(experiment):  # noqa: F811
+def report(experiment):
     from downcycle.reporting.build import run_report
 
     return run_report(ReportConfig(dir=experiment, prompt=PROMPTS, new_tokens=6))
@@ -66,7 +65,7 @@ def _parse(page: str) -> _Tables:
     return p
 
 
-def test_discovers_models_by_manifest_not_by_name(experiment):  # noqa: F811
+def test_discovers_models_by_manifest_not_by_name(experiment):
     from downcycle.reporting.experiment import discover
 
     (experiment / ".sweep.tmp-1234").mkdir()  # an atomic temporary: never a stage
@@ -81,7 +80,7 @@ def test_discovers_models_by_manifest_not_by_name(experiment):  # noqa: F811
     assert exp.model("sweep/b").results.model.path.endswith("sweep/b")
 
 
-def test_tables_hold_the_numbers_of_the_results_files(experiment, report):  # noqa: F811
+def test_tables_hold_the_numbers_of_the_results_files(experiment, report):
     page = report.html.read_text()
     models = _parse(page).tables[0]
     head, rows = models[0], {r[0]: r for r in models[1:]}
@@ -104,7 +103,7 @@ def test_tables_hold_the_numbers_of_the_results_files(experiment, report):  # no
     assert rows["sweep/a-healed"][2] == "first (layers 0-2) / lora" and rows["sweep/b-healed"][2] == "block / full"
 
 
-def test_gap_recovered_and_winners_known_answer(experiment):  # noqa: F811
+def test_gap_recovered_and_winners_known_answer(experiment):
     from downcycle.reporting.experiment import discover
     from downcycle.reporting.summary import summarize
 
@@ -137,7 +136,7 @@ def test_html_is_self_contained(report):
     assert (report.markdown.parent / "report" / "downcycle.json").is_file()
 
 
-def test_samples_are_greedy_cached_and_regenerated_on_change(experiment, report):  # noqa: F811
+def test_samples_are_greedy_cached_and_regenerated_on_change(experiment, report):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,15 +165,15 @@ def test_samples_are_greedy_cached_and_regenerated_on_change(experiment, report)
     (experiment / "report" / "samples.json").write_text(json.dumps(doc))  # leave the cache as the module found it
 
 
-def test_cards_refreshed_with_results(experiment, report):  # noqa: F811
+def test_cards_refreshed_with_results(experiment, report, reference_readme):
     assert sorted(report.cards) == ["sweep/a", "sweep/a-healed", "sweep/b", "sweep/b-healed"]  # not the reference outside DIR
     card = (experiment / "sweep" / "b-healed" / "README.md").read_text()
     nll = read_results(experiment / "scores" / "b-healed" / "results.json").tasks["loss"].metrics["nll"].value
     assert "## Evaluation" in card and f"| loss | nll | {nll:.4f} |" in card
-    assert (experiment.parent / "ref" / "README.md").read_text() == REFERENCE_README  # the source's card untouched
+    assert (experiment.parent / "ref" / "README.md").read_text() == reference_readme  # the source's card untouched
 
 
-def test_errors_and_cli(tmp_path, experiment, report, capsys):  # noqa: F811
+def test_errors_and_cli(tmp_path, experiment, report, capsys):
     from downcycle.cli import main
     from downcycle.reporting.build import run_report
 
@@ -207,7 +206,7 @@ def test_renders_in_headless_chromium(report, tmp_path):
     assert sum(histogram[:128]) > 0.005 * 1200 * 4000  # a real amount of dark ink (text, tables, plots)
 
 
-def test_analysis_plots_redrawn_from_scores_when_missing(experiment, tmp_path):  # noqa: F811
+def test_analysis_plots_redrawn_from_scores_when_missing(experiment, tmp_path):
     from downcycle.reporting.experiment import Experiment, Stage
     from downcycle.reporting.figures import analysis_figures
 
@@ -226,7 +225,7 @@ def test_analysis_plots_redrawn_from_scores_when_missing(experiment, tmp_path): 
     assert f"kept {plan['kept_layers']} of 6 layers by strategy block" in figures[0].caption
 
 
-def test_a_moved_experiment_is_read_the_same(experiment, tmp_path):  # noqa: F811
+def test_a_moved_experiment_is_read_the_same(experiment, tmp_path):
     """Manifests and results record absolute paths; a copied experiment directory still links each
     healed model to its cut and each model to its results (cuts of equal depth share a config.json)."""
     import shutil

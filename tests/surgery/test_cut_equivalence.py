@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import keep_layers_in_memory
 from downcycle.surgery.cut import cut
 from downcycle.surgery.layerspec import parse_layers
 from downcycle.recipe import CutConfig
@@ -29,7 +28,7 @@ def ids():
 
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_cut_logits_equal_in_memory_reference(tiny_model, tmp_path, ids, family, spec):
+def test_cut_logits_equal_in_memory_reference(tiny_model, tmp_path, ids, family, spec, keep_layers_in_memory):
     src = tiny_model(family)
     out = tmp_path / "cut"
     result = cut(CutConfig(source=str(src), out=out, layers=spec))
@@ -46,7 +45,7 @@ def test_cut_logits_equal_in_memory_reference(tiny_model, tmp_path, ids, family,
 
 
 @pytest.mark.parametrize("family", ["gemma2", "qwen2", "cohere2"])
-def test_implicit_layer_types_are_written_out(tiny_model, tmp_path, ids, family):
+def test_implicit_layer_types_are_written_out(tiny_model, tmp_path, ids, family, keep_layers_in_memory):
     """Older checkpoints omit layer_types; a cut that let transformers re-derive them for the new
     depth would give kept layers the wrong attention type. The logits catch it."""
     src = tiny_model(family)
@@ -85,7 +84,7 @@ def test_cut_model_generates_with_kv_cache(tiny_model, tmp_path):
     assert torch.equal(cached, uncached)
 
 
-def test_multimodal_text_config_cut(tmp_path, ids):
+def test_multimodal_text_config_cut(tmp_path, ids, keep_layers_in_memory):
     """Gemma-3 with a vision tower: only the text decoder's layers are cut (nested text_config)."""
     import transformers
 

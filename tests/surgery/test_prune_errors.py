@@ -10,8 +10,6 @@ import pytest
 
 from downcycle.errors import DowncycleError
 from downcycle.surgery.width_plan import SCORES_KIND, WidthPlan, check_plan, select_width
-from prune_support import FFN, HEADS, HIDDEN, KV, LAYERS, random_rows, write_plan
-from test_cut_errors import assert_clean_failure, run
 
 
 def _scores(layers=2, f=6, h=4, kv=2, d=5, **override):
@@ -72,29 +70,32 @@ def src(tiny_model):
     return tiny_model("llama")
 
 
-def _plan(tmp_path, **fields):
-    return write_plan(tmp_path / "plan.json", **fields)
+@pytest.fixture
+def plan_file(tmp_path, write_plan):
+    """``plan_file(**fields)`` -> ``tmp_path/plan.json``, a width plan holding ``fields``."""
+    return lambda **fields: write_plan(tmp_path / "plan.json", **fields)
 
 
 @pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "cohere2"])
-def test_unknown_family_is_refused(capsys, tiny_model, tmp_path, family):
-    code, err = run(capsys, "prune", tiny_model(family), tmp_path / "out", "--plan", _plan(tmp_path, hidden=[0, 1]))
+def test_unknown_family_is_refused(capsys, tiny_model, tmp_path, family, plan_file, run_cli, assert_clean_failure):
+    code, err = run_cli(capsys, "prune", tiny_model(family), tmp_path / "out", "--plan", plan_file(hidden=[0, 1]))
     assert_clean_failure(code, err, tmp_path / "out", f"cannot prune the width of a '{family}' model", "llama")
 
 
-def test_heads_not_a_multiple_of_kv_heads(capsys, src, tmp_path):
+def test_heads_not_a_multiple_of_kv_heads(capsys, src, tmp_path, shape, run_cli, assert_clean_failure):
     scores = tmp_path / "scores.json"
-    scores.write_text(json.dumps(_scores(LAYERS, FFN, HEADS, KV, HIDDEN, ffn=[[1.0] * FFN] * LAYERS, hidden=[1.0] * HIDDEN)))
-    code, err = run(capsys, "prune", src, tmp_path / "out", "--scores", scores, "--heads", "3")
+    scores.write_text(json.dumps(_scores(shape.layers, shape.ffn, shape.heads, shape.kv, shape.hidden,
+                                         ffn=[[1.0] * shape.ffn] * shape.layers, hidden=[1.0] * shape.hidden)))
+    code, err = run_cli(capsys, "prune", src, tmp_path / "out", "--scores", scores, "--heads", "3")
     assert_clean_failure(code, err, tmp_path / "out", "--heads 3", "multiple of the 2 kept KV heads")
-    code, err = run(capsys, "prune", src, tmp_path / "out", "--scores", scores, "--ffn", "100")
+    code, err = run_cli(capsys, "prune", src, tmp_path / "out", "--scores", scores, "--ffn", "100")
     assert_clean_failure(code, err, tmp_path / "out", "--ffn 100", "64 (intermediate_size)")
 
 
-def test_scores_of_another_model(capsys, src, tmp_path):
+def test_scores_of_another_model(capsys, src, tmp_path, run_cli, assert_clean_failure):
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps(_scores()))
-    code, err = run(capsys, "prune", src, tmp_path / "out", "--scores", scores, "--ffn", "3")
+    code, err = run_cli(capsys, "prune", src, tmp_path / "out", "--scores", scores, "--ffn", "3")
     assert_clean_failure(code, err, tmp_path / "out", str(scores), "num_layers=2", "the source has 6")
 
 
@@ -105,38 +106,39 @@ def test_scores_of_another_model(capsys, src, tmp_path):
     (["--scores", "s.json", "--ffn", "0"], "--ffn 0: must be at least 1"),
     (["--plan", "p.json", "--layers", "0", "--drop", "1"], "--layers or --drop, not both"),
 ])  # fmt: skip
-def test_option_errors(capsys, src, tmp_path, argv, needle):
-    code, err = run(capsys, "prune", src, tmp_path / "out", *argv)
+def test_option_errors(capsys, src, tmp_path, argv, needle, run_cli, assert_clean_failure):
+    code, err = run_cli(capsys, "prune", src, tmp_path / "out", *argv)
     assert_clean_failure(code, err, tmp_path / "out", needle)
 
 
-def test_plan_errors(capsys, src, tmp_path):
+def test_plan_errors(capsys, src, tmp_path, shape, random_rows, plan_file, run_cli, assert_clean_failure):
     out = tmp_path / "out"
-    code, err = run(capsys, "prune", src, out, "--plan", tmp_path / "missing.json")
+    code, err = run_cli(capsys, "prune", src, out, "--plan", tmp_path / "missing.json")
     assert_clean_failure(code, err, out, "missing.json: not found")
-    code, err = run(capsys, "prune", src, out, "--plan", _plan(tmp_path, ffn=random_rows(3, FFN, 8, seed=0)))
+    code, err = run_cli(capsys, "prune", src, out, "--plan", plan_file(ffn=random_rows(3, shape.ffn, 8, seed=0)))
     assert_clean_failure(code, err, out, "plan.json: 'ffn' must hold one list per source layer (6), not 3")
-    code, err = run(capsys, "prune", src, out, "--plan", _plan(tmp_path, ffn=random_rows(LAYERS, FFN, 8, seed=0)), "--ffn", "9")
+    code, err = run_cli(capsys, "prune", src, out, "--plan", plan_file(ffn=random_rows(shape.layers, shape.ffn, 8, seed=0)),
+                    "--ffn", "9")
     assert_clean_failure(code, err, out, "--ffn 9", "keeps 8")
-    code, err = run(capsys, "prune", src, out, "--plan", _plan(tmp_path, hidden=[0, 1], extra=1))
+    code, err = run_cli(capsys, "prune", src, out, "--plan", plan_file(hidden=[0, 1], extra=1))
     assert_clean_failure(code, err, out, "unknown field 'extra'")
 
 
-def test_mha_heads_without_hidden_is_refused(capsys, tiny_model, tmp_path):
-    code, err = run(capsys, "prune", tiny_model("gpt2"), tmp_path / "out", "--plan", _plan(tmp_path, heads=[[0, 1]] * LAYERS))
+def test_mha_heads_without_hidden_is_refused(capsys, tiny_model, tmp_path, shape, plan_file, run_cli, assert_clean_failure):
+    code, err = run_cli(capsys, "prune", tiny_model("gpt2"), tmp_path / "out", "--plan", plan_file(heads=[[0, 1]] * shape.layers))
     assert_clean_failure(code, err, tmp_path / "out", "--heads 2 with --hidden 32", "n_embd / n_head", "--hidden = --heads x 8")
 
 
-def test_existing_output_is_refused_and_left_intact(capsys, src, tmp_path):
+def test_existing_output_is_refused_and_left_intact(capsys, src, tmp_path, plan_file, run_cli):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, err = run(capsys, "prune", src, out, "--plan", _plan(tmp_path, hidden=[0, 1]))
+    code, err = run_cli(capsys, "prune", src, out, "--plan", plan_file(hidden=[0, 1]))
     assert code == 1 and "already exists" in err and "--force" in err and "\n" not in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_a_tensor_without_a_rule_is_refused(capsys, tiny_model, tmp_path):
+def test_a_tensor_without_a_rule_is_refused(capsys, tiny_model, tmp_path, plan_file, run_cli, assert_clean_failure):
     """A tensor the width table does not know (here: an extra one) is refused, never copied blindly."""
     import shutil
 
@@ -147,5 +149,5 @@ def test_a_tensor_without_a_rule_is_refused(capsys, tiny_model, tmp_path):
     tensors = load_file(src / "model.safetensors")
     tensors["model.layers.0.mlp.extra_scale"] = tensors["model.norm.weight"].copy()
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
-    code, err = run(capsys, "prune", src, tmp_path / "out", "--plan", _plan(tmp_path, hidden=[0, 1]))
+    code, err = run_cli(capsys, "prune", src, tmp_path / "out", "--plan", plan_file(hidden=[0, 1]))
     assert_clean_failure(code, err, tmp_path / "out", "model.layers.0.mlp.extra_scale", "no llama width rule")

@@ -9,12 +9,10 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import keep_layers_in_memory
 from downcycle import cli
 from downcycle.recipe import CutConfig
 from downcycle.surgery.cut import cut
 from downcycle.surgery.prune import summary
-from prune_support import FFN, LAYERS, heads_in_groups, load, logits, masked, random_rows, run_prune, write_plan
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +21,12 @@ def ids():
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3_text"])
-def test_depth_and_width_in_one_command_equal_depth_then_width(tiny_model, tmp_path, ids, family, one_torch_thread):
+def test_depth_and_width_in_one_command_equal_depth_then_width(tiny_model, tmp_path, ids, family, one_torch_thread, shape, logits,
+                                                               load, masked, write_plan, random_rows, heads_in_groups, run_prune,
+                                                               keep_layers_in_memory):
     src = tiny_model(family)
     kept = [0, 2, 3, 5]
-    ffn, heads = random_rows(LAYERS, FFN, 32, seed=1), heads_in_groups([[0, 1]] * LAYERS, 1, seed=2)
+    ffn, heads = random_rows(shape.layers, shape.ffn, 32, seed=1), heads_in_groups([[0, 1]] * shape.layers, 1, seed=2)
     hidden = list(range(4, 32))
     run_prune(src, tmp_path / "both", plan=write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, hidden=hidden), layers="0,2-3,5")
     cut(CutConfig(source=str(src), out=tmp_path / "cut", layers="0,2-3,5"))
@@ -47,14 +47,15 @@ def test_depth_and_width_in_one_command_equal_depth_then_width(tiny_model, tmp_p
     torch.testing.assert_close(logits(load(tmp_path / "both"), ids), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_outputs_manifest_card_and_summary(tiny_model, tmp_path):
+def test_outputs_manifest_card_and_summary(tiny_model, tmp_path, shape, load, write_plan, random_rows, run_prune):
     src = tiny_model("llama")
-    plan = write_plan(tmp_path / "plan.json", ffn=random_rows(LAYERS, FFN, 16, seed=3), kv_heads=[[1]] * LAYERS)
+    plan = write_plan(tmp_path / "plan.json", ffn=random_rows(shape.layers, shape.ffn, 16, seed=3), kv_heads=[[1]] * shape.layers)
     result = run_prune(src, tmp_path / "out", plan=plan, drop="1")
     out = tmp_path / "out"
     assert {"model.safetensors", "config.json", "width_plan.json", "downcycle.json", "README.md"} <= {p.name for p in out.iterdir()}
     saved = json.loads((out / "width_plan.json").read_text())
-    assert saved["kv_heads"] == [[1]] * LAYERS and saved["heads"] == [[2, 3]] * LAYERS  # a kept group keeps its query heads
+    # a kept group keeps its query heads
+    assert saved["kv_heads"] == [[1]] * shape.layers and saved["heads"] == [[2, 3]] * shape.layers
     manifest = json.loads((out / "downcycle.json").read_text())
     assert manifest["stage"] == "prune" and manifest["config"]["drop"] == "1"
     outputs = manifest["outputs"]
@@ -70,12 +71,12 @@ def test_outputs_manifest_card_and_summary(tiny_model, tmp_path):
     assert "ffn 64 -> 16" in line and "layers 6 -> 5" in line and f"{outputs['parameters_before']:,} -> {outputs['parameters_after']:,}" in line
 
 
-def test_cli_end_to_end_and_force(tiny_model, tmp_path, capsys):
+def test_cli_end_to_end_and_force(tiny_model, tmp_path, capsys, shape, write_plan, random_rows):
     src, out = tiny_model("qwen2"), tmp_path / "out"
-    plan = write_plan(tmp_path / "plan.json", ffn=random_rows(LAYERS, FFN, 48, seed=4))
+    plan = write_plan(tmp_path / "plan.json", ffn=random_rows(shape.layers, shape.ffn, 48, seed=4))
     assert cli.main(["prune", str(src), str(out), "--plan", str(plan)]) == 0
     assert "ffn 64 -> 48" in capsys.readouterr().out
-    again = write_plan(tmp_path / "again.json", ffn=random_rows(LAYERS, FFN, 32, seed=5))
+    again = write_plan(tmp_path / "again.json", ffn=random_rows(shape.layers, shape.ffn, 32, seed=5))
     assert cli.main(["prune", str(src), str(out), "--plan", str(again)]) == 1
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["prune", str(src), str(out), "--plan", str(again), "--force"]) == 0
@@ -85,9 +86,10 @@ def test_cli_end_to_end_and_force(tiny_model, tmp_path, capsys):
     assert load_file(tmp_path / "copy" / "model.safetensors").keys() == load_file(out / "model.safetensors").keys()
 
 
-def test_sharded_output_with_small_shards(tiny_model, tmp_path, ids, one_torch_thread):
+def test_sharded_output_with_small_shards(tiny_model, tmp_path, ids, one_torch_thread, shape, logits, load, write_plan,
+                                          random_rows, run_prune):
     src = tiny_model("phi3")
-    plan = write_plan(tmp_path / "plan.json", ffn=random_rows(LAYERS, FFN, 40, seed=6), hidden=list(range(24)))
+    plan = write_plan(tmp_path / "plan.json", ffn=random_rows(shape.layers, shape.ffn, 40, seed=6), hidden=list(range(24)))
     result = run_prune(src, tmp_path / "one", plan=plan)
     many = run_prune(src, tmp_path / "many", plan=plan, max_shard_size="20KB", threads=2)
     assert len(result.shards) == 1 and len(many.shards) > 2
