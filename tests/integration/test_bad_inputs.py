@@ -1,5 +1,5 @@
-"""Bad inputs of issue 24 beyond outputs (tests/test_output_apart.py) and recipes
-(tests/test_bad_recipes.py): what the config and the corpus header already say, checked before any
+"""Bad inputs of issue 24 beyond outputs (tests/integration/test_output_apart.py) and recipes
+(tests/integration/test_bad_recipes.py): what the config and the corpus header already say, checked before any
 model loads; silent or misleading answers made one line naming the file; options whose values start
 with '-'. Each refusal: exit 1, one line naming the file, key or value, no traceback, nothing left
 behind, every input byte-identical.
@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bad_support import refused, tree_hash
 from downcycle import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KJV = ROOT / "examples" / "corpus" / "kjv.jsonl.gz"
 
 
@@ -47,15 +46,21 @@ def no_model_load(monkeypatch):
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
 
 
-def _check(capsys, env, tmp_path, line: str, needles: list[str], code: int = 1) -> str:
-    """Refused in one line; nothing written beside OUT; every input unchanged."""
-    out = tmp_path / "out"
-    before = {k: tree_hash(v) for k, v in env.items()}
-    fill = {**{k: str(v) for k, v in env.items()}, "OUT": str(out)}
-    got = refused(capsys, [a.format(**fill) for a in line.split()], [n.format(**fill) for n in needles], code)
-    assert not list(tmp_path.iterdir()), f"left behind: {list(tmp_path.iterdir())}"
-    assert {k: tree_hash(v) for k, v in env.items()} == before
-    return got
+@pytest.fixture
+def check(capsys, env, tmp_path, refused, tree_hash):
+    """``check(line, needles, code=1)`` -> the error line: refused in one line; nothing written beside
+    OUT; every input unchanged."""
+
+    def run(line: str, needles: list[str], code: int = 1) -> str:
+        out = tmp_path / "out"
+        before = {k: tree_hash(v) for k, v in env.items()}
+        fill = {**{k: str(v) for k, v in env.items()}, "OUT": str(out)}
+        got = refused(capsys, [a.format(**fill) for a in line.split()], [n.format(**fill) for n in needles], code)
+        assert not list(tmp_path.iterdir()), f"left behind: {list(tmp_path.iterdir())}"
+        assert {k: tree_hash(v) for k, v in env.items()} == before
+        return got
+
+    return run
 
 
 TRAIN = "train {G} --data {C} --out {OUT} --max-steps 1 --no-progress --device cpu --precision fp32"
@@ -76,8 +81,8 @@ LENGTHS = [
 
 
 @pytest.mark.parametrize("case, line, needles", LENGTHS, ids=[c[0] for c in LENGTHS])
-def test_what_the_files_say_is_checked_before_loading(case, line, needles, env, tmp_path, capsys, no_model_load):
-    _check(capsys, env, tmp_path, line, needles)
+def test_what_the_files_say_is_checked_before_loading(case, line, needles, env, tmp_path, capsys, no_model_load, check):
+    check(line, needles)
 
 
 def test_a_rotary_model_takes_sequences_past_its_config_length(env):
@@ -102,33 +107,33 @@ def _results(model: Path, where: Path, config_hash: str | None = None) -> Path:
     return EvalResults(ModelInfo(model.name, str(model), 1, {"config.json": sha}), {}, {"tasks": "loss"}, {}, None, 0.0).write(where)
 
 
-def test_card_refuses_another_models_results(env, tmp_path, capsys):
+def test_card_refuses_another_models_results(env, tmp_path, capsys, check):
     results = _results(env["R"] / "cut3", env["R"] / "res-cut3")
-    _check(capsys, env, tmp_path, f"card {{R}}/cut2 --results {results}", [f"--results {results}", "cut3", "not of", "cut2"])
+    check(f"card {{R}}/cut2 --results {results}", [f"--results {results}", "cut3", "not of", "cut2"])
     moved = _results(env["R"] / "gone", env["R"] / "res-gone")  # a model no longer there, of another config
-    _check(capsys, env, tmp_path, f"card {{R}}/cut2 --results {moved}", [f"--results {moved}", "config.json differs"])
+    check(f"card {{R}}/cut2 --results {moved}", [f"--results {moved}", "config.json differs"])
     mine = _results(env["R"] / "cut2", env["R"] / "res-cut2")
     assert cli.main(["card", str(env["R"] / "cut2"), "--results", str(mine)]) == 0
     assert "## Evaluation" in (env["R"] / "cut2" / "README.md").read_text()
 
 
-def test_report_names_a_truncated_manifest(env, tmp_path, capsys):
+def test_report_names_a_truncated_manifest(env, tmp_path, capsys, check):
     exp = env["R"] / "exp"
     shutil.copytree(env["R"] / "cut2", exp / "cut2")
     (exp / "broken").mkdir()
     (exp / "broken" / "downcycle.json").write_text('{"stage": "cut", "inputs": {')
-    _check(capsys, env, tmp_path, "report {R}/exp --no-samples --no-cards", ["{R}/exp/broken/downcycle.json", "not valid JSON"])
+    check("report {R}/exp --no-samples --no-cards", ["{R}/exp/broken/downcycle.json", "not valid JSON"])
     shutil.rmtree(exp)
 
 
-def test_convert_names_a_pickle_that_is_not_weights_only(env, tmp_path, capsys):
+def test_convert_names_a_pickle_that_is_not_weights_only(env, tmp_path, capsys, check):
     import torch
 
     src = env["R"] / "pickled"
     src.mkdir()
     shutil.copy2(env["M"] / "config.json", src / "config.json")
     torch.save({"w": torch.zeros(2), "args": argparse.Namespace(lr=1)}, src / "pytorch_model.bin")
-    line = _check(capsys, env, tmp_path, "convert {R}/pickled {OUT}", ["{R}/pickled/pytorch_model.bin", "argparse.Namespace"])
+    line = check("convert {R}/pickled {OUT}", ["{R}/pickled/pytorch_model.bin", "argparse.Namespace"])
     assert "\x1b" not in line and "weights_only=False" not in line and len(line) < 300
     shutil.rmtree(src)
 
@@ -158,10 +163,10 @@ def test_a_layer_spec_starting_with_a_minus_is_a_value(argv, field, value):
     assert getattr(cli.build_parser(argv[0]).parse_args(argv), field) == value
 
 
-def test_a_cut_of_the_last_layers_as_written_in_the_help(env, tmp_path, capsys):
+def test_a_cut_of_the_last_layers_as_written_in_the_help(env, tmp_path, capsys, check):
     import json
 
     assert cli.main(["cut", str(env["M"]), str(tmp_path / "last"), "--layers", "-2:"]) == 0
     assert json.loads((tmp_path / "last" / "downcycle.json").read_text())["outputs"]["kept_layers"] == [4, 5]
     shutil.rmtree(tmp_path / "last")
-    _check(capsys, env, tmp_path, "cut {M} {OUT} --layerz 0-1", ["unrecognized arguments", "--layerz"], code=2)
+    check("cut {M} {OUT} --layerz 0-1", ["unrecognized arguments", "--layerz"], code=2)

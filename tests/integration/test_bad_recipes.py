@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from bad_support import refused, tree_hash
-
 TEXT = '{"text": "In the beginning God created the heaven and the earth. And the earth was without form."}\n' * 40
 HEAL = "heal:\n  - {name: h, method: full, max_steps: 1"
 
@@ -47,7 +45,8 @@ def recipe(real_model, tmp_path):
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
 @pytest.mark.parametrize("case, lines, key, value", CASES, ids=[c[0] for c in CASES])
-def test_a_recipe_name_is_resolved_before_the_first_stage(case, lines, key, value, dry_run, recipe, real_model, tmp_path, capsys):
+def test_a_recipe_name_is_resolved_before_the_first_stage(case, lines, key, value, dry_run, recipe, real_model, tmp_path, capsys,
+                                                          refused, tree_hash):
     path = recipe(lines)
     before = (tree_hash(tmp_path), tree_hash(real_model))
     refused(capsys, ["run", path] + (["--dry-run"] if dry_run else []), [str(path), key, value])
@@ -55,13 +54,13 @@ def test_a_recipe_name_is_resolved_before_the_first_stage(case, lines, key, valu
     assert (tree_hash(tmp_path), tree_hash(real_model)) == before
 
 
-def test_an_unknown_task_lists_each_known_task_once(recipe, capsys):
+def test_an_unknown_task_lists_each_known_task_once(recipe, capsys, refused):
     line = refused(capsys, ["run", recipe(CASES[0][1]), "--dry-run"], ["unknown task 'helaswag'", "known: loss, hellaswag"])
     known = line.split("known: ", 1)[1].rstrip(")").split(", ")
     assert len(known) == len(set(known)), known
 
 
-def test_a_sweep_depth_out_of_range_names_depths_not_keep(recipe, tmp_path, capsys):
+def test_a_sweep_depth_out_of_range_names_depths_not_keep(recipe, tmp_path, capsys, refused):
     """`sweep --depths 99` on a 6-layer reference: the option the user typed, not the recipe's `--keep`."""
     path = recipe("cuts:\n  - {name: a, keep: 2}\n")
     line = refused(capsys, ["sweep", path, "--depths", "0.5,99", "--dry-run"], ["--depths '99'", "between 1 and 6"])

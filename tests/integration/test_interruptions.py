@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from data_support import MOBY, TOKENIZER, corpus_bytes
 from downcycle import cli
-from terminal_support import stderr_of
 
 TESTS = str(Path(__file__).parent)
-FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKENIZER = EXAMPLES / "tokenizer"
+MOBY = EXAMPLES / "corpus" / "moby_dick.jsonl.gz"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
 # A stage in a fresh interpreter, slowed where the test needs time to kill it:
@@ -72,7 +73,7 @@ def _data_kwargs(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_data_killed_with_sigkill_then_rerun_writes_the_same_bytes(tmp_path, monkeypatch):
+def test_data_killed_with_sigkill_then_rerun_writes_the_same_bytes(tmp_path, monkeypatch, corpus_bytes):
     from downcycle.corpus import corpus
     from downcycle.corpus.build import build_corpus, partial_dir
     from downcycle.recipe import DataConfig
@@ -100,9 +101,7 @@ def test_data_killed_with_sigkill_then_rerun_writes_the_same_bytes(tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def eval_model(tmp_path_factory):
-    from eval_support import build_eval_model
-
+def eval_model(tmp_path_factory, build_eval_model):
     return build_eval_model(tmp_path_factory.mktemp("eval-model") / "model")
 
 
@@ -131,7 +130,8 @@ def _refuse_arc_easy(monkeypatch):
 
 
 @pytest.mark.slow
-def test_eval_killed_with_sigkill_then_rerun_gives_the_same_figures(eval_model, real_corpus, tmp_path, monkeypatch, one_torch_thread):
+def test_eval_killed_with_sigkill_then_rerun_gives_the_same_figures(eval_model, real_corpus, tmp_path, monkeypatch,
+                                                                    one_torch_thread):
     from downcycle.evaluation.resume import partial_dir
     from downcycle.evaluation.run import run_eval
     from downcycle.recipe import EvalConfig
@@ -148,7 +148,8 @@ def test_eval_killed_with_sigkill_then_rerun_gives_the_same_figures(eval_model, 
     assert not partial_dir(out).exists() and not list(tmp_path.glob(".out.*"))
 
 
-def test_eval_interrupted_by_ctrl_c_resumes_with_the_same_figures(eval_model, real_corpus, tmp_path, monkeypatch, capsys, one_torch_thread):
+def test_eval_interrupted_by_ctrl_c_resumes_with_the_same_figures(eval_model, real_corpus, tmp_path, monkeypatch, capsys,
+                                                                  one_torch_thread):
     from downcycle.evaluation import run
     from downcycle.evaluation.resume import partial_dir
     from downcycle.recipe import EvalConfig
@@ -231,7 +232,7 @@ def test_progress_is_plain_lines_off_a_terminal(monkeypatch):
     assert len(quiet.getvalue().splitlines()) <= 2  # at most a line per interval, and the last
 
 
-def test_a_model_load_writes_no_carriage_returns_to_a_log_but_keeps_its_bar_on_a_terminal(tiny_model):
+def test_a_model_load_writes_no_carriage_returns_to_a_log_but_keeps_its_bar_on_a_terminal(tiny_model, stderr_of):
     """transformers' "Loading weights" bar (and a tokenizer's load) off a terminal: nothing redrawn in
     the log; on a terminal the bar is shown as transformers draws it."""
     code = ("import sys; from downcycle.loading import load_model, load_tokenizer; "

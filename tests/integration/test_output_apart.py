@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from bad_support import refused, tree_hash
 from downcycle import cli
 from downcycle.artifacts.atomic import check_output_apart
 from downcycle.errors import DowncycleError
@@ -93,7 +92,8 @@ def _input(command: str, label: str, w: Path) -> Path:
 
 @pytest.mark.parametrize("relation", ["is", "inside", "holds"])
 @pytest.mark.parametrize("command, label, template", CASES, ids=[f"{c}-{lab.lstrip('-')}" for c, lab, _ in CASES])
-def test_an_output_that_is_in_or_holds_an_input_is_refused(command, label, template, relation, workspace, capsys, monkeypatch):
+def test_an_output_that_is_in_or_holds_an_input_is_refused(command, label, template, relation, workspace, capsys, monkeypatch,
+                                                           refused, tree_hash):
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
@@ -120,7 +120,7 @@ def test_every_input_of_every_command_that_writes_an_output_has_its_case():
     assert wanted == covered, (wanted - covered, covered - wanted)
 
 
-def test_run_refuses_a_stage_output_that_is_the_reference_before_any_stage(real_model, tmp_path, capsys):
+def test_run_refuses_a_stage_output_that_is_the_reference_before_any_stage(real_model, tmp_path, capsys, refused, tree_hash):
     """A recipe whose cut would be written over its reference (the reference lives where the cut
     goes): refused before the first stage, with and without --dry-run."""
     exp = tmp_path / "exp"

@@ -14,7 +14,7 @@ import pytest
 
 from downcycle.cli import build_parser
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "depth_vs_width.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "depth_vs_width.sh"
 
 
 def _commands() -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""Bad input to every stage but `cut` (tests/test_cut_errors.py has those): exit status 1, one line
+"""Bad input to every stage but `cut` (tests/surgery/test_cut_errors.py has those): exit status 1, one line
 on stderr naming the file, key or value at fault, no traceback, no output left behind (an existing
 output untouched). Cases marked ``early`` must be refused before any model is loaded.
 
@@ -6,9 +6,9 @@ The battery's classes: missing, empty or malformed files (sources, corpora, reci
 results, manifests, pickles); inputs that do not fit together (tokenizers, vocabularies, task
 fields, context lengths); out-of-range and mistyped values and names (layers, counts, tasks,
 methods, strategies, recipe keys and registry names, --depths); outputs that exist. Beside it:
-tests/test_output_apart.py (an output that is, holds or sits in an input, for every command and
-input), tests/test_bad_recipes.py (every name a recipe gives, with and without --dry-run) and
-tests/test_bad_inputs.py (position tables, LoRA targets, another model's results, options whose
+tests/integration/test_output_apart.py (an output that is, holds or sits in an input, for every command and
+input), tests/integration/test_bad_recipes.py (every name a recipe gives, with and without --dry-run) and
+tests/integration/test_bad_inputs.py (position tables, LoRA targets, another model's results, options whose
 values start with '-')."""
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ import pytest
 
 from downcycle import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KJV = ROOT / "examples" / "corpus" / "kjv.jsonl.gz"
 
 
 @pytest.fixture(scope="module")
-def env(real_model, real_corpus, tmp_path_factory, one_torch_thread):
+def env(real_model, real_corpus, tmp_path_factory, one_torch_thread, train_tokenizer):
     """Every input the cases use: good ones (model M, its corpus C), and bad ones."""
     from downcycle.corpus.build import build_corpus
     from downcycle.recipe import DataConfig
     from downcycle.tiny import build_tiny
-    from eval_support import train_tokenizer
 
     root = tmp_path_factory.mktemp("bad-inputs")
     other = root / "other"  # another tokenizer (2000 tokens), a model sized for it

@@ -11,7 +11,7 @@ from downcycle.errors import DowncycleError
 from downcycle.recipe import TrainConfig
 from downcycle.training.axolotl import apply_axolotl, map_axolotl
 
-SEED = Path(__file__).resolve().parent.parent / "examples" / "axolotl" / "seed-llama-3-6b-qlora.yml"
+SEED = Path(__file__).resolve().parents[2] / "examples" / "axolotl" / "seed-llama-3-6b-qlora.yml"
 
 
 def test_the_seeds_config_maps_every_training_setting():

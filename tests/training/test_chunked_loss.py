@@ -13,7 +13,6 @@ from downcycle.errors import DowncycleError
 from downcycle.training import run_train
 from downcycle.training.losses import lm as lm_loss
 from downcycle.training.losses.lm import chunked_lm_loss_sum
-from train_support import datasets, train_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,7 +66,7 @@ def test_autocast_computes_the_output_layer_in_the_autocast_dtype():
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_training_with_the_chunked_loss_follows_the_full_loss(tiny_model, tmp_path, method):
+def test_training_with_the_chunked_loss_follows_the_full_loss(tiny_model, tmp_path, method, datasets, train_config, weights):
     src = tiny_model("llama")  # untied head
     runs = {}
     for mode in ("full", "chunked"):
@@ -84,7 +83,7 @@ def test_training_with_the_chunked_loss_follows_the_full_loss(tiny_model, tmp_pa
         torch.testing.assert_close(runs["chunked"][2][name], tensor, rtol=1e-3, atol=1e-5)
 
 
-def test_tied_embeddings_train_the_same_with_the_chunked_loss(tiny_model, tmp_path):
+def test_tied_embeddings_train_the_same_with_the_chunked_loss(tiny_model, tmp_path, datasets, train_config, weights):
     src = tiny_model("qwen2")  # tied input and output embeddings
     trained = {}
     for mode in ("full", "chunked"):
@@ -94,7 +93,7 @@ def test_tied_embeddings_train_the_same_with_the_chunked_loss(tiny_model, tmp_pa
         torch.testing.assert_close(trained["chunked"][name], tensor, rtol=1e-3, atol=1e-5)
 
 
-def test_auto_chunks_only_large_logits(tiny_model, tmp_path, monkeypatch):
+def test_auto_chunks_only_large_logits(tiny_model, tmp_path, monkeypatch, datasets, train_config):
     src = tiny_model("llama")
     small = run_train(train_config(src, tmp_path / "a", max_steps=1), datasets=datasets())
     assert not any("LM loss chunked" in n for n in small.notes)  # 4 x 31 x 128 float32 logits: tiny
@@ -103,7 +102,7 @@ def test_auto_chunks_only_large_logits(tiny_model, tmp_path, monkeypatch):
     assert any("LM loss chunked" in n for n in large.notes)
 
 
-def test_a_head_that_transforms_the_logits_is_refused_or_left_alone(tiny_model, tmp_path):
+def test_a_head_that_transforms_the_logits_is_refused_or_left_alone(tiny_model, tmp_path, datasets, train_config):
     src = tiny_model("gemma2")  # final_logit_softcapping
     with pytest.raises(DowncycleError, match="--lm-loss chunked: .*final_logit_softcapping"):
         run_train(train_config(src, tmp_path / "a", lm_loss="chunked", max_steps=1), datasets=datasets())
@@ -111,7 +110,7 @@ def test_a_head_that_transforms_the_logits_is_refused_or_left_alone(tiny_model, 
         run_train(train_config(src, tmp_path / "b", method="distill", teacher=str(src), lm_loss="chunked", max_steps=1), datasets=datasets())
 
 
-def test_the_probe_catches_a_head_it_does_not_know(tiny_model, tmp_path, monkeypatch):
+def test_the_probe_catches_a_head_it_does_not_know(tiny_model, tmp_path, monkeypatch, datasets, train_config):
     """A model whose loss is not body -> output layer (here: logits scaled in forward, under a config
     key the list does not name) fails the one-time probe: an error when asked for, the full loss on auto."""
     from transformers import LlamaForCausalLM

@@ -14,7 +14,6 @@ from downcycle.errors import DowncycleError
 from downcycle.training import run_train
 from downcycle.training.losses.distill_chunked import ChunkedDistill, chunked_distill_sums
 from downcycle.training.losses.kl import DISTILL_LOSSES
-from train_support import datasets, train_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -99,7 +98,7 @@ def _log(out):
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_training_chunked_follows_training_on_whole_logits(tiny_model, tmp_path):
+def test_training_chunked_follows_training_on_whole_logits(tiny_model, tmp_path, datasets, train_config, weights):
     src, teacher = tiny_model("llama"), tiny_model("llama", num_hidden_layers=8, seed=3)
     runs = {}
     for mode in ("full", "auto"):
@@ -119,7 +118,7 @@ def test_training_chunked_follows_training_on_whole_logits(tiny_model, tmp_path)
         torch.testing.assert_close(runs["auto"][2][name], tensor, rtol=1e-3, atol=1e-5)
 
 
-def test_a_teacher_it_cannot_split_keeps_the_full_loss_or_is_refused_when_asked(tiny_model, tmp_path):
+def test_a_teacher_it_cannot_split_keeps_the_full_loss_or_is_refused_when_asked(tiny_model, tmp_path, datasets, train_config):
     src, teacher = tiny_model("llama"), tiny_model("gemma2")  # the teacher's logits are soft-capped
     result = run_train(train_config(src, tmp_path / "a", method="distill", teacher=str(teacher), max_steps=1), datasets=datasets())
     assert not any("distillation chunked" in n for n in result.notes)

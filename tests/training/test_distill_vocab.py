@@ -16,7 +16,7 @@ from downcycle.compat import check_distill, tokenizer_files
 from downcycle.errors import DowncycleError
 
 PADDED = 8192 + 64  # the student's 8192 rows padded, as Qwen2.5-7B's 152064 pads its 151665-token tokenizer
-TOKENIZER = Path(__file__).resolve().parent.parent / "examples" / "tokenizer"
+TOKENIZER = Path(__file__).resolve().parents[2] / "examples" / "tokenizer"
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,8 @@ def test_a_padded_teacher_over_the_same_tokenizer_shares_the_tokenizers_ids(real
     assert same.shared is None and same.notes == []
 
 
-def test_a_teacher_with_another_tokenizer_is_refused(real_model, tmp_path):
+def test_a_teacher_with_another_tokenizer_is_refused(real_model, tmp_path, train_tokenizer):
     from downcycle.tiny import build_tiny
-    from eval_support import train_tokenizer
 
     other = tmp_path / "other"
     build_tiny("llama", other, vocab_size=len(train_tokenizer(other, vocab_size=2000)), num_hidden_layers=2)
@@ -106,9 +105,8 @@ def test_distilling_from_a_padded_teacher_equals_distilling_from_its_truncation(
         with_padding.loss(student, batch)
 
 
-def test_train_distills_from_a_padded_teacher(real_model, real_corpus, padded_teacher, tmp_path, one_torch_thread):
+def test_train_distills_from_a_padded_teacher(real_model, real_corpus, padded_teacher, tmp_path, one_torch_thread, train_config):
     from downcycle.training import run_train
-    from train_support import train_config
 
     out = tmp_path / "out"
     result = run_train(train_config(real_model, out, data=real_corpus, method="distill", teacher=str(padded_teacher), max_steps=2,

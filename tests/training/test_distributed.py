@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_support import SCRIPT, weights
-
-TESTS = str(Path(__file__).parent)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
 
@@ -24,17 +21,17 @@ def _log(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process_with_the_same_global_batch(real_model, real_corpus, tmp_path):
+def test_two_processes_equal_one_process_with_the_same_global_batch(real_model, real_corpus, tmp_path, weights, train_script):
     src = real_model
     script = tmp_path / "train_script.py"
-    script.write_text(SCRIPT)
+    script.write_text(train_script)
     common = {"max_steps": 6, "eval_every": 3, "warmup_steps": 1, "eval_max_seqs": 32}
     # --standalone: a local rendezvous on a free port (the same as `torchrun --standalone`)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    two = subprocess.run([*launcher, str(script), TESTS, str(src), str(tmp_path / "two"), json.dumps({**common, "micro_batch": 2}), "0", str(real_corpus)],
+    two = subprocess.run([*launcher, str(script), str(src), str(tmp_path / "two"), json.dumps({**common, "micro_batch": 2}), "0", str(real_corpus)],
                          env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), TESTS, str(src), str(tmp_path / "one"), json.dumps({**common, "micro_batch": 4}), "0", str(real_corpus)],
+    one = subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "one"), json.dumps({**common, "micro_batch": 4}), "0", str(real_corpus)],
                          env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert one.returncode == 0, one.stderr[-3000:]
     # both processes print a summary (their lines may interleave): one main, one not

@@ -1,5 +1,5 @@
 """Each method trains a tiny model and lowers validation loss; outputs are normal HF checkpoints;
-LoRA changes only adapter weights and its merged model equals base + adapter (QLoRA: test_train_qlora.py)."""
+LoRA changes only adapter weights and its merged model equals base + adapter (QLoRA: test_qlora.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 
 from downcycle.errors import DowncycleError
 from downcycle.training import run_train
-from train_support import TOKENIZER_VOCAB, datasets, train_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,8 +23,10 @@ def _logits(path_or_model, ids):
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "distill"])
-def test_method_lowers_validation_loss_on_a_real_corpus_and_writes_a_loadable_checkpoint(method, real_model, real_corpus, tiny_model, tmp_path):
-    extra = {"teacher": str(tiny_model("llama", vocab_size=TOKENIZER_VOCAB, num_hidden_layers=8, seed=3))} if method == "distill" else {}
+def test_method_lowers_validation_loss_on_a_real_corpus_and_writes_a_loadable_checkpoint(method, real_model, real_corpus,
+                                                                                         tiny_model, tmp_path, train_config,
+                                                                                         tokenizer_vocab):
+    extra = {"teacher": str(tiny_model("llama", vocab_size=tokenizer_vocab, num_hidden_layers=8, seed=3))} if method == "distill" else {}
     cfg = train_config(real_model, tmp_path / "out", data=real_corpus, method=method, max_steps=12, eval_every=6,
                        lr=1e-2, eval_max_seqs=64, **extra)
     result = run_train(cfg)
@@ -41,11 +42,12 @@ def test_method_lowers_validation_loss_on_a_real_corpus_and_writes_a_loadable_ch
     assert manifest["outputs"]["steps"] == 12 and manifest["outputs"]["tokens"] == 12 * 4 * 64
     assert not (tmp_path / "out.run").exists()  # checkpoints of a finished run are removed
     assert (out / "tokenizer.json").is_file()
-    ids = torch.randint(3, TOKENIZER_VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, tokenizer_vocab, (1, 16), generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(_logits(out, ids), _logits(real_model, ids))  # it loads, and it changed
 
 
-def test_lora_changes_only_adapter_weights_and_merged_equals_base_plus_adapter(tiny_model, tmp_path):
+def test_lora_changes_only_adapter_weights_and_merged_equals_base_plus_adapter(tiny_model, tmp_path, datasets, train_config,
+                                                                               weights):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -63,7 +65,7 @@ def test_lora_changes_only_adapter_weights_and_merged_equals_base_plus_adapter(t
     torch.testing.assert_close(_logits(out, ids), _logits(with_adapter, ids), rtol=1e-4, atol=1e-4)
 
 
-def test_full_with_train_layers_trains_only_the_last_layer_and_head(tiny_model, tmp_path):
+def test_full_with_train_layers_trains_only_the_last_layer_and_head(tiny_model, tmp_path, datasets, train_config, weights):
     src = tiny_model("llama")
     run_train(train_config(src, tmp_path / "out", train_layers="-1:", train_modules="lm_head", max_steps=3), datasets=datasets())
     base, trained = weights(src), weights(tmp_path / "out")
@@ -71,7 +73,7 @@ def test_full_with_train_layers_trains_only_the_last_layer_and_head(tiny_model, 
     assert changed == {k for k in base if k.startswith(("model.layers.5.", "lm_head."))}
 
 
-def test_train_modules_lm_head_of_a_tied_model_trains_the_shared_embedding(tiny_model, tmp_path):
+def test_train_modules_lm_head_of_a_tied_model_trains_the_shared_embedding(tiny_model, tmp_path, datasets, train_config, weights):
     # a tied head is the embedding's tensor under a second name, which named_parameters() omits:
     # naming it must train that tensor (the recipe's "last layers + head" baseline on SmolLM2)
     src = tiny_model("llama", tie_word_embeddings=True)
@@ -83,7 +85,7 @@ def test_train_modules_lm_head_of_a_tied_model_trains_the_shared_embedding(tiny_
     assert changed == {k for k in base if k.startswith(("model.layers.5.", "model.embed_tokens.", "model.norm."))}
 
 
-def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path):
+def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path, datasets, train_config):
     src = tiny_model("llama")
     (tmp_path / "out").mkdir()
     with pytest.raises(DowncycleError, match="already exists"):
@@ -100,7 +102,7 @@ def test_existing_output_and_leftover_run_are_refused(tiny_model, tmp_path):
     assert (tmp_path / "c" / "model.safetensors").is_file() and not (tmp_path / "c.run").exists()
 
 
-def test_tensorboard_events_hold_the_same_scalars_as_the_jsonl_log(tiny_model, tmp_path):
+def test_tensorboard_events_hold_the_same_scalars_as_the_jsonl_log(tiny_model, tmp_path, datasets, train_config):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (it is in the dev extra, so CI has it)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

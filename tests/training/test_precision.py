@@ -10,13 +10,12 @@ import torch
 
 from downcycle import loading
 from downcycle.training import run_train
-from train_support import datasets, train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_is_bf16_on_a_cpu_exactly_when_it_has_native_bf16(native, monkeypatch, tiny_model, tmp_path):
+def test_auto_is_bf16_on_a_cpu_exactly_when_it_has_native_bf16(native, monkeypatch, tiny_model, tmp_path, datasets, train_config):
     monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)
     want = "bf16" if native else "fp32"
     assert loading.resolve_precision("auto", "cpu") == want
@@ -34,7 +33,8 @@ def test_the_capability_probe_reads_the_cpus_bf16_instructions(avx512_bf16, amx,
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_bf16_autocast_training_on_a_cpu_lowers_validation_loss_as_fp32_does(method, tiny_model, tmp_path):
+def test_bf16_autocast_training_on_a_cpu_lowers_validation_loss_as_fp32_does(method, tiny_model, tmp_path, datasets,
+                                                                             train_config):
     src, drops, starts = tiny_model("llama"), {}, {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision

@@ -26,7 +26,6 @@ import yaml
 
 from downcycle.errors import DowncycleError
 from downcycle.training import run_train
-from train_support import SCRIPT, TOKENIZER_VOCAB, datasets, train_config, weights
 
 # bitsandbytes is in the dev extra, so CI has it and these tests must run there, never skip.
 if os.environ.get("CI"):
@@ -35,7 +34,7 @@ else:
     bnb = pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'downcycle[qlora]'; the dev extra has it)")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SEED = Path(__file__).resolve().parent.parent / "examples" / "axolotl" / "seed-llama-3-6b-qlora.yml"
+SEED = Path(__file__).resolve().parents[2] / "examples" / "axolotl" / "seed-llama-3-6b-qlora.yml"
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
 R, ALPHA = 16, 32.0  # scale alpha / r = 2, so a merge that forgot the scale would show
 
@@ -49,20 +48,26 @@ def _four_bit(src: Path, device: str = "cpu"):
     return AutoModelForCausalLM.from_pretrained(str(src), quantization_config=quant, dtype=torch.float32, device_map={"": device})
 
 
-def _expected_merge(src: Path, adapter_dir: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """``{name: dequantize_4bit(W) + (B @ A) * alpha / r}`` for every 4-bit linear layer of ``src`` (on the CPU)."""
-    from bitsandbytes.functional import dequantize_4bit
+@pytest.fixture(scope="module")
+def expected_merge(weights):
+    """``expected_merge(src, adapter_dir, device="cpu")`` -> ``{name: dequantize_4bit(W) + (B @ A) * alpha / r}``
+    for every 4-bit linear layer of ``src`` (on the CPU)."""
 
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    scale = config["lora_alpha"] / config["r"]
-    adapter = {k: v.to(device) for k, v in weights(adapter_dir, "adapter_model.safetensors").items()}
-    out = {}
-    for name, module in _four_bit(src, device).named_modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            w = dequantize_4bit(module.weight.data, module.weight.quant_state).float()
-            a, b = (adapter[f"base_model.model.{name}.lora_{x}.weight"] for x in "AB")
-            out[f"{name}.weight"] = (w + (b @ a) * scale).cpu()
-    return out
+    def merge(src: Path, adapter_dir: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+        from bitsandbytes.functional import dequantize_4bit
+
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        scale = config["lora_alpha"] / config["r"]
+        adapter = {k: v.to(device) for k, v in weights(adapter_dir, "adapter_model.safetensors").items()}
+        out = {}
+        for name, module in _four_bit(src, device).named_modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                w = dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+                a, b = (adapter[f"base_model.model.{name}.lora_{x}.weight"] for x in "AB")
+                out[f"{name}.weight"] = (w + (b @ a) * scale).cpu()
+        return out
+
+    return merge
 
 
 def _logits(model, ids):
@@ -71,7 +76,7 @@ def _logits(model, ids):
 
 
 @pytest.fixture(scope="module")
-def qlora_run(real_model, real_corpus, tmp_path_factory):
+def qlora_run(real_model, real_corpus, tmp_path_factory, train_config):
     out = tmp_path_factory.mktemp("qlora") / "out"
     # fp32 compute, so the comparisons below are of float32 arithmetic on every CPU (auto is bf16 on some)
     result = run_train(train_config(real_model, out, data=real_corpus, method="qlora", lora_r=R, lora_alpha=ALPHA, max_steps=12,
@@ -94,12 +99,13 @@ def test_qlora_lowers_validation_loss_on_the_shipped_corpus_and_writes_a_plain_c
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
 
 
-def test_only_the_adapter_trains_and_the_merge_is_the_dequantized_base_plus_the_delta_exactly(qlora_run, real_model):
+def test_only_the_adapter_trains_and_the_merge_is_the_dequantized_base_plus_the_delta_exactly(qlora_run, real_model, weights,
+                                                                                              tokenizer_vocab, expected_merge):
     from transformers import AutoModelForCausalLM
 
     _, out = qlora_run
     merged, source = weights(out), weights(real_model)
-    expected = _expected_merge(real_model, out / "adapter")
+    expected = expected_merge(real_model, out / "adapter")
     assert merged.keys() == source.keys() and expected and set(expected) < set(merged)
     for name in merged:  # bitwise: linear layers = dequantized base + delta; the rest = the source's tensors
         assert torch.equal(merged[name], expected.get(name, source[name])), name
@@ -108,12 +114,13 @@ def test_only_the_adapter_trains_and_the_merge_is_the_dequantized_base_plus_the_
     # logits: the saved checkpoint equals, exactly, an fp32 model built in memory from those weights
     in_memory = AutoModelForCausalLM.from_pretrained(real_model, dtype=torch.float32)
     in_memory.load_state_dict({**dict(in_memory.state_dict()), **expected})
-    ids = torch.randint(3, TOKENIZER_VOCAB, (2, 32), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(3, tokenizer_vocab, (2, 32), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(out).eval(), ids), _logits(in_memory.eval(), ids),
                                rtol=0, atol=0)
 
 
-def test_merged_logits_equal_the_4bit_base_plus_adapter_within_float_rounding(qlora_run, real_model, real_corpus):
+def test_merged_logits_equal_the_4bit_base_plus_adapter_within_float_rounding(qlora_run, real_model, real_corpus,
+                                                                              tokenizer_vocab):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -125,7 +132,7 @@ def test_merged_logits_equal_the_4bit_base_plus_adapter_within_float_rounding(ql
     # eval-time bf16 repacking away, so it computes as training did.
     four_bit = PeftModel.from_pretrained(_four_bit(real_model), out / "adapter").train()
     original = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(real_model), out / "adapter").eval()
-    ids = torch.randint(3, TOKENIZER_VOCAB, (2, 32), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(3, tokenizer_vocab, (2, 32), generator=torch.Generator().manual_seed(1))
     want, got = _logits(four_bit, ids), _logits(merged, ids)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # x (W + BA)^T vs x W^T + (x A^T) B^T: rounding only
     # ...where the original full-precision weights + the adapter differ by the quantisation error
@@ -140,30 +147,29 @@ def test_merged_logits_equal_the_4bit_base_plus_adapter_within_float_rounding(ql
 
 
 @pytest.mark.slow
-def test_bf16_compute_trains_the_same_4bit_base_and_merges_it_exactly(tiny_model, tmp_path):
+def test_bf16_compute_trains_the_same_4bit_base_and_merges_it_exactly(tiny_model, tmp_path, weights, train_script,
+                                                                      expected_merge):
     # its own process: accelerate keeps one mixed-precision state per process
     src = tiny_model("llama", hidden_size=64, intermediate_size=128)
     kwargs = {"method": "qlora", "lr": 1e-2, "max_steps": 8, "precision": "bf16", "lora_r": R, "lora_alpha": ALPHA}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(Path(__file__).parent), str(src), str(tmp_path / "out"), json.dumps(kwargs), "0"],
+    proc = subprocess.run([sys.executable, "-c", train_script, str(src), str(tmp_path / "out"), json.dumps(kwargs), "0"],
                           env=_ENV, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     manifest = json.loads((tmp_path / "out" / "downcycle.json").read_text())
     assert manifest["outputs"]["precision"] == "bf16" and result["val_loss"] < manifest["outputs"]["val_loss_start"]
     merged, source = weights(tmp_path / "out"), weights(src)
-    expected = _expected_merge(src, tmp_path / "out" / "adapter")  # quantised from the float32 weights, as for fp32
+    expected = expected_merge(src, tmp_path / "out" / "adapter")  # quantised from the float32 weights, as for fp32
     for name in merged:
         assert torch.equal(merged[name], expected.get(name, source[name])), name
 
 
 @pytest.mark.slow
-def test_qlora_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_corpus, tmp_path):
+def test_qlora_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_corpus, tmp_path, weights, train_script):
     from downcycle.training.checkpointing import list_checkpoints
 
-    tests = str(Path(__file__).parent)
-
     def run(out, kwargs, delay=0.0):
-        return subprocess.Popen([sys.executable, "-c", SCRIPT, tests, str(real_model), str(out), json.dumps(kwargs), str(delay),
+        return subprocess.Popen([sys.executable, "-c", train_script, str(real_model), str(out), json.dumps(kwargs), str(delay),
                                  str(real_corpus)], env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # Dropout: a random mask every step, so equality needs the adapter, optimizer, scheduler, RNG and
@@ -196,7 +202,7 @@ def test_qlora_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_
     assert strip(tmp_path / "out" / "train_log.jsonl") == strip(tmp_path / "ref" / "train_log.jsonl")
 
 
-def test_resume_onto_a_changed_base_model_is_refused(tiny_model, tmp_path, monkeypatch):
+def test_resume_onto_a_changed_base_model_is_refused(tiny_model, tmp_path, monkeypatch, datasets, train_config, weights):
     import shutil
 
     from safetensors.torch import save_file
@@ -218,7 +224,7 @@ def test_resume_onto_a_changed_base_model_is_refused(tiny_model, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus, tmp_path):
+def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus, tmp_path, weights):
     """The seed's own file, only sequence_len set to the test corpus's 64 (its 8192 takes many minutes
     per step on a CPU; BENCHMARKS.md has that run) and the cut, --max-steps and --eval-max-seqs given
     on the command line."""
@@ -226,7 +232,7 @@ def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus
     from downcycle.recipe import CutConfig
     from downcycle.training.optim import lr_factor
 
-    reference = Path(__file__).resolve().parent.parent / "examples" / "reference"
+    reference = Path(__file__).resolve().parents[2] / "examples" / "reference"
     cut(CutConfig(source=str(reference), out=tmp_path / "cut", layers="0-8", progress=False))  # the seed: first 75% of layers
     doc = yaml.safe_load(SEED.read_text())
     doc["sequence_len"] = 64
@@ -256,14 +262,15 @@ def test_the_seeds_axolotl_config_runs_on_the_shipped_references_cut(real_corpus
     assert all(r["loss"] == r["loss"] for r in records)
 
 
-def test_without_bitsandbytes_qlora_is_a_one_line_error_naming_the_extra(tiny_model, tmp_path, monkeypatch):
+def test_without_bitsandbytes_qlora_is_a_one_line_error_naming_the_extra(tiny_model, tmp_path, monkeypatch, datasets,
+                                                                         train_config):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes -> ImportError
     with pytest.raises(DowncycleError, match=r"needs bitsandbytes: pip install 'downcycle\[qlora\]'") as err:
         run_train(train_config(tiny_model("llama"), tmp_path / "out", method="qlora"), datasets=datasets())
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
-def test_a_device_bitsandbytes_does_not_support_is_a_one_line_error(tiny_model, tmp_path, monkeypatch):
+def test_a_device_bitsandbytes_does_not_support_is_a_one_line_error(tiny_model, tmp_path, monkeypatch, datasets, train_config):
     monkeypatch.setattr(bnb, "supported_torch_devices", {"cuda"})
     with pytest.raises(DowncycleError, match=r"has no 4-bit support on cpu \(it supports cuda\); pip install -U bitsandbytes") as err:
         run_train(train_config(tiny_model("llama"), tmp_path / "out", method="qlora", device="cpu"), datasets=datasets())
@@ -281,13 +288,13 @@ def test_paged_optimizers_fall_back_to_the_same_update_off_cuda():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA variant needs a CUDA GPU; none here (the CPU tests above run)")
-def test_qlora_trains_on_cuda_and_merges_exactly(tiny_model, tmp_path):
+def test_qlora_trains_on_cuda_and_merges_exactly(tiny_model, tmp_path, datasets, train_config, weights, expected_merge):
     src = tiny_model("llama", hidden_size=64, intermediate_size=128)
     result = run_train(train_config(src, tmp_path / "out", method="qlora", lr=1e-2, max_steps=12, device="cuda",
                                     lora_r=R, lora_alpha=ALPHA), datasets=datasets())
     assert result.val_loss < result.val_loss_start
     merged, source = weights(tmp_path / "out"), weights(src)
-    expected = _expected_merge(src, tmp_path / "out" / "adapter", "cuda")
+    expected = expected_merge(src, tmp_path / "out" / "adapter", "cuda")
     for name in merged:
         torch.testing.assert_close(merged[name], expected.get(name, source[name]), rtol=1e-6, atol=1e-7)
 

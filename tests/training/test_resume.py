@@ -18,14 +18,12 @@ import torch
 from downcycle.training import run_train
 from downcycle.training.checkpointing import list_checkpoints
 from downcycle.training.loop import TrainingDiverged
-from train_support import SCRIPT, datasets, train_config, weights
 
-TESTS = str(Path(__file__).parent)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
 
-def _run(model, out, kwargs, corpus, delay=0.0):
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, TESTS, str(model), str(out), json.dumps(kwargs), str(delay), str(corpus)],
+def _run(script, model, out, kwargs, corpus, delay=0.0):
+    return subprocess.Popen([sys.executable, "-c", script, str(model), str(out), json.dumps(kwargs), str(delay), str(corpus)],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -34,14 +32,14 @@ def _log(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_corpus, tmp_path):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_corpus, tmp_path, weights, train_script):
     src = real_model
     # LoRA with dropout: random masks every step, so equality needs model (adapter), optimizer,
     # scheduler, RNG state and data position all restored. Full fine-tuning saves the same state.
     kwargs = {"method": "lora", "max_steps": 12, "save_every": 3, "eval_every": 4, "warmup_steps": 2, "lora_dropout": 0.2,
               "grad_accum": 2, "micro_batch": 2, "lr": 5e-3, "eval_max_seqs": 32}
-    reference = _run(src, tmp_path / "ref", kwargs, real_corpus)
-    killed = _run(src, tmp_path / "out", kwargs, real_corpus, delay=0.03)
+    reference = _run(train_script, src, tmp_path / "ref", kwargs, real_corpus)
+    killed = _run(train_script, src, tmp_path / "out", kwargs, real_corpus, delay=0.03)
     run_dir = tmp_path / "out.run"
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once a checkpoint exists and the run has gone past it
@@ -54,7 +52,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_corpus
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "out").exists() and list_checkpoints(run_dir / "checkpoints")
-    resumed = _run(src, tmp_path / "out", {**kwargs, "resume": True}, real_corpus)
+    resumed = _run(train_script, src, tmp_path / "out", {**kwargs, "resume": True}, real_corpus)
     for proc in (reference, resumed):
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr[-3000:]
@@ -67,7 +65,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(real_model, real_corpus
     assert strip(_log(tmp_path / "out")) == strip(_log(tmp_path / "ref"))
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny_model, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tiny_model, tmp_path, monkeypatch, datasets,
+                                                                                train_config, weights):
     from downcycle.training import methods
 
     original, calls = methods.Method.loss, []
@@ -94,7 +93,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert all(math.isfinite(r["loss"]) for r in records)
 
 
-def test_resume_with_other_options_is_refused_naming_them(tiny_model, tmp_path, monkeypatch):
+def test_resume_with_other_options_is_refused_naming_them(tiny_model, tmp_path, monkeypatch, datasets, train_config):
     from downcycle.errors import DowncycleError
     from downcycle.training import run as run_module
 
