@@ -84,3 +84,53 @@ def test_tied_embeddings_are_tied(tiny_model):
     lw = open_layerwise(tiny_model("llama", tie_word_embeddings=True), dtype="float32")
     assert lw.model.get_output_embeddings().weight is lw.model.get_input_embeddings().weight
     assert lw.model.get_output_embeddings().weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2"])
+def test_hidden_stats_layer_by_layer_equal_the_whole_models(tiny_model, family):
+    """Every one-pass metric's sums (angular distances, Block Influence), bitwise, padding included."""
+    from transformers import AutoModelForCausalLM
+
+    from downcycle.analysis.hidden_stats import collect_hidden_stats, collect_hidden_stats_layerwise
+
+    path = tiny_model(family)
+    batches = _batches(64, padded=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    whole = collect_hidden_stats(model, batches)
+    for budget in (None, 0):  # in memory, and every state spilled to disk
+        layered = collect_hidden_stats_layerwise(open_layerwise(path, dtype="float32"), batches, budget=budget)
+        for name in ("cos_sum", "angle_sum", "last_cos_sum", "last_angle_sum"):
+            assert torch.equal(getattr(layered, name), getattr(whole, name)), (family, name, budget)
+        assert (layered.tokens, layered.sequences) == (whole.tokens, whole.sequences)
+
+
+def test_analyze_layerwise_writes_the_same_scores_and_plan(tmp_path):
+    """`analyze --layerwise` on the shipped reference: scores.json and plan.json as the in-memory run's;
+    the NLL search is refused in one line."""
+    import json
+    from pathlib import Path
+
+    from downcycle.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    common = [str(root / "examples" / "reference"), "--data", str(root / "examples" / "corpus" / "moby_dick.jsonl.gz"),
+              "--samples", "8", "--seq-len", "64", "--batch-size", "4", "--keep", "9", "--dtype", "float32", "--no-plots", "--no-progress"]
+    assert main(["analyze", *common, "--out", str(tmp_path / "whole"), "--no-layerwise"]) == 0
+    assert main(["analyze", *common, "--out", str(tmp_path / "layered"), "--layerwise"]) == 0
+    for name in ("scores.json", "plan.json"):
+        whole = json.loads((tmp_path / "whole" / name).read_text())
+        layered = json.loads((tmp_path / "layered" / name).read_text())
+        if name == "plan.json":
+            whole["details"]["model"].pop("layerwise"), layered["details"]["model"].pop("layerwise")
+        assert layered == whole, name
+    assert main(["analyze", *common, "--out", str(tmp_path / "nll"), "--layerwise", "--strategy", "nll"]) == 1
+
+
+def test_a_model_that_does_not_fit_runs_layer_by_layer_by_itself(tiny_model, monkeypatch):
+    from downcycle.layerwise import memory
+
+    path = tiny_model("llama")
+    stored = memory.weight_bytes(path)
+    assert memory.weight_bytes(path, "bfloat16") * 2 == stored  # the tiny model is saved in float32
+    monkeypatch.setattr(memory, "available_bytes", lambda device: stored)  # free memory: the weights alone, no headroom
+    assert not memory.fits_in_memory(path, "float32", "cpu") and memory.fits_in_memory(path, "bfloat16", "cpu")

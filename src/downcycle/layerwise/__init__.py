@@ -12,7 +12,8 @@ layers, the embedding, the norm and the head are ``transformers``' own modules.
 """
 
 from .engine import LayerwiseRun, run_layerwise
+from .memory import fits_in_memory, weight_bytes
 from .skeleton import LayerwiseModel, open_layerwise
 from .store import StateStore
 
-__all__ = ["LayerwiseModel", "LayerwiseRun", "StateStore", "open_layerwise", "run_layerwise"]
+__all__ = ["LayerwiseModel", "LayerwiseRun", "StateStore", "fits_in_memory", "open_layerwise", "run_layerwise", "weight_bytes"]
