@@ -134,3 +134,27 @@ def test_a_model_that_does_not_fit_runs_layer_by_layer_by_itself(tiny_model, mon
     assert memory.weight_bytes(path, "bfloat16") * 2 == stored  # the tiny model is saved in float32
     monkeypatch.setattr(memory, "available_bytes", lambda device: stored)  # free memory: the weights alone, no headroom
     assert not memory.fits_in_memory(path, "float32", "cpu") and memory.fits_in_memory(path, "bfloat16", "cpu")
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_loss_task_layer_by_layer_equals_in_memory(tiny_model, family, tmp_path):
+    """`eval --tasks loss --layerwise`: the same NLL, tokens and bytes as the in-memory run, with windows
+    strided so that batches mix lengths; other tasks refused in one line."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from downcycle.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    path = tiny_model(family, vocab_size=8192)
+    for f in (root / "examples" / "tokenizer").iterdir():
+        shutil.copy2(f, path / f.name)
+    text = str(root / "examples" / "corpus" / "kjv.jsonl.gz")
+    common = [str(path), "--tasks", "loss", "--data", text, "--limit", "12", "--window", "48", "--stride", "32", "--no-progress"]
+    assert main(["eval", *common, "--out", str(tmp_path / "whole"), "--no-layerwise"]) == 0
+    assert main(["eval", *common, "--out", str(tmp_path / "layered"), "--layerwise"]) == 0
+    whole = json.loads((tmp_path / "whole" / path.name / "results.json").read_text())["tasks"]["loss"]["metrics"]
+    layered = json.loads((tmp_path / "layered" / path.name / "results.json").read_text())["tasks"]["loss"]["metrics"]
+    assert layered == whole
+    assert main(["eval", str(path), "--tasks", "loss,arc_easy", "--data", text, "--out", str(tmp_path / "mc"), "--layerwise"]) == 1
