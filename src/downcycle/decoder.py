@@ -17,7 +17,7 @@ from typing import Any
 from .architecture import LAYER_COUNT_KEYS, NON_TEXT_HINTS, layer_count, loaded_text_config
 from .errors import DowncycleError
 
-__all__ = ["cache_argument", "find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
+__all__ = ["cache_argument", "final_norm", "find_decoder_layers", "layer_input", "num_decoder_layers", "skip_layers", "with_layer_input"]
 
 
 def num_decoder_layers(model: Any) -> int:
@@ -100,3 +100,15 @@ def cache_argument(model: Any) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def final_norm(model: Any) -> Any:
+    """The norm the last decoder layer's output goes through before the output layer: the one norm
+    module among the children of the module that holds the decoder layers (``model.norm``,
+    ``transformer.ln_f``, ``gpt_neox.final_layer_norm`` ...)."""
+    name, _ = find_decoder_layers(model)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    norms = [m for n, m in parent.named_children() if "norm" in type(m).__name__.lower() or "norm" in n.lower() or n == "ln_f"]
+    if len(norms) != 1:
+        raise DowncycleError(f"{type(model).__name__}: no single final norm beside the decoder layers")
+    return norms[0]

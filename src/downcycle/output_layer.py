@@ -12,7 +12,7 @@ from typing import Any
 from .architecture import logit_transform
 from .errors import DowncycleError
 
-__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "position_nll_kl", "split_head"]
+__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "position_nll_kl", "rows_nll", "split_head"]
 
 LOGIT_BYTES = 64 * 2**20  # float32 logits held at once by position_nll's chunked output layer
 
@@ -84,7 +84,9 @@ def _scored_rows(model: Any, split: tuple[Any, Any] | None, ids: Any, row: Any, 
     return logits[row, torch.searchsorted(keep, col)].float(), None  # (N, V)
 
 
-def _rows_nll(rows: Any, head: Any, target: Any) -> Any:
+def rows_nll(rows: Any, head: Any, target: Any) -> Any:
+    """``(N,)`` float32 NLL of ``target`` from final hidden states ``rows`` through ``head`` (chunked),
+    or, with ``head`` None, from ``rows`` that are already float32 logits ``(N, V)``."""
     import torch
 
     if head is not None:
@@ -108,7 +110,7 @@ def position_nll(model: Any, split: tuple[Any, Any] | None, ids: Any, row: Any, 
     Returns:
         ``(N,)`` float32 NLL in nats.
     """
-    return _rows_nll(*_scored_rows(model, split, ids, row, col, attention_mask), target)
+    return rows_nll(*_scored_rows(model, split, ids, row, col, attention_mask), target)
 
 
 def position_nll_kl(model: Any, split: tuple[Any, Any] | None, reference: Any, reference_split: tuple[Any, Any] | None,
@@ -129,7 +131,7 @@ def position_nll_kl(model: Any, split: tuple[Any, Any] | None, reference: Any, r
     rows, head = _scored_rows(model, split, ids, row, col)
     ref_device = next(reference.parameters()).device
     ref_rows, ref_head = _scored_rows(reference, reference_split, *(t.to(ref_device) for t in (ids, row, col)))
-    nll = _rows_nll(rows, head, target)
+    nll = rows_nll(rows, head, target)
 
     def logits(x: Any, layer: Any) -> Any:
         return x if layer is None else chunk_logits(x, layer.weight, layer.bias)  # (n, V) float32

@@ -18,7 +18,7 @@ from .metrics import METRICS, get_metric
 from .nll import GreedyRemoval, greedy_removal
 from .strategies import Strategy, get_strategy, resolve_keep
 
-__all__ = ["Analysis", "analyze_model", "check_metric", "choose_layers"]
+__all__ = ["Analysis", "analysis_of", "analyze_model", "check_metric", "choose_layers"]
 
 
 @dataclass
@@ -76,10 +76,15 @@ def analyze_model(model: Any, batches: Sequence[Any], *, nll_removals: int | Non
         progress: tqdm bars.
     """
     stats = collect_hidden_stats(model, batches, progress=progress)
-    scores = {name: m.compute(stats) for name, m in METRICS.items() if m.compute is not None}
     greedy = None
     if nll_removals is not None:
         greedy = greedy_removal(model, list(nll_batches if nll_batches is not None else batches), nll_removals, progress=progress)
+    return analysis_of(stats, greedy)
+
+
+def analysis_of(stats: HiddenStats, greedy: GreedyRemoval | None = None) -> Analysis:
+    """Every one-pass metric's scores from the pass's sums (and the NLL search, when it ran)."""
+    scores = {name: m.compute(stats) for name, m in METRICS.items() if m.compute is not None}
     return Analysis(stats.num_layers, stats, scores, greedy)
 
 

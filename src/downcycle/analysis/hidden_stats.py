@@ -31,7 +31,7 @@ from typing import Any
 
 from ..decoder import find_decoder_layers, layer_input
 
-__all__ = ["HiddenStats", "as_batches", "batch_mask", "collect_hidden_stats", "token_cosines"]
+__all__ = ["HiddenStats", "as_batches", "batch_mask", "collect_hidden_stats", "collect_hidden_stats_layerwise", "token_cosines"]
 
 
 @dataclass
@@ -173,6 +173,41 @@ def collect_hidden_stats(model: Any, batches: Iterable[Any], *, progress: bool =
         for h in handles:
             h.remove()
         state.clear()
+    return stats
+
+
+def collect_hidden_stats_layerwise(lw: Any, batches: list[Any], *, budget: int | None = None, progress: bool = False) -> HiddenStats:
+    """:func:`collect_hidden_stats` of a model run one decoder layer at a time
+    (:mod:`downcycle.layerwise`): the same states, the same float64 sums, bitwise. Each batch's
+    ``(T, d)`` float32 states are kept until the last layer has run (memory up to ``budget``, then
+    disk: ``L+1`` states of every calibration token in all), then reduced as the in-memory pass does."""
+    import torch
+
+    from ..layerwise import StateStore, run_layerwise
+    from ..layerwise.engine import STATE_BUDGET
+
+    n = lw.num_layers
+    stats = HiddenStats.zeros(n)
+    selections = []
+    for batch in batches:
+        ids, mask = batch_mask(batch)
+        selections.append(_token_selection(ids.to(lw.device), mask.to(lw.device) if mask is not None else None))
+    kept = StateStore(STATE_BUDGET if budget is None else budget)
+
+    def visit(l: int, b: int, hidden: Any) -> None:
+        flat = hidden.reshape(-1, hidden.shape[-1])  # (B*S, d)
+        keep = selections[b][0]
+        kept.put((b, l), (flat[keep] if keep is not None else flat).to(torch.float32))
+
+    with kept:
+        run_layerwise(lw, batches, visit, budget=STATE_BUDGET if budget is None else budget, progress=progress)
+        for b, (_, last) in enumerate(selections):
+            buf = torch.stack([kept.pop((b, l)) for l in range(n + 1)], dim=1)  # (T, L+1, d)
+            is_last = torch.zeros(buf.shape[0], dtype=torch.bool, device=buf.device)
+            is_last[last] = True
+            step = _chunk_tokens(buf.shape[1], buf.shape[2])
+            for start in range(0, buf.shape[0], step):
+                stats.add(token_cosines(buf[start : start + step]), is_last[start : start + step])
     return stats
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
+from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import AnalyzeConfig, inputs_of, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
@@ -56,29 +57,55 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     metric = check_metric(strategy, config.metric)
     calib, tok_path = _calibration(config, src)  # every input checked before the model loads
     device = resolve_device(config.device)
-    model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
-    from ..decoder import num_decoder_layers
-
-    num = num_decoder_layers(model)
-    keep = resolve_keep(config.keep, num)
     from .hidden_stats import as_batches
 
     batches = as_batches(calib.input_ids, config.batch_size)
+    needs_nll = "nll" in (metric, strategy.name)
+    layerwise = _layerwise(config, src, device, needs_nll)
+    if layerwise:
+        from ..layerwise import open_layerwise
+        from .analyze import analysis_of
+        from .hidden_stats import collect_hidden_stats_layerwise
 
-    nll_k = num - keep if "nll" in (metric, strategy.name) else None
-    nll_batches = as_batches(calib.input_ids[: config.nll_samples], config.batch_size)
-    analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
-    if config.width:
-        analysis.width = width_importance(model, batches, progress=config.progress)
+        lw = open_layerwise(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
+        num, dtype = lw.num_layers, lw.dtype
+        keep = resolve_keep(config.keep, num)
+        analysis = analysis_of(collect_hidden_stats_layerwise(lw, batches, progress=config.progress))
+        nll_k = None
+    else:
+        model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
+        from ..decoder import num_decoder_layers
+
+        num, dtype = num_decoder_layers(model), next(model.parameters()).dtype
+        keep = resolve_keep(config.keep, num)
+        nll_k = num - keep if needs_nll else None
+        nll_batches = as_batches(calib.input_ids[: config.nll_samples], config.batch_size)
+        analysis = analyze_model(model, batches, nll_removals=nll_k, nll_batches=nll_batches, progress=config.progress)
+        if config.width:
+            analysis.width = width_importance(model, batches, progress=config.progress)
     details = {
         "calibration": {**calib.provenance(), "text_field": config.text_field, "tokenizer": tok_path,
                         "nll_samples": min(config.nll_samples, calib.input_ids.shape[0]) if nll_k is not None else 0},
-        "model": {"source": config.model, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "device": device},
+        "model": {"source": config.model, "dtype": str(dtype).removeprefix("torch."), "device": device,
+                  "layerwise": layerwise},
         "scores": SCORES_NAME,
     }
     if analysis.width is not None:
         details["width_scores"] = f"{WIDTH_DIR}/{WIDTH_SCORES}"
     return analysis, make_plan(num, strategy.name, keep, metric, analysis.metric_values, **details)
+
+
+def _layerwise(config: AnalyzeConfig, src: Path, device: str, needs_nll: bool) -> bool:
+    """Whether the model runs one decoder layer at a time: ``--layerwise``/``--no-layerwise``, else
+    when its weights do not fit the device's free memory."""
+    from ..layerwise import fits_in_memory
+
+    chosen = config.layerwise if config.layerwise is not None else not fits_in_memory(src, config.dtype, device)
+    if chosen and (needs_nll or config.width):
+        what = "the NLL search (strategy or metric nll)" if needs_nll else "--width"
+        why = "" if config.layerwise else f" ({src} does not fit the {device}'s free memory)"
+        raise DowncycleError(f"--layerwise{why}: {what} needs the whole model, and is not run layer by layer yet")
+    return chosen
 
 
 def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..architecture import loaded_text_config
+from ..errors import DowncycleError
 from ..output_layer import LOGIT_BYTES, checked_split, position_nll, position_nll_kl
 from .metrics import ratio_stderr
 
@@ -120,7 +121,7 @@ def score_documents(model: Any, documents: Iterable[list[int]], window: int, str
     KL(reference‖model) at every scored token, summed per document (in the order of ``documents``)."""
     import torch
 
-    scorer = _Scorer(model, reference)
+    scorer = _scorer(model, reference)
     total, pool, pooled = 0.0, [], 0
     for d, ids in enumerate(documents):
         x = torch.tensor(ids, dtype=torch.long)
@@ -132,6 +133,7 @@ def score_documents(model: Any, documents: Iterable[list[int]], window: int, str
             total += scorer.pool(pool, batch_tokens, on_scored)
             pool, pooled = [], 0
     total += scorer.pool(pool, batch_tokens, on_scored)
+    total += scorer.finish(on_scored)
     return Scored(total, scorer.kl if reference is not None else None)
 
 
@@ -166,32 +168,22 @@ class _Scorer:
         if self.head is None or (self.reference is not None and self.ref_head is None):
             # a model's own logits of every scored position of a batch are held at once
             batch_tokens = min(batch_tokens, max(1, LOGIT_BYTES // (4 * self.vocab)))
-        total, i = 0.0, 0
-        while i < len(order):
-            width, j, real = len(order[i][0]), i + 1, len(order[i][0])  # the batch's row length, its end, its real tokens
-            while j < len(order) and (j - i + 1) * width <= batch_tokens and \
-                    real + len(order[j][0]) >= (1 - MAX_PADDING) * (j - i + 1) * width:
-                real, j = real + len(order[j][0]), j + 1
-            batch, i = order[i:j], j
+        total = 0.0
+        for batch in window_batches(order, batch_tokens):
             total += float(self._nll(batch).sum(dtype=torch.float64))
             if on_scored is not None:
                 on_scored(sum(len(t) for _, t, _ in batch))
         return total
+
+    def finish(self, on_scored: Callable[[int], None] | None) -> float:
+        return 0.0
 
     def _nll(self, batch: list[tuple[Any, Any, int]]) -> Any:
         """``(N,)`` float32 NLL of every target of ``batch``, in batch order (with a reference, each
         window's KL is added to its document's)."""
         import torch
 
-        B, L = len(batch), len(batch[0][0])
-        ids = torch.zeros(B, L, dtype=torch.long)  # right padding: no scored position sees it
-        rows, cols = [], []
-        for b, (fed, targets, _) in enumerate(batch):
-            ids[b, : len(fed)] = fed
-            rows.append(torch.full((len(targets),), b, dtype=torch.long))
-            cols.append(torch.arange(len(fed) - len(targets), len(fed)))
-        row, col, target = torch.cat(rows), torch.cat(cols), torch.cat([t for _, t, _ in batch])
-        args = [t.to(self.device) for t in (ids, row, col, target)]
+        args = [t.to(self.device) for t in batch_tensors(batch)]
         with torch.inference_mode():
             if self.reference is None:
                 return position_nll(self.model, self.head, *args)
@@ -201,3 +193,43 @@ class _Scorer:
             self.kl[d] += float(kl[start : start + len(targets)].sum())
             start += len(targets)
         return nll
+
+
+def window_batches(order: list[tuple[Any, Any, int]], batch_tokens: int) -> Iterable[list[tuple[Any, Any, int]]]:
+    """``order``'s windows (longest first) cut into batches of at most ``batch_tokens`` input tokens,
+    at most ``MAX_PADDING`` of them padding."""
+    i = 0
+    while i < len(order):
+        width, j, real = len(order[i][0]), i + 1, len(order[i][0])  # the batch's row length, its end, its real tokens
+        while j < len(order) and (j - i + 1) * width <= batch_tokens and \
+                real + len(order[j][0]) >= (1 - MAX_PADDING) * (j - i + 1) * width:
+            real, j = real + len(order[j][0]), j + 1
+        yield order[i:j]
+        i = j
+
+
+def batch_tensors(batch: list[tuple[Any, Any, int]]) -> tuple[Any, Any, Any, Any]:
+    """``(ids (B, L), row, col, target (N,))``: the windows right-padded (no scored position sees the
+    padding) and the positions that predict each target."""
+    import torch
+
+    B, L = len(batch), len(batch[0][0])
+    ids = torch.zeros(B, L, dtype=torch.long)
+    rows, cols = [], []
+    for b, (fed, targets, _) in enumerate(batch):
+        ids[b, : len(fed)] = fed
+        rows.append(torch.full((len(targets),), b, dtype=torch.long))
+        cols.append(torch.arange(len(fed) - len(targets), len(fed)))
+    return ids, torch.cat(rows), torch.cat(cols), torch.cat([t for _, t, _ in batch])
+
+
+def _scorer(model: Any, reference: Any) -> Any:
+    from ..layerwise import LayerwiseModel
+
+    if isinstance(model, LayerwiseModel):
+        from .layerwise_loss import LayerwiseScorer
+
+        if reference is not None:
+            raise DowncycleError("--layerwise: the loss task's KL to a reference is not run layer by layer yet (drop --reference)")
+        return LayerwiseScorer(model)
+    return _Scorer(model, reference)

@@ -22,6 +22,7 @@ from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import git_revision, versions, write_manifest
 from ..checkpoint.safetensors_index import INDEX_NAME
+from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, inputs_of, to_dict
 from .encoding import Encoder
@@ -111,7 +112,13 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     start = time.perf_counter()
     path = resolve_source(source)
     device = resolve_device(cfg.device)
-    model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    if _layerwise(cfg, path, device):
+        from ..layerwise import open_layerwise
+
+        runner = open_layerwise(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+        model = runner.model  # its layers on the meta device: what needs only the config, the embeddings or the head
+    else:
+        runner = model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     if tokenizer is None:
         tokenizer = model_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
@@ -131,7 +138,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
             window = min(cfg.window or limit_len, limit_len)
             reference = reference or ReferenceModel(cfg)
             itself = reference.is_model(path)
-            tasks[task] = evaluate_loss(model, tokenizer, cfg.data, text_field=cfg.text_field, window=window,
+            tasks[task] = evaluate_loss(runner, tokenizer, cfg.data, text_field=cfg.text_field, window=window,
                                         stride=min(cfg.stride or window, window), limit=cfg.limit, progress=cfg.progress,
                                         version=spec.version, is_reference=itself,
                                         reference=reference.model() if reference.path is not None and not itself else None)
@@ -161,14 +168,27 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     return results
 
 
+def _layerwise(cfg: EvalConfig, path: Path, device: str) -> bool:
+    """Whether a model runs one decoder layer at a time: ``--layerwise``/``--no-layerwise``, else when
+    its weights do not fit the device's free memory; then only what is run that way may be asked."""
+    from ..layerwise import fits_in_memory
+
+    chosen = cfg.layerwise if cfg.layerwise is not None else not fits_in_memory(path, cfg.dtype, device)
+    if chosen:
+        why = "" if cfg.layerwise else f" ({path} does not fit the {device}'s free memory)"
+        other = [t for t in cfg.task_names if t != "loss"]
+        if other or cfg.harness or cfg.reference is not None:
+            what = f"tasks {', '.join(other)}" if other else "--harness" if cfg.harness else "--reference (the loss task's KL)"
+            raise DowncycleError(f"--layerwise{why}: {what} not run layer by layer yet (the loss task is)")
+    return chosen
+
+
 def run_eval(cfg: EvalConfig) -> EvalOutcome:
     """Evaluate ``cfg.models`` on ``cfg.tasks`` and write ``cfg.out``.
 
     Without ``cfg.task_data`` the default task-data directory is used when it exists
     (:func:`downcycle.evaluation.task_data.resolve_task_data`); the results record the one used.
     """
-    from ..errors import DowncycleError
-
     start = time.perf_counter()
     cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)

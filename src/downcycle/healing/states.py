@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..architecture import MLP_SEGMENTS
-from ..decoder import find_decoder_layers, layer_input
+from ..decoder import final_norm, find_decoder_layers, layer_input
 from ..errors import DowncycleError
 
 __all__ = ["Needs", "capture", "down_projection", "final_norm_and_head", "mlp_module"]
@@ -71,16 +71,13 @@ def final_norm_and_head(model: Any) -> tuple[Any, Any]:
     the children of the module that holds the decoder layers, and ``get_output_embeddings()``."""
     from ..architecture import logit_transform
 
-    name, _ = find_decoder_layers(model)
-    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-    norms = [m for n, m in parent.named_children() if "norm" in type(m).__name__.lower() or "norm" in n.lower() or n == "ln_f"]
-    head = model.get_output_embeddings()
-    if len(norms) != 1 or head is None:
-        raise DowncycleError(f"{type(model).__name__}: no single final norm beside the decoder layers, or no output layer")
+    norm, head = final_norm(model), model.get_output_embeddings()
+    if head is None:
+        raise DowncycleError(f"{type(model).__name__}: no output layer")
     transform = logit_transform(model.config.get_text_config())
     if transform:
         raise DowncycleError(f"{type(model).__name__}: its config transforms the logits ({transform}); the kl loss is refused")
-    return norms[0], head
+    return norm, head
 
 
 def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: bool = False,

@@ -30,6 +30,10 @@ class AnalyzeConfig:
     nll_samples: int = arg("windows the NLL search scores (it runs (L-k)..L passes per removal)", 16)
     width: bool = arg("also score MLP neurons, attention heads and embedding channels (Minitron activation importance, one "
                       "more pass) into DIR/width/scores.json, for `downcycle prune --scores`", False)
+    layerwise: bool | None = arg("run the model one decoder layer at a time from its files (default: when it does not fit the "
+                                 "device's free memory): peak memory is the largest layer, embeddings and head, plus the states of "
+                                 "every calibration token; the same scores. The NLL search and --width need the whole model",
+                                 affects_output=False)
     text_field: str = arg("field holding the text in .jsonl/.json/.parquet/arrow/HF records", "text")
     tokenizer: str | None = arg("tokenizer directory (default: MODEL)", metavar="DIR", role=INPUT, hub=True)
     dtype: str = arg("dtype to load the model in: auto (the checkpoint's), float32, bfloat16, float16", "auto")
