@@ -166,14 +166,20 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
                                  f"not a multiple of num_attention_heads={heads}")
         return torch.linalg.vector_norm(x.detach().float().reshape(b, t, heads, width // heads), dim=-1)  # (B, T, h)
 
+    shape: list[int] = []  # the batch's (B, T): OPT's MLP runs on the tokens flattened to (B * T, C)
+
+    def tokens(x: Any) -> Any:
+        return x.view(*shape, x.shape[-1]) if x.dim() == 2 else x
+
     def pre_hook(sums: SquaredMeans, per_head: bool):
         def hook(module: Any, args: tuple) -> None:
-            sums.add(head_values(args[0]) if per_head else args[0].detach().float().abs())
+            x = tokens(args[0])
+            sums.add(head_values(x) if per_head else x.detach().float().abs())
         return hook
 
     def norm_hook(sums: SquaredMeans):
         def hook(module: Any, args: tuple, output: Any) -> None:
-            sums.add((output[0] if isinstance(output, (tuple, list)) else output).detach().float().abs())
+            sums.add(tokens(output[0] if isinstance(output, (tuple, list)) else output).detach().float().abs())
         return hook
 
     def final_hook(module: Any, args: tuple) -> None:
@@ -188,7 +194,7 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
         for module, sums in zip(layer_norms, norms):
             handles.append(module.register_forward_hook(norm_hook(sums)))
         handles.append(head.register_forward_pre_hook(final_hook))
-        samples, seq_len = _run(model, batches, progress)
+        samples, seq_len = _run(model, batches, progress, shape)
     finally:
         for h in handles:
             h.remove()
@@ -207,8 +213,8 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
     }
 
 
-def _run(model: Any, batches: Iterable[Any], progress: bool) -> tuple[int, int]:
-    """The forward passes; returns (windows, tokens per window)."""
+def _run(model: Any, batches: Iterable[Any], progress: bool, shape: list[int]) -> tuple[int, int]:
+    """The forward passes; returns (windows, tokens per window). ``shape`` is set to each batch's (B, T)."""
     import torch
 
     from ..progress import progress_bar
@@ -225,6 +231,7 @@ def _run(model: Any, batches: Iterable[Any], progress: bool) -> tuple[int, int]:
             if seq_len is not None and ids.shape[1] != seq_len:
                 raise DowncycleError(f"width importance: windows of {ids.shape[1]} and {seq_len} tokens (one length, please)")
             seq_len = ids.shape[1]
+            shape[:] = ids.shape
             try:
                 model(input_ids=ids.to(device), use_cache=False)
             except _Stop:

@@ -75,6 +75,8 @@ class WidthFamily:
             attention, one KV head per query head (GPT-2, GPT-NeoX), or a fixed count (``constants``).
         head_dim: the config field transformers reads the head size from; None where it always
             computes hidden_size / heads (then heads and hidden can only shrink together).
+        heads_fill_hidden: heads x head_dim must equal hidden_size, though head_dim is read
+            (Helium's o_proj is hidden_size wide on both sides): heads and hidden shrink together.
         norm: a key of :data:`NORM_KINDS`.
         layer: a decoder layer's tensors, by name after the layer prefix (``self_attn.q_proj.weight``).
         others: the tensors outside the layers, by full name (embeddings, final norm, head).
@@ -106,6 +108,7 @@ class WidthFamily:
     refused: dict[str, str] = field(default_factory=dict)
     constants: dict[str, int] = field(default_factory=dict)
     mirrors: dict[str, str] = field(default_factory=dict)
+    heads_fill_hidden: bool = False
 
 
 def unit_width(kind: str, m: int, head_dim: int) -> int:

@@ -12,6 +12,8 @@ tests/architecture/ on tiny models of every family listed).
   config.json has none (older checkpoints), so a prune can write it and shrink the hidden size
   alone. Without this fact (and without ``head_dim`` in config.json) transformers is taken to compute
   hidden_size / heads, and heads and hidden only shrink together: safe either way.
+- ``heads_fill_hidden``: transformers builds the attention output projection ``hidden_size`` wide
+  on both sides, whatever ``heads x head_dim`` is (Helium): heads and hidden shrink together.
 - ``conv1d``: weights stored ``[in, out]`` (GPT-2's Conv1D): the same names, transposed.
 - ``qkv``: the layout of a fused q/k/v projection's outputs. The name says nothing about it:
   ``q | k | v`` (Phi-3), interleaved per head ``[head, (q, k, v), head_dim]`` (GPT-NeoX), per
@@ -45,6 +47,7 @@ class WidthFacts:
     norm: str | None = None
     embed_scale: bool = False
     reads_head_dim: bool = False
+    heads_fill_hidden: bool = False
     conv1d: bool = False
     qkv: Axis | None = None
     kv: str | int | None = None
@@ -103,6 +106,7 @@ WIDTH_FACTS: dict[str, WidthFacts | Callable[[dict[str, Any]], WidthFacts]] = {
     "apertus": _READS,
     "starcoder2": _READS,
     "cohere": _READS,
+    "helium": WidthFacts(reads_head_dim=True, heads_fill_hidden=True),  # o_proj = nn.Linear(hidden_size, hidden_size)
     "phi": _phi,
     # fused q/k/v projections, whose layout no name tells
     "phi3": WidthFacts(reads_head_dim=True, qkv=Q_K_V),

@@ -305,15 +305,18 @@ def width_layout(config: Config, shapes: Mapping[str, Sequence[int]], layout: La
         if rule is not None:
             _check_shape(name, rule, shape, sizes, head_dim, model_type)
 
+    if head_dim_field is None or facts.heads_fill_hidden:  # heads x head_dim = hidden: they shrink together or not at all
+        tied = (f"its head size is {fields[HIDDEN]} / {fields[HEADS]}" if head_dim_field is None else
+                f"its attention output projection is {fields[HIDDEN]} wide") + ", so heads and hidden channels go only together"
+        for kind, other in ((HIDDEN, HEADS), (HEADS, HIDDEN)):
+            if other in refused:
+                refused.setdefault(kind, f"{tied}, and {KIND_WORDS[other]}: {refused[other]}")
     if HEADS in refused:
         refused.setdefault(KV_HEADS, f"they go with their query heads: {refused[HEADS]}")
-        if head_dim_field is None:
-            refused.setdefault(HIDDEN, f"its head size is {fields[HIDDEN]} / {fields[HEADS]}, so they go only with the heads: "
-                                       f"{refused[HEADS]}")
     if all(kind in refused for kind in KINDS):
         reasons = "; ".join(f"{KIND_WORDS[k]}: {refused[k]}" for k in (FFN, HEADS, HIDDEN))
         raise DowncycleError(f"cannot prune the width of a {model_type!r} model: {reasons}")
     embed_scale = facts.embed_scale or bool(cfg.get("scale_embedding"))
     family = WidthFamily(fields, head_dim_field, norm, layer, other_rules, embedding, final_norm, down, o_proj, embed_scale,
-                         defaults, {k: refused[k] for k in KINDS if k in refused}, constants, mirrors)
+                         defaults, {k: refused[k] for k in KINDS if k in refused}, constants, mirrors, facts.heads_fill_hidden)
     return WidthLayout(model_type, family, sizes, head_dim)

@@ -128,18 +128,18 @@ def width_config(config: Config, model: WidthModel, plan: WidthPlan) -> tuple[Co
 
     Raises:
         DowncycleError: for a family whose head size transformers derives from the hidden size
-            (GPT-2, GPT-NeoX) when the kept heads and channels do not keep it.
+            (GPT-2, GPT-NeoX), or whose heads must fill it (Helium), when the kept heads and channels
+            do not keep heads x head_dim = hidden; for a kind the family cannot prune exactly.
     """
     new, notes = copy.deepcopy(config), []
     sizes = kept_sizes(model, plan)
     family = model.family
     refuse_kinds(model, [kind for kind in KINDS if sizes[kind] != model.sizes[kind]])
-    if family.head_dim is None and sizes[HEADS] * model.head_dim != sizes[HIDDEN]:
-        raise DowncycleError(
-            f"{OPTION[HEADS]} {sizes[HEADS]} with {OPTION[HIDDEN]} {sizes[HIDDEN]}: transformers' {model.model_type} computes the head "
-            f"size as {family.sizes[HIDDEN]} / {family.sizes[HEADS]}, so heads and hidden shrink together: keep "
-            f"{OPTION[HIDDEN]} = {OPTION[HEADS]} x {model.head_dim}"
-        )
+    if (family.head_dim is None or family.heads_fill_hidden) and sizes[HEADS] * model.head_dim != sizes[HIDDEN]:
+        why = (f"computes the head size as {family.sizes[HIDDEN]} / {family.sizes[HEADS]}" if family.head_dim is None else
+               f"builds the attention output projection {family.sizes[HIDDEN]} wide on both sides")
+        raise DowncycleError(f"{OPTION[HEADS]} {sizes[HEADS]} with {OPTION[HIDDEN]} {sizes[HIDDEN]}: transformers' {model.model_type} "
+                             f"{why}, so heads and hidden shrink together: keep {OPTION[HIDDEN]} = {OPTION[HEADS]} x {model.head_dim}")
     for kind, key in family.sizes.items():
         if sizes[kind] != model.sizes[kind] or new.get(key) is None:
             new[key] = sizes[kind]

@@ -1,0 +1,202 @@
+"""Width pruning of every family downcycle infers a layout for beyond the ones its table listed
+(those: tests/test_prune_exact.py), on tiny random float32 models: (a) dead neurons and heads pruned
+leave the logits as they were; (b) any choice of kept units equals the source with the others
+masked in memory; (c) hidden channels: exact under RMSNorm (eps ~0), and under LayerNorm exact in
+every tensor but the norms (which are approximate, and said so); the importance pass runs on each;
+the kinds a family cannot prune exactly are refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from width_oracle import (
+    FFN,
+    HEAD_DIM,
+    HEADS,
+    HIDDEN,
+    ORACLE,
+    QK_OVER_ALL_HEADS,
+    complement,
+    head_columns,
+    heads_in_groups,
+    layers_of,
+    load,
+    logits,
+    masked,
+    random_rows,
+    without_norms,
+    write_plan,
+)  # fmt: skip
+
+from downcycle.analysis.width import width_importance
+from downcycle.errors import DowncycleError
+from downcycle.recipe import PruneConfig
+from downcycle.surgery.prune import prune
+
+LAYERS = 2
+EPS0 = {"rms_norm_eps": 1e-12}
+# case -> (family, config overrides, KV heads, heads shrink only with hidden (heads x head_dim = hidden), RMSNorm, kinds refused)
+CASES = {
+    "gemma": ("gemma", {}, 2, False, True, ()),
+    "vaultgemma": ("vaultgemma", {}, 2, False, True, ()),
+    "olmo": ("olmo", {}, 2, False, False, ()),
+    "olmo3": ("olmo3", EPS0, 2, False, True, ()),  # q/k norms over all heads: exact up to their eps
+    "granite": ("granite", {}, 2, False, True, ()),
+    "helium": ("helium", {}, 2, True, True, ()),  # o_proj is hidden_size x hidden_size
+    "glm": ("glm", {}, 2, False, True, ()),
+    "glm4": ("glm4", {}, 2, False, True, ()),
+    "cohere": ("cohere", {}, 2, False, False, ()),
+    "cohere2": ("cohere2", {}, 2, False, False, ()),
+    "exaone4": ("exaone4", {}, 2, False, True, ()),
+    "arcee": ("arcee", {}, 2, False, True, ()),
+    "seed_oss": ("seed_oss", {}, 2, False, True, ()),
+    "ernie4_5": ("ernie4_5", {}, 2, False, True, ()),
+    "hyperclovax": ("hyperclovax", {}, 2, False, True, ()),
+    "jais2": ("jais2", {}, 2, False, False, ()),
+    "apertus": ("apertus", {}, 2, False, True, ()),
+    "nemotron": ("nemotron", {}, 2, False, False, ()),
+    "starcoder2": ("starcoder2", {}, 2, False, False, ()),
+    "stablelm": ("stablelm", {}, 2, True, False, ()),
+    "phi": ("phi", {}, 2, True, False, ()),
+    "persimmon": ("persimmon", {}, 4, True, False, ()),
+    "gptj": ("gptj", {}, 4, True, False, ()),
+    "gpt_bigcode": ("gpt_bigcode", {}, 1, True, False, ()),
+    "gpt_bigcode-mha": ("gpt_bigcode", {"multi_query": False}, 4, True, False, ()),
+    "falcon": ("falcon", {}, 1, True, False, ()),
+    "falcon-mha": ("falcon", {"multi_query": False}, 4, True, False, ()),
+    "falcon-grouped": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2}, 2, True, False, ("heads", "hidden")),
+    "opt": ("opt", {}, 4, True, False, ()),
+    "codegen": ("codegen", {}, 4, True, False, ("heads", "hidden")),
+    "xglm": ("xglm", {}, 4, True, False, ("heads", "hidden")),
+}  # fmt: skip
+HIDDEN_CASES = [c for c in CASES if "hidden" not in CASES[c][5]]
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _source(tiny_model, case):
+    family, overrides, *_ = CASES[case]
+    return tiny_model(family, num_hidden_layers=LAYERS, **overrides)
+
+
+def _close(actual, expected, tol=5e-5):
+    """Equal up to float32 rounding (the pruned model's smaller matmuls sum in another order)."""
+    torch.testing.assert_close(actual, expected, rtol=tol, atol=tol)
+
+
+def _run(src, out, **options):
+    return prune(PruneConfig(source=str(src), out=out, **options))
+
+
+def _heads_plan(case, seed):
+    """Kept query heads for a prune of heads alone (None where the head size follows the hidden
+    size or heads are refused): one per KV group (GQA), two of four (one KV head, or one per head)."""
+    _, _, kv, derived, _, refused = CASES[case]
+    if derived or "heads" in refused:
+        return None
+    group = HEADS // kv
+    return heads_in_groups([list(range(kv))] * LAYERS, 1, group, seed) if group > 1 else random_rows(LAYERS, HEADS, 2, seed)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_dead_neurons_and_heads_pruned_leave_the_logits(tiny_model, tmp_path, ids, case, one_torch_thread):
+    family = CASES[case][0]
+    down, o, _ = ORACLE[family]
+    kept_ffn = random_rows(LAYERS, FFN, 40, seed=1)
+    kept_heads = _heads_plan(case, seed=2)
+    model = load(_source(tiny_model, case))
+    with torch.no_grad():
+        for i, layer in enumerate(layers_of(model)):
+            layer.get_submodule(down).weight[:, complement(kept_ffn[i], FFN)] = 0
+            if kept_heads is not None:
+                dead = head_columns(complement(kept_heads[i], HEADS))
+                layer.get_submodule(o).weight[:, dead] = 0
+                if family in QK_OVER_ALL_HEADS:
+                    layer.self_attn.q_proj.weight[dead, :] = 0
+    model.save_pretrained(tmp_path / "dead")
+    plan = {"ffn": kept_ffn} if kept_heads is None else {"ffn": kept_ffn, "heads": kept_heads}
+    result = _run(tmp_path / "dead", tmp_path / "out", plan=write_plan(tmp_path / "plan.json", **plan))
+    assert result.sizes_after["ffn"] == 40 and result.sizes_after["heads"] == (HEADS if kept_heads is None else 2)
+    _close(logits(load(tmp_path / "out"), ids), logits(model, ids))
+    assert result.parameters_after < result.parameters_before
+
+
+@pytest.mark.parametrize("variant", ["heads", "kv"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_b_any_choice_equals_the_source_masked_in_memory(tiny_model, tmp_path, ids, case, variant, one_torch_thread):
+    family, _, kv, *_ = CASES[case]
+    heads = _heads_plan(case, seed=6)
+    if variant == "kv" and (heads is None or kv < 2 or kv == HEADS):
+        pytest.skip("no KV groups to prune apart from the heads")
+    ffn = random_rows(LAYERS, FFN, 24, seed=4)
+    kv_rows = random_rows(LAYERS, kv, 1, seed=5) if variant == "kv" else None
+    if kv_rows is not None:
+        heads = heads_in_groups(kv_rows, 1, HEADS // kv, seed=7)
+    src = _source(tiny_model, case)
+    plan = write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, kv_heads=kv_rows)
+    _run(src, tmp_path / "out", plan=plan)
+    source, pruned = load(src), load(tmp_path / "out")
+    with masked(source, family, ffn=ffn, heads=heads, kv_heads=kv_rows, kv=kv):
+        expected = logits(source, ids)
+    _close(logits(pruned, ids), expected)
+    assert not torch.allclose(logits(source, ids), expected, atol=1e-3)  # the masking mattered: the test can fail
+
+
+@pytest.mark.parametrize("case", sorted(HIDDEN_CASES))
+def test_c_hidden_channels(tiny_model, tmp_path, ids, case, one_torch_thread):
+    """RMSNorm (eps ~0): channels that are zero throughout the residual stream prune exactly. LayerNorm:
+    approximate, and said so; with the norms identities in both models, every other tensor is sliced
+    exactly (where the head size is hidden / heads, with two heads: hidden = 2 x head_dim)."""
+    family, overrides, kv, derived, rms, _ = CASES[case]
+    src = tiny_model(family, num_hidden_layers=LAYERS, **{**overrides, **(EPS0 if rms else {})})
+    keep = 2 * HEAD_DIM if derived else 20
+    hidden = sorted(torch.randperm(HIDDEN, generator=torch.Generator().manual_seed(8))[:keep].tolist())
+    heads = None
+    if derived:  # two heads: one of each KV group, two of the query heads of one KV head, two heads with their KV
+        heads = [[0, 2]] * LAYERS if kv == 2 else random_rows(LAYERS, HEADS, 2, seed=9)
+    ffn = random_rows(LAYERS, FFN, 24, seed=10)
+    result = _run(src, tmp_path / "out", plan=write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, hidden=hidden))
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert result.sizes_after["hidden"] == keep
+    source, pruned = load(src), load(tmp_path / "out")
+    if rms:
+        assert not any("approximate" in n for n in result.notes) and written["head_dim"] == HEAD_DIM
+    else:
+        assert any("approximate" in n for n in result.notes)
+        source, pruned = without_norms(source), without_norms(pruned)
+    with masked(source, family, ffn=ffn, heads=heads, hidden=hidden, kv=kv):
+        expected = logits(source, ids)
+    _close(logits(pruned, ids), expected, tol=5e-5 if rms else 1e-4)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_importance_pass_scores_every_unit(tiny_model, case, one_torch_thread):
+    _, _, kv, *_ = CASES[case]
+    model = load(_source(tiny_model, case))
+    scores = width_importance(model, [torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(1))])
+    assert [len(scores[k]) for k in ("ffn", "heads", "kv_heads")] == [LAYERS] * 3
+    assert [len(scores[k][0]) for k in ("ffn", "heads", "kv_heads")] == [FFN, HEADS, kv] and len(scores["hidden"]) == HIDDEN
+    assert scores["num_key_value_heads"] == kv and all(any(v > 0 for v in row) for row in scores["ffn"] + scores["heads"])
+
+
+@pytest.mark.parametrize("case, plan, needle", [
+    ("codegen", {"heads": [[0, 1]] * LAYERS, "hidden": list(range(16))},
+     "cannot prune the attention heads of a 'codegen' model: qkv_proj packs q, v and k of the heads in 4 model-parallel blocks"),
+    ("xglm", {"hidden": list(range(16))}, "cannot prune the hidden channels of a 'xglm' model: its sinusoidal position embeddings"),
+    ("falcon-grouped", {"heads": [[0, 2]] * LAYERS}, "cannot prune the attention heads of a 'falcon' model: query_key_value interleaves"),
+])  # fmt: skip
+def test_a_refused_kind_is_one_line_and_writes_nothing(tiny_model, tmp_path, case, plan, needle):
+    with pytest.raises(DowncycleError) as err:
+        _run(_source(tiny_model, case), tmp_path / "out", plan=write_plan(tmp_path / "plan.json", **plan))
+    assert str(err.value) == needle or str(err.value).startswith(needle), err.value
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    with pytest.raises(DowncycleError, match=needle.split(":")[0]):  # refused before any scores: --data would not load the model
+        from downcycle.surgery.prune import check_source
+
+        check_source(PruneConfig(source=str(_source(tiny_model, case)), out=tmp_path / "out2", scores=tmp_path / "s.json",
+                                 heads=2 if "heads" in plan else None, hidden=16 if "heads" not in plan else None))
