@@ -14,6 +14,7 @@ from typing import Any
 _COMMON = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.2,
                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+_ROPE = {"rope_type": "default", "rope_theta": 10000.0}  # families whose default is a long-context scaling
 FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 5}),
@@ -55,12 +56,20 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {}),
     "phi": ("PhiConfig", "PhiForCausalLM", {}),
     "persimmon": ("PersimmonConfig", "PersimmonForCausalLM", {}),
+    "nanochat": ("NanoChatConfig", "NanoChatForCausalLM", {}),
+    "cwm": ("CwmConfig", "CwmForCausalLM", {"head_dim": 8, "sliding_window": 4}),
+    "ministral": ("MinistralConfig", "MinistralForCausalLM", {"head_dim": 8, "sliding_window": 4, "rope_parameters": _ROPE}),
+    "ministral3": ("Ministral3Config", "Ministral3ForCausalLM", {"head_dim": 8, "rope_parameters": {
+        "rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "original_max_position_embeddings": 64, "llama_4_scaling_beta": 0.1}}),
+    "hunyuan_v1_dense": ("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM", {"head_dim": 8, "rope_parameters": _ROPE}),
+    "biogpt": ("BioGptConfig", "BioGptForCausalLM", {}),
     # ... and GPT-like, with config names of their own (_NAMES)
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"rotary_dim": 4}),
     "gpt_bigcode": ("GPTBigCodeConfig", "GPTBigCodeForCausalLM", {}),
     "falcon": ("FalconConfig", "FalconForCausalLM", {}),
     "opt": ("OPTConfig", "OPTForCausalLM", {"word_embed_proj_dim": 32}),
     "codegen": ("CodeGenConfig", "CodeGenForCausalLM", {"rotary_dim": 4, "n_ctx": 128}),
+    "gpt_neo": ("GPTNeoConfig", "GPTNeoForCausalLM", {"attention_types": [[["global", "local"], 3]], "window_size": 4}),
     "xglm": ("XGLMConfig", "XGLMForCausalLM", {}),
     "bloom": ("BloomConfig", "BloomForCausalLM", {}),
     "mpt": ("MptConfig", "MptForCausalLM", {"max_seq_len": 128}),
@@ -78,6 +87,8 @@ _NAMES: dict[str, dict[str, str | None]] = {
     "persimmon": _NO_KV,
     "falcon": {"intermediate_size": "ffn_hidden_size", **_NO_KV},  # multi_query: one KV head
     "opt": {"intermediate_size": "ffn_dim", **_NO_KV},
+    "gpt_neo": {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads", **_NO_KV},
+    "biogpt": _NO_KV,
     "xglm": {"hidden_size": "d_model", "num_hidden_layers": "num_layers", "num_attention_heads": "attention_heads",
              "intermediate_size": "ffn_dim", **_NO_KV},
     "bloom": {"num_hidden_layers": "n_layer", "num_attention_heads": "n_head", "intermediate_size": None,

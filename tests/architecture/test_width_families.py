@@ -41,7 +41,7 @@ EPS0 = {"rms_norm_eps": 1e-12}
 CASES = {
     "gemma": ("gemma", {}, 2, False, True, ()),
     "vaultgemma": ("vaultgemma", {}, 2, False, True, ()),
-    "olmo": ("olmo", {}, 2, False, False, ()),
+    "olmo": ("olmo", {}, 2, False, False, ("hidden",)),  # LayerNorms without weights: nothing to rescale
     "olmo3": ("olmo3", EPS0, 2, False, True, ()),  # q/k norms over all heads: exact up to their eps
     "granite": ("granite", {}, 2, False, True, ()),
     "helium": ("helium", {}, 2, True, True, ()),  # o_proj is hidden_size x hidden_size
@@ -68,10 +68,20 @@ CASES = {
     "falcon-mha": ("falcon", {"multi_query": False}, 4, True, False, ()),
     "falcon-grouped": ("falcon", {"new_decoder_architecture": True, "num_kv_heads": 2}, 2, True, False, ("heads", "hidden")),
     "opt": ("opt", {}, 4, True, False, ()),
+    "nanochat": ("nanochat", {}, 2, False, True, ("hidden",)),  # RMSNorms without weights
+    "cwm": ("cwm", {}, 2, False, True, ()),
+    "ministral": ("ministral", {}, 2, False, True, ()),
+    "ministral3": ("ministral3", {}, 2, False, True, ()),
+    "hunyuan_v1_dense": ("hunyuan_v1_dense", {}, 2, False, True, ()),
+    "biogpt": ("biogpt", {}, 4, True, False, ()),  # tied, sqrt(hidden) embedding scale folded into the final LayerNorm
+    "biogpt-untied": ("biogpt", {"tie_word_embeddings": False}, 4, True, False, ()),
+    "gpt_neo": ("gpt_neo", {"attention_types": [[["global", "local"], 1]]}, 4, True, False, ()),
     "codegen": ("codegen", {}, 4, True, False, ("heads", "hidden")),
     "xglm": ("xglm", {}, 4, True, False, ("heads", "hidden")),
 }  # fmt: skip
-HIDDEN_CASES = [c for c in CASES if "hidden" not in CASES[c][5]]
+# hidden pruning's slicing, checked with the norms identities; BioGPT's tied embedding scale lives in its final
+# norm then (checked by tensor below)
+HIDDEN_CASES = [c for c in CASES if "hidden" not in CASES[c][5] and c != "biogpt"]
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +210,23 @@ def test_a_refused_kind_is_one_line_and_writes_nothing(tiny_model, tmp_path, cas
 
         check_source(PruneConfig(source=str(_source(tiny_model, case)), out=tmp_path / "out2", scores=tmp_path / "s.json",
                                  heads=2 if "heads" in plan else None, hidden=16 if "heads" not in plan else None))
+
+
+def test_a_tied_embedding_scale_is_folded_into_the_final_layernorm(tiny_model, tmp_path):
+    """BioGPT multiplies its embedding by sqrt(hidden_size) (``scale_embedding``) and ties the output
+    layer to it: the pruned embedding is scaled by s = sqrt(d / d') to keep the residual stream, so
+    the output layer sees s x its slice, and the final LayerNorm's weight and bias take 1 / s (its
+    weight also takes sqrt(d / d') for the variance over fewer channels)."""
+    from safetensors.numpy import load_file
+
+    src = _source(tiny_model, "biogpt")
+    hidden = [1, 2, 3, 5, 8, 13, 21, 30, 4, 6, 7, 9, 10, 11, 12, 14]
+    hidden.sort()
+    _run(src, tmp_path / "out", plan=write_plan(tmp_path / "plan.json", heads=[[1, 3]] * LAYERS, hidden=hidden))
+    before, after = load_file(src / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    s = (HIDDEN / len(hidden)) ** 0.5
+    assert "output_projection.weight" not in after
+    torch.testing.assert_close(torch.from_numpy(after["biogpt.embed_tokens.weight"]),
+                               torch.from_numpy(before["biogpt.embed_tokens.weight"][:, hidden]) * s)
+    torch.testing.assert_close(torch.from_numpy(after["biogpt.layer_norm.weight"]), torch.from_numpy(before["biogpt.layer_norm.weight"][hidden]))
+    torch.testing.assert_close(torch.from_numpy(after["biogpt.layer_norm.bias"]), torch.from_numpy(before["biogpt.layer_norm.bias"][hidden]) / s)

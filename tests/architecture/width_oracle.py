@@ -15,7 +15,11 @@ import torch
 _LLAMA = ("mlp.down_proj", "self_attn.o_proj", ("model.embed_tokens",))
 ORACLE = {
     **dict.fromkeys(("gemma", "vaultgemma", "olmo", "olmo3", "granite", "helium", "glm", "glm4", "cohere", "cohere2", "exaone4",
-                     "arcee", "seed_oss", "ernie4_5", "hyperclovax", "jais2", "apertus", "nemotron", "stablelm"), _LLAMA),
+                     "arcee", "seed_oss", "ernie4_5", "hyperclovax", "jais2", "apertus", "nemotron", "stablelm", "cwm", "ministral",
+                     "ministral3", "hunyuan_v1_dense"), _LLAMA),
+    "nanochat": ("mlp.fc2", "self_attn.o_proj", ("model.embed_tokens",)),
+    "biogpt": ("fc2", "self_attn.out_proj", ("biogpt.embed_tokens", "biogpt.embed_positions")),
+    "gpt_neo": ("mlp.c_proj", "attn.attention.out_proj", ("transformer.wte", "transformer.wpe")),
     "starcoder2": ("mlp.c_proj", "self_attn.o_proj", ("model.embed_tokens",)),
     "phi": ("mlp.fc2", "self_attn.dense", ("model.embed_tokens",)),
     "persimmon": ("mlp.dense_4h_to_h", "self_attn.dense", ("model.embed_tokens",)),

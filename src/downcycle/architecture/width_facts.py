@@ -106,6 +106,7 @@ WIDTH_FACTS: dict[str, WidthFacts | Callable[[dict[str, Any]], WidthFacts]] = {
     "apertus": _READS,
     "starcoder2": _READS,
     "cohere": _READS,
+    "nanochat": _READS,
     "helium": WidthFacts(reads_head_dim=True, heads_fill_hidden=True),  # o_proj = nn.Linear(hidden_size, hidden_size)
     "phi": _phi,
     # fused q/k/v projections, whose layout no name tells
@@ -115,6 +116,7 @@ WIDTH_FACTS: dict[str, WidthFacts | Callable[[dict[str, Any]], WidthFacts]] = {
     "persimmon": WidthFacts(qkv=PER_HEAD, kv=ONE_PER_HEAD),
     "gpt_bigcode": _gpt_bigcode,
     "falcon": _falcon,
+    "gpt_neo": WidthFacts(kv=ONE_PER_HEAD, defaults={FFN: ("hidden_size", 4)}),  # GPTNeoMLP: intermediate_size or 4 x hidden_size
     "codegen": WidthFacts(kv=ONE_PER_HEAD, refused={HEADS: "qkv_proj packs q, v and k of the heads in 4 model-parallel blocks"}),
     # ALiBi families; BLOOM's MLP is always 4 x hidden_size, MPT's expansion_ratio x d_model (no width field)
     "bloom": WidthFacts(qkv=PER_HEAD, kv=ONE_PER_HEAD, refused={HEADS: ALIBI, FFN: "its MLP width is 4 x hidden_size, no config field"}),

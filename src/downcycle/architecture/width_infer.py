@@ -2,7 +2,7 @@
 
 Generic rules first. Every tensor of a decoder layer gets a role from its module path after the
 layer prefix: ``<attention>.<projection>`` (``self_attn``, ``attn``, ``attention`` or
-``self_attention``; q/k/v/o as ``q_proj``, ``query``, ``o_proj``, ``out_proj``, ``dense``,
+``self_attention``, also nested as GPT-Neo's ``attn.attention``; q/k/v/o as ``q_proj``, ``query``, ``o_proj``, ``out_proj``, ``dense``,
 ``c_proj`` ..., fused as ``qkv_proj``, ``query_key_value``, ``c_attn``, ``Wqkv``; q/k norms),
 ``<mlp>.<projection>`` (``mlp``, ``feed_forward``, ``ffn``; ``gate_proj``, ``up_proj``, ``c_fc``,
 ``fc1``, ``fc_in``, ``dense_h_to_4h``, their down counterparts, fused ``gate_up_proj``: gate then
@@ -13,7 +13,8 @@ gives the sizes (``hidden_size`` / ``n_embd`` / ``d_model``, ``num_attention_hea
 ..., ``num_key_value_heads`` ..., ``intermediate_size`` / ``n_inner`` / ``ffn_dim`` ...), and every
 tensor's shape must be what its rule and those sizes say, or it is refused by name. The norm's kind
 follows the config's eps field (``rms_norm_eps``: RMSNorm; else LayerNorm, which makes hidden
-pruning approximate), the head size is ``head_dim`` when config.json has it, and an embedding scale
+pruning approximate; norms without weights (OLMo, NanoChat) leave nothing to rescale, and hidden
+pruning is refused), the head size is ``head_dim`` when config.json has it, and an embedding scale
 is said by ``scale_embedding``.
 
 Then the facts only transformers' code holds (:mod:`.width_facts`): Gemma's ``(1 + w)`` norms and
@@ -53,7 +54,7 @@ __all__ = ["SIZE_FIELDS", "WidthLayout", "width_layout", "width_sizes"]
 # kind -> the config fields that hold its size, first found wins
 SIZE_FIELDS = {
     HIDDEN: ("hidden_size", "n_embd", "d_model"),
-    HEADS: ("num_attention_heads", "n_head", "n_heads", "attention_heads"),
+    HEADS: ("num_attention_heads", "n_head", "n_heads", "num_heads", "attention_heads"),
     KV_HEADS: ("num_key_value_heads", "num_kv_heads", "n_head_kv"),
     FFN: ("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
 }
@@ -68,7 +69,8 @@ ATTENTION_ROLES = {
     "q_proj": Q, "query": Q, "k_proj": K, "key": K, "v_proj": V, "value": V,
     "o_proj": O, "out_proj": O, "dense": O, "c_proj": O,
     "qkv_proj": QKV, "query_key_value": QKV, "c_attn": QKV, "Wqkv": QKV,
-    "q_norm": Q_NORM, "q_layernorm": Q_NORM, "k_norm": K_NORM, "k_layernorm": K_NORM,
+    "q_norm": Q_NORM, "q_layernorm": Q_NORM, "query_layernorm": Q_NORM,
+    "k_norm": K_NORM, "k_layernorm": K_NORM, "key_layernorm": K_NORM,
 }  # fmt: skip
 MLP_ROLES = {
     "gate_proj": GATE, "up_proj": UP, "c_fc": UP, "fc1": UP, "fc_in": UP, "dense_h_to_4h": UP,
@@ -105,6 +107,8 @@ def _layer_role(suffix: str) -> str | None:
     *modules, param = suffix.split(".")
     if modules[-1:] == ["rotary_emb"] and param == "inv_freq":
         return BUFFER
+    if len(modules) >= 2 and modules[0] in ATTENTION_MODULES and modules[1] in ATTENTION_MODULES:
+        modules = modules[1:]  # GPT-Neo: attn.attention.q_proj
     if len(modules) == 1:
         (module,) = modules
         if module in ATTENTION_MODULES:
@@ -261,6 +265,8 @@ def width_layout(config: Config, shapes: Mapping[str, Sequence[int]], layout: La
         refused.setdefault(HEADS, f"its fused {fused.rsplit('.', 1)[0]} has a layout of q, k and v downcycle does not know")
     if cfg.get("alibi"):
         refused.setdefault(HEADS, "ALiBi: each head's attention bias slope is computed from the number of heads")
+    if NORM not in roles.values():  # OLMo's LayerNorms, NanoChat's RMSNorms: nothing to rescale for the mean over fewer channels
+        refused.setdefault(HIDDEN, "its norms have no weights to rescale for the mean over fewer channels")
     mirrors = {}
     for key, kind in MIRROR_FIELDS.items():
         if cfg.get(key) is not None:

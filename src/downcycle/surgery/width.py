@@ -15,7 +15,8 @@ exact where it can be:
 - **Gemma's embedding scale.** transformers multiplies Gemma's embedding output by
   ``sqrt(hidden_size)`` from the config, which becomes ``sqrt(d')``; the embedding is scaled by
   ``sqrt(d/d')`` to keep the residual stream as it was, and with tied embeddings (the output layer
-  then sees the scaled matrix) the inverse is folded into the final norm.
+  then sees the scaled matrix) the inverse is folded into the final norm (its weight and bias).
+  ``scale_embedding: true`` (XGLM, BioGPT) is the same factor.
 - **LayerNorm** (GPT-2, GPT-NeoX, Falcon, OPT, StableLM, Cohere ...; Nemotron's ``(1 + w)`` form
   rescaled as Gemma's) subtracts the mean over its channels, and the mean over fewer
   channels differs even when the pruned ones are zero: hidden pruning there is approximate (the
@@ -160,6 +161,7 @@ def width_jobs(model: WidthModel, layout: LayerLayout, plan: WidthPlan, depth: l
     its rule and the plan's kept units for its source layer."""
     d, d_kept = model.sizes[HIDDEN], kept_sizes(model, plan)[HIDDEN]
     embed_scale = math.sqrt(d / d_kept) if model.family.embed_scale and d_kept != d else None
+    final_bias = model.family.final_norm.removesuffix(".weight") + ".bias"
     jobs = []
     for name, entry in depth:
         rule = _rule(model, layout, entry.name)
@@ -176,6 +178,8 @@ def width_jobs(model: WidthModel, layout: LayerLayout, plan: WidthPlan, depth: l
                 scale = (scale or 1.0) / embed_scale  # the output layer sees the scaled embedding
         elif entry.name == model.family.embedding:
             scale = embed_scale
+        elif entry.name == final_bias and embed_scale is not None and model.tied:
+            scale = 1.0 / embed_scale  # a LayerNorm's bias feeds the output layer too (BioGPT)
         if scale is not None and math.isclose(scale, 1.0, rel_tol=0, abs_tol=1e-12):
             scale = None
         shift = NORM_KINDS[model.family.norm][0] if rule.norm else 0.0
