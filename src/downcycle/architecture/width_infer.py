@@ -1,7 +1,7 @@
 """A checkpoint's width layout, inferred from its config.json and its tensor names and shapes.
 
 Generic rules first. Every tensor of a decoder layer gets a role from its module path after the
-layer prefix: ``<attention>.<projection>`` (``self_attn``, ``attn``, ``attention`` or
+layer prefix (the names are tables in :mod:`.width_names`): ``<attention>.<projection>`` (``self_attn``, ``attn``, ``attention`` or
 ``self_attention``, also nested as GPT-Neo's ``attn.attention``; q/k/v/o as ``q_proj``, ``query``, ``o_proj``, ``out_proj``, ``dense``,
 ``c_proj`` ..., fused as ``qkv_proj``, ``query_key_value``, ``c_attn``, ``Wqkv``; q/k norms),
 ``<mlp>.<projection>`` (``mlp``, ``feed_forward``, ``ffn``; ``gate_proj``, ``up_proj``, ``c_fc``,
@@ -26,13 +26,12 @@ time, the rest of the model still pruned.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DowncycleError
-from .layers import POSITION_TABLE, Config, LayerLayout, infer_layout, text_config
+from .layers import Config, LayerLayout, infer_layout, text_config
 from .width import (
     FFN,
     HEADS,
@@ -48,6 +47,25 @@ from .width import (
     width_refusal,
 )
 from .width_facts import ONE_PER_HEAD, width_facts
+from .width_names import (
+    BUFFER,
+    DOWN,
+    EMBEDDINGS,
+    GATE,
+    GATE_UP,
+    K_NORM,
+    NORM,
+    Q_NORM,
+    QKV,
+    SCALAR,
+    UP,
+    K,
+    O,
+    Q,
+    V,
+    layer_role,
+    other_rule,
+)
 
 __all__ = ["SIZE_FIELDS", "WidthLayout", "width_layout", "width_sizes"]
 
@@ -60,28 +78,6 @@ SIZE_FIELDS = {
 }
 FOUR_X_FIELDS = ("n_inner",)  # null: 4 x the hidden size (GPT-2, GPT-J, CodeGen, GPTBigCode)
 MIRROR_FIELDS = {"word_embed_proj_dim": HIDDEN}  # OPT: the embedding width, equal to hidden_size unless projected
-
-ATTENTION_MODULES = ("self_attn", "attn", "attention", "self_attention")
-MLP_MODULES = ("mlp", "feed_forward", "ffn")
-Q, K, V, O, QKV, Q_NORM, K_NORM, GATE, UP, DOWN, GATE_UP = "q", "k", "v", "o", "qkv", "q_norm", "k_norm", "gate", "up", "down", "gate_up"
-NORM, BUFFER, SCALAR = "norm", "buffer", "scalar"
-ATTENTION_ROLES = {
-    "q_proj": Q, "query": Q, "k_proj": K, "key": K, "v_proj": V, "value": V,
-    "o_proj": O, "out_proj": O, "dense": O, "c_proj": O,
-    "qkv_proj": QKV, "query_key_value": QKV, "c_attn": QKV, "Wqkv": QKV,
-    "q_norm": Q_NORM, "q_layernorm": Q_NORM, "query_layernorm": Q_NORM,
-    "k_norm": K_NORM, "k_layernorm": K_NORM, "key_layernorm": K_NORM,
-}  # fmt: skip
-MLP_ROLES = {
-    "gate_proj": GATE, "up_proj": UP, "c_fc": UP, "fc1": UP, "fc_in": UP, "dense_h_to_4h": UP,
-    "down_proj": DOWN, "c_proj": DOWN, "fc2": DOWN, "fc_out": DOWN, "dense_4h_to_h": DOWN, "gate_up_proj": GATE_UP,
-}  # fmt: skip
-LAYER_MLP_ROLES = {"fc1": UP, "fc2": DOWN}  # OPT, XGLM: the MLP's linears sit in the layer itself
-ACTIVATIONS = ("act_fn", "act")  # learned scalars of an activation (Apertus' xIELU): copied
-MASK_BUFFERS = ("bias", "masked_bias")  # on the attention module itself: causal masks of older GPT-2 / NeoX checkpoints
-NORM_NAME = re.compile(r"norm|^ln(_|$)")
-EMBEDDINGS = ("embed_tokens", "wte", "word_embeddings", "embed_in", "tok_embeddings")
-OUTPUT_LAYERS = ("lm_head", "embed_out", "output", "output_projection")
 
 _F, _H, _Q, _KV = ((FFN, 1),), ((HIDDEN, 1),), ((HEADS, 1),), ((KV_HEADS, 1),)
 # role -> (output axis, input axis) of its nn.Linear weight
@@ -100,46 +96,6 @@ class WidthLayout:
     family: WidthFamily
     sizes: dict[str, int]
     head_dim: int
-
-
-def _layer_role(suffix: str) -> str | None:
-    """The role of a layer tensor by its name after ``prefix.N.`` (``self_attn.q_proj.weight``)."""
-    *modules, param = suffix.split(".")
-    if modules[-1:] == ["rotary_emb"] and param == "inv_freq":
-        return BUFFER
-    if len(modules) >= 2 and modules[0] in ATTENTION_MODULES and modules[1] in ATTENTION_MODULES:
-        modules = modules[1:]  # GPT-Neo: attn.attention.q_proj
-    if len(modules) == 1:
-        (module,) = modules
-        if module in ATTENTION_MODULES:
-            return BUFFER if param in MASK_BUFFERS else None
-        if param not in ("weight", "bias"):
-            return None
-        return NORM if NORM_NAME.search(module) else LAYER_MLP_ROLES.get(module)
-    if len(modules) == 2:
-        block, module = modules
-        if block in MLP_MODULES and module in ACTIVATIONS:
-            return SCALAR
-        if param not in ("weight", "bias"):
-            return None
-        if block in ATTENTION_MODULES:
-            return ATTENTION_ROLES.get(module)
-        if block in MLP_MODULES:
-            return MLP_ROLES.get(module)
-    return None
-
-
-def _other_rule(name: str) -> Rule | None:
-    """The rule of a tensor outside the decoder layers: embeddings, norms, the output layer."""
-    *modules, param = name.split(".")
-    leaf = modules[-1] if modules else ""
-    if param == "weight" and (leaf in EMBEDDINGS or leaf in OUTPUT_LAYERS or POSITION_TABLE.search(name)):
-        return Rule((None, _H))  # [vocab or positions, hidden]
-    if param == "bias" and leaf in OUTPUT_LAYERS:
-        return Rule((None,))
-    if NORM_NAME.search(leaf) and param in ("weight", "bias"):
-        return Rule((_H,), norm=param == "weight")
-    return None
 
 
 def _fields(cfg: Config, facts: Any) -> tuple[dict[str, str], dict[str, int], dict[str, tuple[str, int]]]:
@@ -212,6 +168,77 @@ def _head_norm_rule(role: str, param: str, length: int, head_dim: int, mean: boo
     return Rule((axis,), norm=param == "weight" and not mean)
 
 
+def _unknown(name: str, model_type: str) -> DowncycleError:
+    return DowncycleError(f"{name}: no {model_type} width rule says which of its axes are neurons, heads or channels; "
+                          "downcycle cannot prune this model's width")
+
+
+def _layer_roles(shapes: Mapping[str, Sequence[int]], layout: LayerLayout) -> tuple[dict[str, str], dict[str, Sequence[int]]]:
+    """Every layer tensor's role, by its name after the layer prefix, and its shape in the first
+    layer that has it."""
+    roles: dict[str, str] = {}
+    first: dict[str, Sequence[int]] = {}
+    for name, shape in shapes.items():
+        if not name.startswith(layout.prefix):
+            continue
+        suffix = name[len(layout.prefix):].split(".", 1)[1]
+        role = layer_role(suffix)
+        if role is None:
+            raise _unknown(name, layout.model_type)
+        if role == SCALAR and math.prod(shape) > 1:
+            raise DowncycleError(f"{name}: an activation parameter of {math.prod(shape)} elements, not one; downcycle cannot "
+                                 "prune this model's width")
+        roles[suffix] = role
+        first.setdefault(suffix, shape)
+    return roles, first
+
+
+def _refusals(cfg: Config, facts: Any, roles: dict[str, str], fields: dict[str, str]) -> dict[str, str]:
+    """kind -> why it cannot be pruned exactly, from the facts, the config and the tensors' roles."""
+    refused = dict(facts.refused)
+    if FFN not in fields:  # BLOOM, MPT
+        refused.setdefault(FFN, "no config field holds its MLP width")
+    fused = next((s for s, r in roles.items() if r == QKV), None)
+    if fused is not None and facts.qkv is None:
+        refused.setdefault(HEADS, f"its fused {fused.rsplit('.', 1)[0]} has a layout of q, k and v downcycle does not know")
+    if cfg.get("alibi"):
+        refused.setdefault(HEADS, "ALiBi: each head's attention bias slope is computed from the number of heads")
+    if NORM not in roles.values():  # OLMo's LayerNorms, NanoChat's RMSNorms
+        refused.setdefault(HIDDEN, "its norms have no weights to rescale for the mean over fewer channels")
+    for key, kind in MIRROR_FIELDS.items():
+        if cfg.get(key) is not None and cfg[key] != cfg.get(fields[kind]):  # OPT with project_in / project_out
+            refused.setdefault(kind, f"config {key}={cfg[key]} differs from {fields[kind]}={cfg.get(fields[kind])}")
+    return refused
+
+
+def _together(refused: dict[str, str], fields: dict[str, str], derived: bool) -> None:
+    """Where heads x head_dim must equal the hidden size, a refusal of either is a refusal of both;
+    KV heads go with their query heads."""
+    tied = (f"its head size is {fields[HIDDEN]} / {fields[HEADS]}" if derived else
+            f"its attention output projection is {fields[HIDDEN]} wide") + ", so heads and hidden channels go only together"
+    for kind, other in ((HIDDEN, HEADS), (HEADS, HIDDEN)):
+        if other in refused:
+            refused.setdefault(kind, f"{tied}, and {KIND_WORDS[other]}: {refused[other]}")
+
+
+def _others(shapes: Mapping[str, Sequence[int]], layout: LayerLayout) -> tuple[dict[str, Rule], str, str]:
+    """The rules of the tensors outside the layers, the token embedding and the final norm."""
+    rules: dict[str, Rule] = {}
+    embedding = final_norm = ""
+    for name in shapes:
+        if name.startswith(layout.prefix):
+            continue
+        rule = other_rule(name)
+        if rule is None:
+            raise _unknown(name, layout.model_type)
+        rules[name] = rule
+        if name.count(".") and name.split(".")[-2] in EMBEDDINGS and not embedding:
+            embedding = name
+        if rule.norm and "embed" not in name:  # not BLOOM's word_embeddings_layernorm
+            final_norm = name
+    return rules, embedding, final_norm
+
+
 def width_layout(config: Config, shapes: Mapping[str, Sequence[int]], layout: LayerLayout | None = None, *,
                  others: bool = True) -> WidthLayout:
     """The width layout of the checkpoint whose config.json is ``config`` and whose tensors have
@@ -234,47 +261,16 @@ def width_layout(config: Config, shapes: Mapping[str, Sequence[int]], layout: La
     for kind in (HIDDEN, HEADS):
         if kind not in fields:
             raise DowncycleError(f"cannot prune the width of a {model_type!r} model: config.json has no {' / '.join(SIZE_FIELDS[kind])}")
-    refused = dict(facts.refused)
-    norm = facts.norm or ("rms" if "rms_norm_eps" in cfg else "layernorm")
-    mean = NORM_KINDS[norm][1]
-
-    roles: dict[str, str] = {}  # layer tensor suffix -> role
-    first: dict[str, Sequence[int]] = {}  # layer tensor suffix -> its shape in the first layer that has it
-    for name, shape in shapes.items():
-        if name.startswith(layout.prefix):
-            suffix = name[len(layout.prefix):].split(".", 1)[1]
-            role = _layer_role(suffix)
-            if role is None:
-                raise DowncycleError(f"{name}: no {model_type} width rule says which of its axes are neurons, heads or channels; "
-                                     "downcycle cannot prune this model's width")
-            if role == SCALAR and math.prod(shape) > 1:
-                raise DowncycleError(f"{name}: an activation parameter of {math.prod(shape)} elements, not one; downcycle cannot "
-                                     "prune this model's width")
-            roles[suffix] = role
-            first.setdefault(suffix, shape)
+    roles, first = _layer_roles(shapes, layout)
     down = next((s for s, r in roles.items() if r == DOWN and s.endswith(".weight")), None)
     o_proj = next((s for s, r in roles.items() if r == O and s.endswith(".weight")), None)
     if down is None or o_proj is None:
         missing = "MLP down projection" if down is None else "attention output projection"
         raise DowncycleError(f"cannot prune the width of a {model_type!r} model: no {missing} found in its layers ({layout.prefix}N.*)")
-    if FFN not in fields:  # BLOOM, MPT: the MLP width is no config field; read it from the down projection
+    refused = _refusals(cfg, facts, roles, fields)
+    if FFN not in fields:  # the MLP width, read from the down projection
         constants[FFN] = int(first[down][0 if facts.conv1d else 1])
-        refused.setdefault(FFN, "no config field holds its MLP width")
-    if QKV in roles.values() and facts.qkv is None:
-        fused = next(s for s, r in roles.items() if r == QKV)
-        refused.setdefault(HEADS, f"its fused {fused.rsplit('.', 1)[0]} has a layout of q, k and v downcycle does not know")
-    if cfg.get("alibi"):
-        refused.setdefault(HEADS, "ALiBi: each head's attention bias slope is computed from the number of heads")
-    if NORM not in roles.values():  # OLMo's LayerNorms, NanoChat's RMSNorms: nothing to rescale for the mean over fewer channels
-        refused.setdefault(HIDDEN, "its norms have no weights to rescale for the mean over fewer channels")
-    mirrors = {}
-    for key, kind in MIRROR_FIELDS.items():
-        if cfg.get(key) is not None:
-            if cfg[key] == cfg.get(fields[kind]):
-                mirrors[key] = kind
-            else:
-                refused.setdefault(kind, f"config {key}={cfg[key]} differs from {fields[kind]}={cfg.get(fields[kind])}")
-
+    norm = facts.norm or ("rms" if "rms_norm_eps" in cfg else "layernorm")
     head_dim_field = "head_dim" if cfg.get("head_dim") is not None or facts.reads_head_dim else None
     probe = WidthFamily(fields, head_dim_field, norm, {}, {}, "", "", down, o_proj, defaults=defaults, constants=constants)
     sizes, head_dim = width_sizes(cfg, probe, model_type)
@@ -287,42 +283,25 @@ def width_layout(config: Config, shapes: Mapping[str, Sequence[int]], layout: La
         elif role == NORM:
             layer[suffix] = Rule((_H,), norm=param == "weight")
         elif role in (Q_NORM, K_NORM):
-            layer[suffix] = _head_norm_rule(role, param, int(first[suffix][0]), head_dim, mean, refused, suffix.rsplit(".", 1)[0])
+            module = suffix.rsplit(".", 1)[0]
+            layer[suffix] = _head_norm_rule(role, param, int(first[suffix][0]), head_dim, NORM_KINDS[norm][1], refused, module)
         else:
             layer[suffix] = _linear_rule(role, param, facts.qkv, facts.conv1d)
-    other_rules: dict[str, Rule] = {}
-    embedding = final_norm = ""
-    for name in shapes:
-        if name.startswith(layout.prefix) or not others:
-            continue
-        rule = _other_rule(name)
-        if rule is None:
-            raise DowncycleError(f"{name}: no {model_type} width rule says which of its axes are neurons, heads or channels; "
-                                 "downcycle cannot prune this model's width")
-        other_rules[name] = rule
-        leaf = name.split(".")[-2] if "." in name else ""
-        if leaf in EMBEDDINGS and not embedding:
-            embedding = name
-        if rule.norm and "embed" not in name:
-            final_norm = name
+    other_rules, embedding, final_norm = _others(shapes, layout) if others else ({}, "", "")
     for name, shape in shapes.items():
-        suffix = name[len(layout.prefix):].split(".", 1)[1] if name.startswith(layout.prefix) else None
-        rule = layer[suffix] if suffix is not None else other_rules.get(name)
+        rule = layer[name[len(layout.prefix):].split(".", 1)[1]] if name.startswith(layout.prefix) else other_rules.get(name)
         if rule is not None:
             _check_shape(name, rule, shape, sizes, head_dim, model_type)
 
-    if head_dim_field is None or facts.heads_fill_hidden:  # heads x head_dim = hidden: they shrink together or not at all
-        tied = (f"its head size is {fields[HIDDEN]} / {fields[HEADS]}" if head_dim_field is None else
-                f"its attention output projection is {fields[HIDDEN]} wide") + ", so heads and hidden channels go only together"
-        for kind, other in ((HIDDEN, HEADS), (HEADS, HIDDEN)):
-            if other in refused:
-                refused.setdefault(kind, f"{tied}, and {KIND_WORDS[other]}: {refused[other]}")
+    if head_dim_field is None or facts.heads_fill_hidden:
+        _together(refused, fields, head_dim_field is None)
     if HEADS in refused:
         refused.setdefault(KV_HEADS, f"they go with their query heads: {refused[HEADS]}")
     if all(kind in refused for kind in KINDS):
         reasons = "; ".join(f"{KIND_WORDS[k]}: {refused[k]}" for k in (FFN, HEADS, HIDDEN))
         raise DowncycleError(f"cannot prune the width of a {model_type!r} model: {reasons}")
-    embed_scale = facts.embed_scale or bool(cfg.get("scale_embedding"))
-    family = WidthFamily(fields, head_dim_field, norm, layer, other_rules, embedding, final_norm, down, o_proj, embed_scale,
-                         defaults, {k: refused[k] for k in KINDS if k in refused}, constants, mirrors, facts.heads_fill_hidden)
+    mirrors = {key: kind for key, kind in MIRROR_FIELDS.items() if cfg.get(key) is not None and kind not in refused}
+    family = WidthFamily(fields, head_dim_field, norm, layer, other_rules, embedding, final_norm, down, o_proj,
+                         facts.embed_scale or bool(cfg.get("scale_embedding")), defaults,
+                         {k: refused[k] for k in KINDS if k in refused}, constants, mirrors, facts.heads_fill_hidden)
     return WidthLayout(model_type, family, sizes, head_dim)
