@@ -63,6 +63,11 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0, "original_max_position_embeddings": 64, "llama_4_scaling_beta": 0.1}}),
     "hunyuan_v1_dense": ("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM", {"head_dim": 8, "rope_parameters": _ROPE}),
     "biogpt": ("BioGptConfig", "BioGptForCausalLM", {}),
+    # dense decoders whose width downcycle refuses (tests/architecture): a norm over the heads, differential heads, convolutions
+    "bitnet": ("BitNetConfig", "BitNetForCausalLM", {}),
+    "diffllama": ("DiffLlamaConfig", "DiffLlamaForCausalLM", {}),
+    "lfm2": ("Lfm2Config", "Lfm2ForCausalLM", {"layer_types": ["conv", "full_attention"] * 3}),
+    "granite_swa": ("GraniteSWAConfig", "GraniteSWAForCausalLM", {}),
     # ... and GPT-like, with config names of their own (_NAMES)
     "gptj": ("GPTJConfig", "GPTJForCausalLM", {"rotary_dim": 4}),
     "gpt_bigcode": ("GPTBigCodeConfig", "GPTBigCodeForCausalLM", {}),

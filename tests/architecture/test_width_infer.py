@@ -117,10 +117,18 @@ def test_inference_equals_the_table_with_the_optional_tensors_present(tiny_model
 
 # family (a tiny model of tiny.py, config overrides) -> what is refused, as it reads in the message
 REFUSED_FAMILIES = {
-    "mixtral": ({}, "num_local_experts=4: mixture-of-experts layers"),
-    "qwen2_moe": ({}, "num_experts=4: mixture-of-experts layers"),
-    "bloom": ({}, "MLP neurons: its MLP width is 4 x hidden_size, no config field; attention heads: ALiBi"),
-    "mpt": ({}, "MLP neurons: its MLP width is expansion_ratio x d_model, an integer multiple; attention heads: ALiBi"),
+    "mixtral": ({}, "cannot prune the width of a 'mixtral' model: num_local_experts=4: mixture-of-experts layers"),
+    "qwen2_moe": ({}, "cannot prune the width of a 'qwen2_moe' model: num_experts=4: mixture-of-experts layers"),
+    "bloom": ({}, ("cannot prune the width of a 'bloom' model: MLP neurons: its MLP width is 4 x hidden_size, no config field; "
+                   "attention heads: ALiBi")),
+    "mpt": ({}, ("cannot prune the width of a 'mpt' model: MLP neurons: its MLP width is expansion_ratio x d_model, an integer "
+                 "multiple; attention heads: ALiBi")),
+    # a tensor no rule explains: BitNet's norm over the MLP's neurons, DiffLlama's differential-attention lambdas,
+    # Granite-SWA's per-head attention sinks, LFM2's convolutions
+    "bitnet": ({}, "model.layers.0.mlp.ffn_sub_norm.weight: no bitnet width rule says which of its axes are"),
+    "diffllama": ({}, "model.layers.0.self_attn.lambda_k1: no diffllama width rule"),
+    "granite_swa": ({}, "model.layers.0.self_attn.sinks: no granite_swa width rule"),
+    "lfm2": ({}, "no lfm2 width rule"),
 }
 
 
@@ -131,7 +139,15 @@ def test_families_still_refused_say_why_in_one_line(tiny_model, family):
     with pytest.raises(DowncycleError) as err:
         width_layout(config, shapes)
     message = str(err.value)
-    assert message.startswith(f"cannot prune the width of a {family!r} model: ") and why in message and "\n" not in message
+    assert why in message and "\n" not in message, message
+
+
+def test_per_layer_sizes_are_refused(tiny_model):
+    """OpenELM-like configs: one MLP width or head count per layer."""
+    config, shapes = read(tiny_model("llama"))
+    for key in ("intermediate_size", "num_key_value_heads"):
+        with pytest.raises(DowncycleError, match=re.escape(f"config {key}=[") + ".*per-layer sizes are not supported"):
+            width_layout({**config, key: [config[key]] * config["num_hidden_layers"]}, shapes)
 
 
 # family, config overrides -> kind -> the start of its refusal; the other kinds prune
