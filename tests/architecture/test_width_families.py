@@ -59,7 +59,7 @@ CASES = {
     "nemotron": ("nemotron", {}, 2, False, False, ()),
     "starcoder2": ("starcoder2", {}, 2, False, False, ()),
     "stablelm": ("stablelm", {}, 2, True, False, ()),
-    "phi": ("phi", {}, 2, True, False, ()),
+    "phi": ("phi", {}, 2, False, False, ()),  # reads head_dim (its qk_layernorm variant: hidden / heads)
     "persimmon": ("persimmon", {}, 4, True, False, ()),
     "gptj": ("gptj", {}, 4, True, False, ()),
     "gpt_bigcode": ("gpt_bigcode", {}, 1, True, False, ()),
