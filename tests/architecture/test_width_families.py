@@ -11,24 +11,6 @@ import json
 
 import pytest
 import torch
-from width_oracle import (
-    FFN,
-    HEAD_DIM,
-    HEADS,
-    HIDDEN,
-    ORACLE,
-    QK_OVER_ALL_HEADS,
-    complement,
-    head_columns,
-    heads_in_groups,
-    layers_of,
-    load,
-    logits,
-    masked,
-    random_rows,
-    without_norms,
-    write_plan,
-)  # fmt: skip
 
 from downcycle.analysis.width import width_importance
 from downcycle.errors import DowncycleError
@@ -36,6 +18,7 @@ from downcycle.recipe import PruneConfig
 from downcycle.surgery.prune import prune
 
 LAYERS = 2
+FFN, HEADS, HIDDEN, HEAD_DIM = 64, 4, 32, 8  # downcycle.tiny's sizes
 EPS0 = {"rms_norm_eps": 1e-12}
 # case -> (family, config overrides, KV heads, heads shrink only with hidden (heads x head_dim = hidden), RMSNorm, kinds refused)
 CASES = {
@@ -107,59 +90,59 @@ def _run(src, out, **options):
     return prune(PruneConfig(source=str(src), out=out, **options))
 
 
-def _heads_plan(case, seed):
+def _heads_plan(wo, case, seed):
     """Kept query heads for a prune of heads alone (None where the head size follows the hidden
     size or heads are refused): one per KV group (GQA), two of four (one KV head, or one per head)."""
     _, _, kv, derived, _, refused = CASES[case]
     if derived or "heads" in refused:
         return None
     group = HEADS // kv
-    return heads_in_groups([list(range(kv))] * LAYERS, 1, group, seed) if group > 1 else random_rows(LAYERS, HEADS, 2, seed)
+    return wo.heads_in_groups([list(range(kv))] * LAYERS, 1, group, seed) if group > 1 else wo.random_rows(LAYERS, HEADS, 2, seed)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_dead_neurons_and_heads_pruned_leave_the_logits(tiny_model, tmp_path, ids, case, one_torch_thread):
+def test_a_dead_neurons_and_heads_pruned_leave_the_logits(wo, tiny_model, tmp_path, ids, case, one_torch_thread):
     family = CASES[case][0]
-    down, o, _ = ORACLE[family]
-    kept_ffn = random_rows(LAYERS, FFN, 40, seed=1)
-    kept_heads = _heads_plan(case, seed=2)
-    model = load(_source(tiny_model, case))
+    down, o, _ = wo.ORACLE[family]
+    kept_ffn = wo.random_rows(LAYERS, FFN, 40, seed=1)
+    kept_heads = _heads_plan(wo, case, seed=2)
+    model = wo.load(_source(tiny_model, case))
     with torch.no_grad():
-        for i, layer in enumerate(layers_of(model)):
-            layer.get_submodule(down).weight[:, complement(kept_ffn[i], FFN)] = 0
+        for i, layer in enumerate(wo.layers_of(model)):
+            layer.get_submodule(down).weight[:, wo.complement(kept_ffn[i], FFN)] = 0
             if kept_heads is not None:
-                dead = head_columns(complement(kept_heads[i], HEADS))
+                dead = wo.head_columns(wo.complement(kept_heads[i], HEADS))
                 layer.get_submodule(o).weight[:, dead] = 0
-                if family in QK_OVER_ALL_HEADS:
+                if family in wo.QK_OVER_ALL_HEADS:
                     layer.self_attn.q_proj.weight[dead, :] = 0
     model.save_pretrained(tmp_path / "dead")
     plan = {"ffn": kept_ffn} if kept_heads is None else {"ffn": kept_ffn, "heads": kept_heads}
-    result = _run(tmp_path / "dead", tmp_path / "out", plan=write_plan(tmp_path / "plan.json", **plan))
+    result = _run(tmp_path / "dead", tmp_path / "out", plan=wo.write_plan(tmp_path / "plan.json", **plan))
     assert result.sizes_after["ffn"] == 40 and result.sizes_after["heads"] == (HEADS if kept_heads is None else 2)
-    _close(logits(load(tmp_path / "out"), ids), logits(model, ids))
+    _close(wo.logits(wo.load(tmp_path / "out"), ids), wo.logits(model, ids))
     assert result.parameters_after < result.parameters_before
 
 
 @pytest.mark.parametrize("case, variant", [(c, "heads") for c in sorted(CASES)] + [(c, "kv") for c in sorted(KV_CASES)])
-def test_b_any_choice_equals_the_source_masked_in_memory(tiny_model, tmp_path, ids, case, variant, one_torch_thread):
+def test_b_any_choice_equals_the_source_masked_in_memory(wo, tiny_model, tmp_path, ids, case, variant, one_torch_thread):
     family, _, kv, *_ = CASES[case]
-    heads = _heads_plan(case, seed=6)
-    ffn = random_rows(LAYERS, FFN, 24, seed=4)
-    kv_rows = random_rows(LAYERS, kv, 1, seed=5) if variant == "kv" else None
+    heads = _heads_plan(wo, case, seed=6)
+    ffn = wo.random_rows(LAYERS, FFN, 24, seed=4)
+    kv_rows = wo.random_rows(LAYERS, kv, 1, seed=5) if variant == "kv" else None
     if kv_rows is not None:
-        heads = heads_in_groups(kv_rows, 1, HEADS // kv, seed=7)
+        heads = wo.heads_in_groups(kv_rows, 1, HEADS // kv, seed=7)
     src = _source(tiny_model, case)
-    plan = write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, kv_heads=kv_rows)
+    plan = wo.write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, kv_heads=kv_rows)
     _run(src, tmp_path / "out", plan=plan)
-    source, pruned = load(src), load(tmp_path / "out")
-    with masked(source, family, ffn=ffn, heads=heads, kv_heads=kv_rows, kv=kv):
-        expected = logits(source, ids)
-    _close(logits(pruned, ids), expected)
-    assert not torch.allclose(logits(source, ids), expected, atol=1e-3)  # the masking mattered: the test can fail
+    source, pruned = wo.load(src), wo.load(tmp_path / "out")
+    with wo.masked(source, family, ffn=ffn, heads=heads, kv_heads=kv_rows, kv=kv):
+        expected = wo.logits(source, ids)
+    _close(wo.logits(pruned, ids), expected)
+    assert not torch.allclose(wo.logits(source, ids), expected, atol=1e-3)  # the masking mattered: the test can fail
 
 
 @pytest.mark.parametrize("case", sorted(HIDDEN_CASES))
-def test_c_hidden_channels(tiny_model, tmp_path, ids, case, one_torch_thread):
+def test_c_hidden_channels(wo, tiny_model, tmp_path, ids, case, one_torch_thread):
     """RMSNorm (eps ~0): channels that are zero throughout the residual stream prune exactly. LayerNorm:
     approximate, and said so; with the norms identities in both models, every other tensor is sliced
     exactly (where the head size is hidden / heads, with two heads: hidden = 2 x head_dim)."""
@@ -169,26 +152,26 @@ def test_c_hidden_channels(tiny_model, tmp_path, ids, case, one_torch_thread):
     hidden = sorted(torch.randperm(HIDDEN, generator=torch.Generator().manual_seed(8))[:keep].tolist())
     heads = None
     if derived:  # two heads: one of each KV group, two of the query heads of one KV head, two heads with their KV
-        heads = [[0, 2]] * LAYERS if kv == 2 else random_rows(LAYERS, HEADS, 2, seed=9)
-    ffn = random_rows(LAYERS, FFN, 24, seed=10)
-    result = _run(src, tmp_path / "out", plan=write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, hidden=hidden))
+        heads = [[0, 2]] * LAYERS if kv == 2 else wo.random_rows(LAYERS, HEADS, 2, seed=9)
+    ffn = wo.random_rows(LAYERS, FFN, 24, seed=10)
+    result = _run(src, tmp_path / "out", plan=wo.write_plan(tmp_path / "plan.json", ffn=ffn, heads=heads, hidden=hidden))
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert result.sizes_after["hidden"] == keep
-    source, pruned = load(src), load(tmp_path / "out")
+    source, pruned = wo.load(src), wo.load(tmp_path / "out")
     if rms:
         assert not any("approximate" in n for n in result.notes) and written["head_dim"] == HEAD_DIM
     else:
         assert any("approximate" in n for n in result.notes)
-        source, pruned = without_norms(source), without_norms(pruned)
-    with masked(source, family, ffn=ffn, heads=heads, hidden=hidden, kv=kv):
-        expected = logits(source, ids)
-    _close(logits(pruned, ids), expected, tol=5e-5 if rms else 1e-4)
+        source, pruned = wo.without_norms(source), wo.without_norms(pruned)
+    with wo.masked(source, family, ffn=ffn, heads=heads, hidden=hidden, kv=kv):
+        expected = wo.logits(source, ids)
+    _close(wo.logits(pruned, ids), expected, tol=5e-5 if rms else 1e-4)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_the_importance_pass_scores_every_unit(tiny_model, case, one_torch_thread):
+def test_the_importance_pass_scores_every_unit(wo, tiny_model, case, one_torch_thread):
     _, _, kv, *_ = CASES[case]
-    model = load(_source(tiny_model, case))
+    model = wo.load(_source(tiny_model, case))
     scores = width_importance(model, [torch.randint(3, 128, (2, 8), generator=torch.Generator().manual_seed(1))])
     assert [len(scores[k]) for k in ("ffn", "heads", "kv_heads")] == [LAYERS] * 3
     assert [len(scores[k][0]) for k in ("ffn", "heads", "kv_heads")] == [FFN, HEADS, kv] and len(scores["hidden"]) == HIDDEN
@@ -201,9 +184,9 @@ def test_the_importance_pass_scores_every_unit(tiny_model, case, one_torch_threa
     ("xglm", {"hidden": list(range(16))}, "cannot prune the hidden channels of a 'xglm' model: its sinusoidal position embeddings"),
     ("falcon-grouped", {"heads": [[0, 2]] * LAYERS}, "cannot prune the attention heads of a 'falcon' model: query_key_value interleaves"),
 ])  # fmt: skip
-def test_a_refused_kind_is_one_line_and_writes_nothing(tiny_model, tmp_path, case, plan, needle):
+def test_a_refused_kind_is_one_line_and_writes_nothing(wo, tiny_model, tmp_path, case, plan, needle):
     with pytest.raises(DowncycleError) as err:
-        _run(_source(tiny_model, case), tmp_path / "out", plan=write_plan(tmp_path / "plan.json", **plan))
+        _run(_source(tiny_model, case), tmp_path / "out", plan=wo.write_plan(tmp_path / "plan.json", **plan))
     assert str(err.value) == needle or str(err.value).startswith(needle), err.value
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
     with pytest.raises(DowncycleError, match=needle.split(":")[0]):  # refused before any scores: --data would not load the model
@@ -213,7 +196,7 @@ def test_a_refused_kind_is_one_line_and_writes_nothing(tiny_model, tmp_path, cas
                                  heads=2 if "heads" in plan else None, hidden=16 if "heads" not in plan else None))
 
 
-def test_a_tied_embedding_scale_is_folded_into_the_final_layernorm(tiny_model, tmp_path):
+def test_a_tied_embedding_scale_is_folded_into_the_final_layernorm(wo, tiny_model, tmp_path):
     """BioGPT multiplies its embedding by sqrt(hidden_size) (``scale_embedding``) and ties the output
     layer to it: the pruned embedding is scaled by s = sqrt(d / d') to keep the residual stream, so
     the output layer sees s x its slice, and the final LayerNorm's weight and bias take 1 / s (its
@@ -223,7 +206,7 @@ def test_a_tied_embedding_scale_is_folded_into_the_final_layernorm(tiny_model, t
     src = _source(tiny_model, "biogpt")
     hidden = [1, 2, 3, 5, 8, 13, 21, 30, 4, 6, 7, 9, 10, 11, 12, 14]
     hidden.sort()
-    _run(src, tmp_path / "out", plan=write_plan(tmp_path / "plan.json", heads=[[1, 3]] * LAYERS, hidden=hidden))
+    _run(src, tmp_path / "out", plan=wo.write_plan(tmp_path / "plan.json", heads=[[1, 3]] * LAYERS, hidden=hidden))
     before, after = load_file(src / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
     s = (HIDDEN / len(hidden)) ** 0.5
     assert "output_projection.weight" not in after

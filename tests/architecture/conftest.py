@@ -1,4 +1,4 @@
-"""The in-memory oracle of the width tests in this folder: a model computing with the units a plan
+"""Fixtures of the width tests in this folder: ``wo``, the in-memory oracle, a model computing with the units a plan
 does *not* keep set to zero by forward hooks, built from transformers' own modules. The module names
 are the test's own knowledge of each family (written from the modeling code), independent of the
 layout downcycle infers."""
@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 # family -> (MLP output projection, attention output projection, embedding modules), in a decoder layer / the model
@@ -129,3 +131,9 @@ def load(path: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def wo():
+    """The oracle and its helpers, as a namespace: ``wo.masked(model, family, ffn=..., heads=...)``, ``wo.ORACLE`` ..."""
+    return SimpleNamespace(FFN=FFN, HEAD_DIM=HEAD_DIM, HEADS=HEADS, HIDDEN=HIDDEN, ORACLE=ORACLE, QK_OVER_ALL_HEADS=QK_OVER_ALL_HEADS, complement=complement, head_columns=head_columns, heads_in_groups=heads_in_groups, layers_of=layers_of, load=load, logits=logits, masked=masked, random_rows=random_rows, without_norms=without_norms, write_plan=write_plan)
