@@ -32,40 +32,11 @@ from typing import Any
 
 from ..errors import DowncycleError
 from .layers import Config, LayerLayout, infer_layout, text_config
-from .width import (
-    FFN,
-    HEADS,
-    HIDDEN,
-    KIND_WORDS,
-    KINDS,
-    KV_HEADS,
-    NORM_KINDS,
-    Axis,
-    Rule,
-    WidthFamily,
-    axis_length,
-    width_refusal,
-)
+from .width import (FFN, HEADS, HIDDEN, KIND_WORDS, KINDS, KV_HEADS, NORM_KINDS, Axis, Rule, WidthFamily, axis_length,
+                    width_refusal)
 from .width_facts import ONE_PER_HEAD, width_facts
-from .width_names import (
-    BUFFER,
-    DOWN,
-    EMBEDDINGS,
-    GATE,
-    GATE_UP,
-    K_NORM,
-    NORM,
-    Q_NORM,
-    QKV,
-    SCALAR,
-    UP,
-    K,
-    O,
-    Q,
-    V,
-    layer_role,
-    other_rule,
-)
+from .width_names import (BUFFER, DOWN, EMBEDDINGS, GATE, GATE_UP, K_NORM, NORM, Q_NORM, QKV, SCALAR, UP, K, O, Q, V,
+                          layer_role, other_rule)
 
 __all__ = ["SIZE_FIELDS", "WidthLayout", "width_layout", "width_sizes"]
 
