@@ -3,8 +3,8 @@ from the activations of one calibration pass.
 
 Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge Distillation"
 (arXiv:2407.14679), Sec. 2.2, and Sreenivas et al. 2024 (arXiv:2408.11796). What is hooked, per
-decoder layer (the modules are named by the family's width layout,
-:data:`downcycle.architecture.WIDTH_FAMILIES`, the table ``downcycle prune`` slices by):
+decoder layer (the modules are named by the model's width layout, inferred from its config and
+tensors by :func:`downcycle.architecture.width_layout`, as ``downcycle prune`` slices by):
 
 - MLP neuron ``i``: element ``i`` of the *input* of the down projection (``act(gate) * up`` or
   ``act(fc_in)``), a forward pre-hook. Index ``i`` is row ``i`` of up/gate, column ``i`` of down.
@@ -14,8 +14,9 @@ decoder layer (the modules are named by the family's width layout,
   ``j // (h // kv)``; a group's importance is the L2 of its query heads' importances.
 - embedding channel ``c``: element ``c`` of the output of every norm of the residual stream -- the
   layer's norms over the hidden size (input / post-attention / pre- and post-feedforward, whichever
-  the family has; q/k norms act on heads and are not hooked) and the final norm -- forward hooks.
-  The final norm's hook stops the forward: the LM head is not needed.
+  the family has; q/k norms act on heads and are not hooked) -- forward hooks -- and the final
+  norm's output, as the output layer's input (a pre-hook, which also stops the forward: the LM
+  head is not needed). A family whose norms have no weights (OLMo) scores channels by the last alone.
 
 Aggregation (as Minitron's best-performing choice, mean over the sequence then L2 over the batch):
 ``s_i = sqrt(sum_b (1/T sum_t a_{b,t,i})^2)`` over the calibration windows ``b``, with per-token
@@ -42,7 +43,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..architecture import HIDDEN, loaded_text_config, text_config, width_family, width_refusal
+from ..architecture import HIDDEN, loaded_text_config, text_config, width_layout, width_refusal
 from ..errors import DowncycleError
 from ..decoder import find_decoder_layers
 from .hidden_stats import batch_mask
@@ -77,40 +78,55 @@ class SquaredMeans:
 
 
 class _Stop(Exception):
-    """Raised by the final norm's hook: the LM head is not needed."""
+    """Raised by the output layer's pre-hook: the LM head is not needed."""
 
 
 def check_width_family(config: dict[str, Any]) -> None:
-    """Refuse, before the model loads, a config.json whose family has no width layout, or one with a
-    feature no width layout expresses (:data:`~downcycle.architecture.WIDTH_REFUSED`: experts ...)."""
+    """Refuse, before the model loads, a config.json with a feature no width layout expresses
+    (:data:`~downcycle.architecture.WIDTH_REFUSED`: experts ...), as transformers reads it (with its
+    defaults for the fields config.json omits); the tensors are checked once loaded."""
     cfg, _ = text_config(config)
-    width_family(cfg.get("model_type") or config.get("model_type") or "unknown")
-    why = width_refusal(cfg)
+    why = width_refusal(_with_defaults(cfg))
     if why:
-        raise DowncycleError(f"config.json: width importance cannot score this model: {why}")
+        model_type = cfg.get("model_type") or config.get("model_type") or "unknown"
+        raise DowncycleError(f"config.json: width importance cannot score a {model_type!r} model: {why}")
+
+
+def _with_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` completed by transformers' config class for its model_type (Mixtral's expert count is
+    a default); as written where transformers has no such class or refuses the values."""
+    from transformers import AutoConfig
+
+    try:
+        fields = {k: v for k, v in cfg.items() if k != "model_type"}
+        return {**AutoConfig.for_model(cfg.get("model_type") or "", **fields).to_dict(), **cfg}
+    except Exception:  # noqa: BLE001 -- an unknown model_type or values its config class refuses: the tensors decide later
+        return cfg
 
 
 def _module_name(tensor: str) -> str:
     return tensor.removesuffix(".weight")
 
 
-def hooked_modules(model: Any) -> tuple[list[tuple[Any, Any, list[Any]]], Any]:
+def hooked_modules(model: Any) -> tuple[list[tuple[Any, Any, list[Any]]], Any, dict[str, int]]:
     """Per decoder layer ``(down projection, attention output projection, [norms over the hidden
-    size])`` and the final norm, found by the family's width layout.
+    size])``, the output layer (whose input is the final norm's output), and the model's sizes, found
+    by the width layout inferred from the model's config and its layers' tensors.
 
     Raises:
-        DowncycleError: a family without a width layout, or a module its layout names but the model lacks.
+        DowncycleError: a model whose width layout is refused, or a module its layout names but the model lacks.
     """
-    family = width_family(getattr(loaded_text_config(model.config), "model_type", "unknown"))
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = width_layout(model.config.to_dict(), shapes, others=False)
+    family = found.family
     norms = [_module_name(t) for t, rule in family.layer.items() if rule.norm and rule.axes == (((HIDDEN, 1),),)]
     _, layers = find_decoder_layers(model)
     per_layer = [(_submodule(layer, _module_name(family.down_proj), i), _submodule(layer, _module_name(family.o_proj), i),
                   [_submodule(layer, n, i) for n in norms]) for i, layer in enumerate(layers)]
-    try:
-        final = model.get_submodule(_module_name(family.final_norm))
-    except AttributeError:
-        raise DowncycleError(f"width importance: {type(model).__name__} has no final norm {_module_name(family.final_norm)}") from None
-    return per_layer, final
+    head = model.get_output_embeddings()
+    if head is None:
+        raise DowncycleError(f"width importance: {type(model).__name__} has no output layer")
+    return per_layer, head, found.sizes
 
 
 def _submodule(layer: Any, path: str, index: int) -> Any:
@@ -136,9 +152,8 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
     import torch
 
     cfg = loaded_text_config(model.config)
-    heads = cfg.num_attention_heads
-    kv = getattr(cfg, "num_key_value_heads", None) or heads
-    per_layer, final = hooked_modules(model)
+    per_layer, head, sizes = hooked_modules(model)
+    heads, kv = sizes["heads"], sizes["kv_heads"]
     ffn = [SquaredMeans() for _ in per_layer]
     attn = [SquaredMeans() for _ in per_layer]
     layer_norms = [m for _, _, ns in per_layer for m in ns]
@@ -151,17 +166,25 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
                                  f"not a multiple of num_attention_heads={heads}")
         return torch.linalg.vector_norm(x.detach().float().reshape(b, t, heads, width // heads), dim=-1)  # (B, T, h)
 
+    shape: list[int] = []  # the batch's (B, T): OPT's MLP runs on the tokens flattened to (B * T, C)
+
+    def tokens(x: Any) -> Any:
+        return x.view(*shape, x.shape[-1]) if x.dim() == 2 else x
+
     def pre_hook(sums: SquaredMeans, per_head: bool):
         def hook(module: Any, args: tuple) -> None:
-            sums.add(head_values(args[0]) if per_head else args[0].detach().float().abs())
+            x = tokens(args[0])
+            sums.add(head_values(x) if per_head else x.detach().float().abs())
         return hook
 
-    def norm_hook(sums: SquaredMeans, stop: bool = False):
+    def norm_hook(sums: SquaredMeans):
         def hook(module: Any, args: tuple, output: Any) -> None:
-            sums.add((output[0] if isinstance(output, (tuple, list)) else output).detach().float().abs())
-            if stop:
-                raise _Stop
+            sums.add(tokens(output[0] if isinstance(output, (tuple, list)) else output).detach().float().abs())
         return hook
+
+    def final_hook(module: Any, args: tuple) -> None:
+        norms[-1].add(args[0].detach().float().abs())
+        raise _Stop
 
     handles = []
     try:
@@ -170,8 +193,8 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
             handles.append(o_proj.register_forward_pre_hook(pre_hook(attn_sums, True)))
         for module, sums in zip(layer_norms, norms):
             handles.append(module.register_forward_hook(norm_hook(sums)))
-        handles.append(final.register_forward_hook(norm_hook(norms[-1], stop=True)))
-        samples, seq_len = _run(model, batches, progress)
+        handles.append(head.register_forward_pre_hook(final_hook))
+        samples, seq_len = _run(model, batches, progress, shape)
     finally:
         for h in handles:
             h.remove()
@@ -181,7 +204,7 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
     head_scores = [s.l2().tolist() for s in attn]
     return {
         "kind": KIND, "aggregation": AGGREGATION, "model_type": getattr(cfg, "model_type", "unknown"), "num_layers": len(per_layer),
-        "hidden_size": cfg.hidden_size, "intermediate_size": len(ffn_scores[0]), "num_attention_heads": heads,
+        "hidden_size": sizes["hidden"], "intermediate_size": len(ffn_scores[0]), "num_attention_heads": heads,
         "num_key_value_heads": kv, "samples": samples, "seq_len": seq_len,
         "ffn": ffn_scores,
         "heads": head_scores,
@@ -190,8 +213,8 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
     }
 
 
-def _run(model: Any, batches: Iterable[Any], progress: bool) -> tuple[int, int]:
-    """The forward passes; returns (windows, tokens per window)."""
+def _run(model: Any, batches: Iterable[Any], progress: bool, shape: list[int]) -> tuple[int, int]:
+    """The forward passes; returns (windows, tokens per window). ``shape`` is set to each batch's (B, T)."""
     import torch
 
     from ..progress import progress_bar
@@ -208,12 +231,13 @@ def _run(model: Any, batches: Iterable[Any], progress: bool) -> tuple[int, int]:
             if seq_len is not None and ids.shape[1] != seq_len:
                 raise DowncycleError(f"width importance: windows of {ids.shape[1]} and {seq_len} tokens (one length, please)")
             seq_len = ids.shape[1]
+            shape[:] = ids.shape
             try:
                 model(input_ids=ids.to(device), use_cache=False)
             except _Stop:
                 pass
-            else:  # pragma: no cover -- a model whose final norm never ran
-                raise RuntimeError("the forward pass finished without reaching the final norm")
+            else:  # pragma: no cover -- a model whose output layer never ran
+                raise RuntimeError("the forward pass finished without reaching the output layer")
             samples += ids.shape[0]
     if seq_len is None:
         raise DowncycleError("width importance: no calibration batches")

@@ -1,6 +1,7 @@
 """THE one place that knows model families, as data: the depth axis (:mod:`.layers`: where the
 decoder layers live, which config fields hold one entry per layer) and the width axis (:mod:`.width`:
-which tensor axis is an MLP neuron, a query head, a KV head or an embedding channel)."""
+which tensor axis is an MLP neuron, a query head, a KV head or an embedding channel, inferred by
+:mod:`.width_infer` with the exceptions in :mod:`.width_facts`)."""
 
 from .layers import (
     EXTRA_PER_LAYER_FIELDS,
@@ -38,15 +39,17 @@ from .width import (
     HEAD_KINDS,
     HEADS,
     HIDDEN,
+    KIND_WORDS,
     KINDS,
     KV_HEADS,
-    WIDTH_FAMILIES,
+    NORM_KINDS,
     WIDTH_REFUSED,
     Rule,
     WidthFamily,
-    width_family,
     width_refusal,
 )  # fmt: skip
+from .width_facts import WIDTH_FACTS, WidthFacts, width_facts
+from .width_infer import WidthLayout, width_layout, width_sizes
 
 __all__ = [
     "EXTRA_PER_LAYER_FIELDS",
@@ -58,12 +61,14 @@ __all__ = [
     "INDEX_LIST_FIELDS",
     "INERT_INT_FIELDS",
     "KINDS",
+    "KIND_WORDS",
     "KV_HEADS",
     "LAYER_COUNT_KEYS",
     "LOGIT_TRANSFORMS",
     "MLP_OUTPUT_NORMS",
     "MLP_SEGMENTS",
     "NON_TEXT_HINTS",
+    "NORM_KINDS",
     "PATTERN_FIELDS",
     "PERIODIC_FIELDS",
     "POSITION_KEYS",
@@ -71,12 +76,14 @@ __all__ = [
     "REFUSED",
     "TEXT_CONFIG_KEYS",
     "THRESHOLD_FIELDS",
-    "WIDTH_FAMILIES",
+    "WIDTH_FACTS",
     "WIDTH_REFUSED",
     "Config",
     "LayerLayout",
     "Rule",
+    "WidthFacts",
     "WidthFamily",
+    "WidthLayout",
     "infer_layout",
     "is_mlp_module",
     "layer_count",
@@ -88,6 +95,8 @@ __all__ = [
     "refusal",
     "text_config",
     "uses_sliding_window",
-    "width_family",
+    "width_facts",
+    "width_layout",
     "width_refusal",
+    "width_sizes",
 ]  # fmt: skip

@@ -31,7 +31,7 @@ TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
 # Prefixes of towers that are not the text decoder, used only to break ties between layer groups.
 NON_TEXT_HINTS = ("vision", "visual", "audio", "encoder", "mtp", "speech")
 # Output heads that, when present, mean the embeddings are not tied.
-_HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight")
+_HEAD_NAMES = ("lm_head.weight", "embed_out.weight", "output.weight", "output_projection.weight")
 # Module path segments that hold a decoder layer's feed-forward block
 # (Llama/Qwen/Gemma/GPT-2: "mlp", Mixtral: "block_sparse_moe", others: "feed_forward", "ffn").
 MLP_SEGMENTS = ("mlp", "feed_forward", "ffn", "block_sparse_moe")

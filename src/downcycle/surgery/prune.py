@@ -30,7 +30,7 @@ from ..recipe import PruneConfig, output_dict, to_dict
 from .cut import MERGEKIT_NAME, check_paths, copy_threads, source_inputs
 from .depth import cut_config, describe, tensor_plan
 from .layerspec import drop_to_keep, format_layers, parse_layers
-from .width import WidthModel, kept_sizes, width_config, width_jobs, width_model
+from .width import WidthModel, kept_sizes, refuse_kinds, width_config, width_jobs, width_model
 from .width_plan import OPTION, WIDTH_PLAN_NAME, WidthPlan, check_plan, load_width_plan, save_width_plan, select_width
 
 __all__ = ["PruneResult", "check_source", "prune", "summary"]
@@ -87,12 +87,13 @@ def _open(config: PruneConfig) -> tuple[Path, dict[str, Any], Checkpoint, LayerL
     ckpt = open_checkpoint(src)
     layout = infer_layout(source_config, list(ckpt.tensors))
     model = width_model(source_config, layout, ckpt.tensors)
+    refuse_kinds(model, [kind for kind in KINDS if getattr(config, kind) not in (None, model.sizes[kind])])
     return src, source_config, ckpt, layout, model, _layers(config, layout.num_layers)
 
 
 def check_source(config: PruneConfig) -> Path:
     """Refuse, before a calibration pass loads the model, what the prune would refuse without
-    scores (an existing output, an unknown family or tensor, a bad layer spec); returns the
+    scores (an existing output, an unknown tensor, a kind the family cannot prune, a bad layer spec); returns the
     source's local directory."""
     return _open(config)[0]
 
