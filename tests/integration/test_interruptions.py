@@ -34,7 +34,7 @@ import torch
 torch.set_num_threads(1)
 kind, kwargs = sys.argv[2], json.loads(sys.argv[3])
 if kind == "data":
-    from downcycle.corpus import corpus
+    from downcycle.corpus import build as corpus
     from downcycle.recipe import DataConfig
     encode = corpus.encode_documents
     corpus.encode_documents = lambda *a: (time.sleep(0.05), encode(*a))[1]  # a few seconds in all
@@ -74,7 +74,7 @@ def _data_kwargs(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_data_killed_with_sigkill_then_rerun_writes_the_same_bytes(tmp_path, monkeypatch, corpus_bytes):
-    from downcycle.corpus import corpus
+    from downcycle.corpus import build as corpus
     from downcycle.corpus.build import build_corpus, partial_dir
     from downcycle.recipe import DataConfig
 
