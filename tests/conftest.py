@@ -55,7 +55,7 @@ def decoder_layers():
     def find(model):
         n = model.config.get_text_config().num_hidden_layers
         for name, module in model.named_modules():
-            if isinstance(module, torch.nn.ModuleList) and len(module) == n and name.rsplit(".", 1)[-1] in ("layers", "h"):
+            if isinstance(module, torch.nn.ModuleList) and len(module) == n and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks"):
                 parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
                 return parent, name.rsplit(".", 1)[-1], module
         raise AssertionError("no decoder layer list found")

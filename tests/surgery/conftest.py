@@ -119,9 +119,10 @@ def keep_layers_in_memory(decoder_layers):
                     sub.layer_idx = j
         setattr(parent, attr, type(layers)(new))
         cfg = ref.config.get_text_config()
-        for key in ("layer_types", "no_rope_layers"):
-            if getattr(cfg, key, None) is not None:
-                setattr(cfg, key, [getattr(cfg, key)[i] for i in kept])
+        n = len(layers)
+        for key, value in list(vars(cfg).items()):  # every per-layer list (attention types, RoPE flags and thetas)
+            if "layer" in key and isinstance(value, list) and len(value) == n:
+                setattr(cfg, key, [value[i] for i in kept])
         if hasattr(cfg, "n_layer"):
             cfg.n_layer = len(kept)
         else:

@@ -106,6 +106,12 @@ INERT_INT_FIELDS = ("no_rope_layer_interval", "num_nextn_predict_layers", "num_k
 REFUSED: dict[str, str] = {
     "hidden_size_per_layer_input": "per-layer input embeddings pack every layer into one tensor",
 }
+# Families whose layers compute something from their own index when the model is built, which no
+# tensor or config field carries: a layer may keep its index, never move to another.
+INDEX_BUILT: dict[str, str] = {
+    "diffllama": "each layer's lambda_init is computed from its index when the model is built (transformers' "
+                 "lambda_init_fn), so a layer moved to another index computes something else",
+}
 
 
 _TRANSLATED_INT_FIELDS = frozenset(
@@ -253,6 +259,9 @@ def refusal(cfg: Config, kept: list[int], n: int) -> str | None:
     for key, why in REFUSED.items():
         if cfg.get(key):
             return f"{key}={cfg[key]}: {why}"
+    why = INDEX_BUILT.get(str(cfg.get("model_type")))
+    if why and kept != list(range(len(kept))):
+        return f"model_type {cfg['model_type']}: {why}"
     for key, value in cfg.items():
         if (
             "layer" in key and isinstance(value, int) and not isinstance(value, bool) and 0 < value < n
