@@ -10,7 +10,7 @@ This script builds a small Llama with a large vocabulary (``--vocab``, default 3
 2 layers) and times one forward + backward pass of ``--batch`` x ``--seq-len`` tokens with each
 loss, each in a fresh process (``ru_maxrss`` is the process's peak resident memory, model and
 activations included), after one warm-up step in the same process. The floating-point work of the
-two is the same; the loss values and gradients agree (tests/test_train_chunked_loss.py).
+two is the same; the loss values and gradients agree (tests/training/test_chunked_loss.py).
 
 Run from the repository root:  .venv/bin/python benchmarks/bench_lm_loss.py
 """

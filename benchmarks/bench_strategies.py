@@ -12,7 +12,7 @@ own pretraining corpus (rebuilt with the settings it was trained with; its docum
    and the real NLL increase when it is removed; Spearman's rank correlation between the two.
 
 Layers are removed in memory (each dropped layer returns its input: ``decoder.skip_layers``),
-which tests/test_cut_equivalence.py shows computes the same logits as the cut checkpoint.
+which tests/surgery/test_cut_equivalence.py shows computes the same logits as the cut checkpoint.
 
 Run from the repository root:  .venv/bin/python benchmarks/bench_strategies.py
 """

@@ -5,7 +5,7 @@ Which states are compared. ``x_l`` (``l = 0..L-1``) is the hidden state *enterin
 the final norm. Removing layers ``l..l+n-1`` replaces ``x_{l+n}`` by ``x_l``, so these are the
 states the literature compares. Note that ``output_hidden_states=True`` in ``transformers`` returns
 ``x_0..x_{L-1}`` and then the last layer's output *after* the final norm for most families (checked
-for Llama, Qwen2 and GPT-2 in tests/test_analysis_hidden_stats.py), which would make every
+for Llama, Qwen2 and GPT-2 in tests/analysis/test_hidden_stats.py), which would make every
 ``d(l, L)`` compare a normalised state with un-normalised ones.
 
 How. A forward pre-hook on every decoder layer copies its input (float32) into a per-batch buffer

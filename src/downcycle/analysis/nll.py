@@ -18,7 +18,7 @@ only the layers after it, from the kept state entering ``c`` (with ``c`` removed
 forward pre-hook handing the kept state to the start layer as its input, so attention masks,
 rotary embeddings, the final norm and the output layer are the model's own, in every family. The
 same inputs go through the same operations, so every candidate's NLL is the one a full forward
-gives (tests/test_analysis_nll.py checks it against one). After each removal ``r`` the states
+gives (tests/analysis/test_nll.py checks it against one). After each removal ``r`` the states
 entering the layers after ``r`` are recomputed, from ``r`` on. Memory: the kept states take
 ``(L - 1) x tokens x hidden`` values in the model's dtype; when that exceeds ``STATE_CACHE_BYTES``
 only every ``s``-th layer's input is kept (``s`` the smallest stride that fits) and a candidate

@@ -75,7 +75,7 @@ def _smollm3_types(cfg: Config, n: int) -> list[str]:
 
 # Per-layer lists that transformers derives in the config class when config.json omits them
 # (older checkpoints). A cut must write them explicitly: re-deriving for the new depth would give
-# the kept layers different attention types. Verified against transformers in tests/test_architecture.py.
+# the kept layers different attention types. Verified against transformers in tests/architecture/test_layers.py.
 IMPLICIT_PER_LAYER: dict[str, dict[str, Callable[[Config, int], list]]] = {
     "gemma2": {"layer_types": _every(2, key=None)},
     "gemma3_text": {"layer_types": _every(6)},

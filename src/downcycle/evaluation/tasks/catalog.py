@@ -1,7 +1,7 @@
 """The built-in multiple-choice tasks, prompted exactly as lm-evaluation-harness 0.4.x prompts them.
 
 Each entry states, in data, what the harness's task YAML states (dataset, split, ``doc_to_text``,
-``doc_to_choice``, ``doc_to_target``, metrics); the agreement test in tests/test_eval_agreement.py
+``doc_to_choice``, ``doc_to_target``, metrics); the agreement test in tests/evaluation/test_agreement.py
 checks the resulting token sequences and scores against the harness itself.
 """
 
