@@ -5,7 +5,6 @@ heal's output; the report knows them as healed models of their cut."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,16 @@ import yaml
 
 from downcycle import cli
 from downcycle.pipeline.recipe_file import load_recipe
-from downcycle.pipeline.run import run_recipe
 from downcycle.pipeline.recipe_stages import build_stages
+from downcycle.pipeline.run import run_recipe
 from downcycle.recipe import RunConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
-def recipe_doc(tiny_model):
-    ref = tiny_model("llama", vocab_size=8192, num_hidden_layers=4)
-    for f in (EXAMPLES / "tokenizer").iterdir():
-        shutil.copy2(f, ref / f.name)
+def recipe_doc(reference):
+    ref = reference
     return {
         "reference": str(ref),
         "out": "experiment",

@@ -37,17 +37,6 @@ def _write(tmp_path: Path, doc) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_model):
-    """A 4-layer tiny Llama with the shipped tokenizer beside it."""
-    import shutil
-
-    path = tiny_model("llama", vocab_size=8192, num_hidden_layers=4)
-    for f in (EXAMPLES / "tokenizer").iterdir():
-        shutil.copy2(f, path / f.name)
-    return path
-
-
 def test_valid_recipe_builds_every_stage(tmp_path, reference):
     recipe = load_recipe(_write(tmp_path, _recipe(tmp_path, reference)))
     stages = build_stages(recipe, tmp_path / "out")

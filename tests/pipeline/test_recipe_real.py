@@ -20,14 +20,6 @@ EXAMPLES = ROOT / "examples"
 KJV = str(EXAMPLES / "corpus" / "kjv.jsonl.gz")
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_model):
-    path = tiny_model("llama", vocab_size=8192, num_hidden_layers=4)
-    for f in (EXAMPLES / "tokenizer").iterdir():
-        shutil.copy2(f, path / f.name)
-    return path
-
-
 def _doc(reference: Path, **changes) -> dict:
     doc = {
         "reference": str(reference),

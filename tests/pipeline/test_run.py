@@ -24,10 +24,8 @@ ALL = ["data", "analyze", "cut-first", "cut-block", "heal-first-lora", "heal-blo
 
 
 @pytest.fixture(scope="module")
-def recipe_path(tiny_model, tmp_path_factory):
-    ref = tiny_model("llama", vocab_size=8192, num_hidden_layers=4)
-    for f in (EXAMPLES / "tokenizer").iterdir():
-        shutil.copy2(f, ref / f.name)
+def recipe_path(reference, tmp_path_factory):
+    ref = reference
     root = tmp_path_factory.mktemp("recipe")
     doc = {
         "reference": str(ref),

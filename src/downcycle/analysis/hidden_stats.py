@@ -162,13 +162,7 @@ def collect_hidden_stats(model: Any, batches: Iterable[Any], *, progress: bool =
                     pass
                 else:  # pragma: no cover -- a model that never called its last layer
                     raise RuntimeError("the forward pass finished without reaching the last decoder layer")
-                buf = state.pop("buf")  # (T, L+1, d)
-                is_last = torch.zeros(buf.shape[0], dtype=torch.bool, device=buf.device)
-                is_last[last] = True
-                step = _chunk_tokens(buf.shape[1], buf.shape[2])
-                for start in range(0, buf.shape[0], step):
-                    stats.add(token_cosines(buf[start : start + step]), is_last[start : start + step])
-                del buf
+                _reduce(stats, state.pop("buf"), last)
     finally:
         for h in handles:
             h.remove()
@@ -202,13 +196,20 @@ def collect_hidden_stats_layerwise(lw: Any, batches: list[Any], *, budget: int |
     with kept:
         run_layerwise(lw, batches, visit, budget=STATE_BUDGET if budget is None else budget, progress=progress)
         for b, (_, last) in enumerate(selections):
-            buf = torch.stack([kept.pop((b, l)) for l in range(n + 1)], dim=1)  # (T, L+1, d)
-            is_last = torch.zeros(buf.shape[0], dtype=torch.bool, device=buf.device)
-            is_last[last] = True
-            step = _chunk_tokens(buf.shape[1], buf.shape[2])
-            for start in range(0, buf.shape[0], step):
-                stats.add(token_cosines(buf[start : start + step]), is_last[start : start + step])
+            _reduce(stats, torch.stack([kept.pop((b, l)) for l in range(n + 1)], dim=1), last)
     return stats
+
+
+def _reduce(stats: HiddenStats, buf: Any, last: Any) -> None:
+    """Add one batch's states ``buf`` ``(T, L+1, d)`` to ``stats``, a chunk of tokens at a time;
+    ``last``: the indices of each sequence's last token among the ``T``."""
+    import torch
+
+    is_last = torch.zeros(buf.shape[0], dtype=torch.bool, device=buf.device)
+    is_last[last] = True
+    step = _chunk_tokens(buf.shape[1], buf.shape[2])
+    for start in range(0, buf.shape[0], step):
+        stats.add(token_cosines(buf[start : start + step]), is_last[start : start + step])
 
 
 def token_cosines(states: Any) -> Any:
