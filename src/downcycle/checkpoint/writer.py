@@ -28,10 +28,8 @@ _ALIGN = 8  # safetensors pads the header so data starts 8-byte aligned
 # each call starts on a 64 KiB destination boundary (measured on ext4: ~2.5 GB/s when the offsets
 # disagree vs ~3.7 GB/s aligned, and 0.29 vs 0.20 s/GB for a copy that starts mid-page vs on a
 # boundary; see BENCHMARKS.md). Headers are padded with spaces, as the format allows.
-_PAGE = 4096
-_BLOCK = 64 * 1024
-# A new output shard starts where the source shard changes (so each output shard can be aligned to
-# one source file), unless the current one is still smaller than this.
+_PAGE, _BLOCK = 4096, 64 * 1024
+# A new output shard starts where the source shard changes (each output shard aligned to one source file), unless still smaller:
 _MIN_SPLIT = 64 * 1024 * 1024
 # From this size on, a new shard also starts at the tensor nearest the middle of the bytes, so that
 # even a small output has two shards of about equal size for two threads to copy at once. (Writes
