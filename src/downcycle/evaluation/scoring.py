@@ -13,8 +13,13 @@ runs once instead of once per choice, the output layer runs only at the position
 predictions are scored (``logits_to_keep``), and rows holding at most one branch (single-token
 answers like MMLU's " A") need no custom mask at all. A prefix that every question of a task
 shares (MMLU's subject line and five examples) runs once, and its keys/values are reused by every
-batch. Rows are sorted by length so batches carry little padding. Models with sliding-window attention are scored one choice per row with their own
-masks, because a custom mask would bypass their window.
+batch. Rows are sorted by length so batches carry little padding.
+
+With sliding-window attention (Mistral, Gemma 2/3) the custom mask replaces the model's windowed
+masks too, which is exact only while no window cuts anything: a group whose longest input sequence
+is at most ``sliding_window`` tokens long is packed (position ``p`` attends to keys ``p - W + 1 .. p``,
+so a sequence of ``W`` tokens sees all of itself either way); a longer one is scored one choice per
+row, with the model's own masks.
 """
 
 from __future__ import annotations
@@ -25,12 +30,20 @@ from ..architecture import loaded_text_config, uses_sliding_window
 from ..decoder import cache_argument
 from .encoding import EncodedGroup, common_prefix_length
 
-__all__ = ["score_groups", "supports_packing"]
+__all__ = ["packing_window", "score_groups"]
 
 
-def supports_packing(model: Any) -> bool:
-    """Whether the shared-context 4-D mask is exact for ``model`` (no sliding-window attention)."""
-    return not uses_sliding_window(loaded_text_config(model.config))
+def packing_window(model: Any) -> int | None:
+    """The longest input sequence (tokens) for which the shared-context 4-D mask is exact on
+    ``model``: its sliding window, or None where no layer has one (any length)."""
+    cfg = loaded_text_config(model.config)
+    if not uses_sliding_window(cfg):
+        return None
+    return int(getattr(cfg, "sliding_window", None) or 0)  # sliding layers without a stated window: nothing packs
+
+
+def _longest_input(g: EncodedGroup) -> int:
+    return len(g.prefix) + max(len(t) for t in g.tails) - 1
 
 
 _MIN_SHARED_PREFIX = 32  # tokens; below this a cached task-wide prefix is not worth a forward pass
@@ -140,6 +153,20 @@ def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any
     return [(float(logp[a:z].sum()), bool(greedy[a:z].all())) for a, z in spans]
 
 
+def _runs(groups: list[EncodedGroup], shared: bool, window: int | None) -> list[tuple[list[EncodedGroup], bool]]:
+    """The groups in runs batched apart, each with whether its rows may pack (a 4-D mask, a
+    task-wide cached prefix): all packed without a window; on a sliding-window model the groups that
+    fit it packed, the others a choice per row in batches of their own (a batch with a packed row
+    gives every row the custom mask, which would bypass the window); unshared, a choice per row."""
+    if not shared:
+        return [([one for g in groups for one in g.split()], False)]
+    if window is None:
+        return [(groups, True)]
+    fit = [g for g in groups if _longest_input(g) <= window]
+    long = [one for g in groups if _longest_input(g) > window for one in g.split()]
+    return [(run, packed) for run, packed in ((fit, True), (long, False)) if run]
+
+
 def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, progress: bool = True,
                  desc: str = "scoring", shared: bool = True) -> dict[tuple[int, int], tuple[float, bool]]:
     """Sum of log-probabilities (nats) and greedy flag of every continuation.
@@ -148,8 +175,8 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
         model: a causal LM (eval mode) accepting ``logits_to_keep``.
         groups: encoded requests (:meth:`Encoder.groups`).
         batch_size: choices (continuations) per forward pass (the harness's unit).
-        shared: pack each group's choices after their shared prefix; False (or a sliding-window
-            model) scores each choice in its own row.
+        shared: pack each group's choices after their shared prefix (on a sliding-window model,
+            the groups that fit inside the window); False scores each choice in its own row.
 
     Returns:
         (document index, choice index) -> (log-likelihood, whether every token is the argmax).
@@ -157,23 +184,20 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
     import torch
     from ..progress import progress_bar
 
-    if not (shared and supports_packing(model)):
-        groups = [single for g in groups for single in g.split()]
-        C = 0
-    else:
-        C = _task_prefix_length(groups)
+    runs = _runs(groups, shared, packing_window(model))
     out: dict[tuple[int, int], tuple[float, bool]] = {}
     total = sum(len(g.tails) for g in groups)
     with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
-        cache = None
-        if C:  # the prefix all groups share runs once; its keys/values serve every batch
-            device = next(model.parameters()).device
-            result = model(input_ids=torch.tensor([groups[0].prefix[:C]], device=device), use_cache=True)
-            cache = getattr(result, "cache", None) or result.past_key_values
-        for batch in _batches(groups, batch_size):
-            scores = iter(_forward_batch(model, batch, (C, cache)))
-            for g in batch:
-                for slot in g.slots:
-                    out[slot] = next(scores)
-            bar.update(sum(len(g.tails) for g in batch))
+        for run, packed in runs:
+            C, cache = _task_prefix_length(run) if packed else 0, None
+            if C:  # the prefix all groups share runs once; its keys/values serve every batch
+                device = next(model.parameters()).device
+                result = model(input_ids=torch.tensor([run[0].prefix[:C]], device=device), use_cache=True)
+                cache = getattr(result, "cache", None) or result.past_key_values
+            for batch in _batches(run, batch_size):
+                scores = iter(_forward_batch(model, batch, (C, cache)))
+                for g in batch:
+                    for slot in g.slots:
+                        out[slot] = next(scores)
+                bar.update(sum(len(g.tails) for g in batch))
     return out
