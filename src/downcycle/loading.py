@@ -18,7 +18,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a cut needs from the hub: configs, tokenizer files and safetensors weights, never pickles.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*", "LICENSE*"]
 
-__all__ = ["check_weights", "cpu_has_native_bf16", "eos_token_ids", "load_model", "load_tokenizer", "read_config",
+__all__ = ["check_weights", "config_objection", "cpu_has_native_bf16", "eos_token_ids", "load_model", "load_tokenizer", "read_config",
            "resolve_device", "resolve_precision", "resolve_source"]
 
 
@@ -55,6 +55,21 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise DowncycleError(f"{path}: not a JSON object")
     return config
+
+
+def config_objection(config: dict[str, Any]) -> str | None:
+    """What transformers' config class for ``config["model_type"]`` says against ``config`` (a
+    config.json's contents) when it builds it, as ``from_pretrained`` will: one line, or None when it
+    accepts it (and for a model type transformers does not know: remote code is not run to ask)."""
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") not in CONFIG_MAPPING:
+        return None
+    try:
+        CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
+    except Exception as e:  # noqa: BLE001 -- whatever it raises, from_pretrained would raise too (strict validators: their own class)
+        return [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    return None
 
 
 def check_weights(path: str | Path) -> None:

@@ -1,5 +1,6 @@
-"""Agreement with lm-evaluation-harness on the real reference model: the converted SmolLM2-135M-Instruct
-(``make smollm2``) scores a seeded sample of every built-in multiple-choice task's full split
+"""Agreement with lm-evaluation-harness on the real models: the converted SmolLM2-135M-Instruct
+(``make smollm2``; Llama) and Gemma 3 270M (``make gemma3``; a base model with sliding-window layers,
+whose groups pack only inside the window) each score a seeded sample of every built-in multiple-choice task's full split
 (``make taskdata``) with the same per-item log-likelihoods as lm-eval's HF backend (float32, within
 ``1e-4 + 2e-6 * |ll|``) and identical acc/acc_norm, item by item and in aggregate.
 
@@ -28,20 +29,23 @@ SEED = 7
 BATCH = 32
 
 
-def _missing() -> str | None:
+MODELS = {"smollm2": bench.MODEL, "gemma3": ROOT / "models" / "gemma3-270m"}
+
+
+def _missing(name: str) -> str | None:
     from downcycle.evaluation.task_data import default_task_data, find_local
 
-    if not (bench.MODEL / "model.safetensors").is_file():
-        return f"no converted real model at {bench.MODEL} (run `make smollm2`)"
+    if not (MODELS[name] / "model.safetensors").is_file():
+        return f"no converted real model at {MODELS[name]} (run `make {name}`)"
     data = default_task_data()
     if find_local(data, "hellaswag", "validation") is None:
         return f"no full task splits in {data} (run `make taskdata`)"
     return None
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    reason = _missing()
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def setup(request, tmp_path_factory):
+    reason = _missing(request.param)
     if reason:
         pytest.skip(reason)
     os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -55,8 +59,9 @@ def setup(tmp_path_factory):
 
     data, yamls = tmp_path_factory.mktemp("real-data"), tmp_path_factory.mktemp("real-yamls")
     preps = {t: bench.prepare(t, default_task_data(), data, yamls, SAMPLE, SEED) for t in bench.TASKS}
-    lm = HFLM(pretrained=str(bench.MODEL), batch_size=BATCH, device="cpu", dtype="float32")
-    model, tok = load_model(bench.MODEL, dtype="float32"), load_tokenizer(bench.MODEL)
+    path = MODELS[request.param]
+    lm = HFLM(pretrained=str(path), batch_size=BATCH, device="cpu", dtype="float32")
+    model, tok = load_model(path, dtype="float32"), load_tokenizer(path)
     manager = TaskManager(include_path=str(yamls), include_defaults=False)
     return preps, data, lm, manager, model, Encoder(tok, max_length(model, tok))
 

@@ -151,3 +151,17 @@ def test_a_tensor_without_a_rule_is_refused(capsys, tiny_model, tmp_path, plan_f
     save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
     code, err = run_cli(capsys, "prune", src, tmp_path / "out", "--plan", plan_file(hidden=[0, 1]))
     assert_clean_failure(code, err, tmp_path / "out", "model.layers.0.mlp.extra_scale", "no llama width rule")
+
+
+def test_a_config_transformers_would_not_load_is_refused(capsys, tiny_model, tmp_path, shape, plan_file, run_cli, assert_clean_failure):
+    """Gemma 3's config insists on hidden_size being a multiple of the heads, though its head_dim is
+    stated: 3 of 4 heads (one KV head) is refused before anything is written (found on the real
+    Gemma 3 270M, whose 640 channels take 1, 2 or 4 heads), and 2 of 4 is written and loads."""
+    from downcycle.loading import load_model
+
+    src = tiny_model("gemma3_text", num_key_value_heads=1)
+    code, err = run_cli(capsys, "prune", src, tmp_path / "out", "--plan", plan_file(heads=[[0, 1, 3]] * shape.layers))
+    assert_clean_failure(code, err, tmp_path / "out", "--heads 3", "transformers would not load", "hidden size (32)")
+    code, err = run_cli(capsys, "prune", src, tmp_path / "two", "--plan", plan_file(heads=[[0, 3]] * shape.layers))
+    assert code == 0, err
+    assert load_model(tmp_path / "two").config.num_attention_heads == 2

@@ -25,7 +25,7 @@ from ..checkpoint import Checkpoint, open_checkpoint
 from ..checkpoint.slicing import write_sliced
 from ..errors import DowncycleError
 from ..jsonfile import read_json
-from ..loading import read_config
+from ..loading import config_objection, read_config
 from ..recipe import PruneConfig, output_dict, to_dict
 from .cut import MERGEKIT_NAME, check_paths, copy_threads, source_inputs
 from .depth import cut_config, describe, tensor_plan
@@ -114,6 +114,10 @@ def prune(config: PruneConfig, scores: dict[str, Any] | None = None, beside: Cal
     new_config, notes = cut_config(source_config, layout, kept_layers) if depth_cut else (source_config, [])
     new_config, width_notes = width_config(new_config, model, plan)
     notes += width_notes
+    objection = config_objection(new_config)
+    if objection is not None:  # e.g. Gemma 3's config wants hidden_size a multiple of the heads, its head_dim stated or not
+        sizes = ", ".join(f"{OPTION[k]} {n}" for k, n in kept_sizes(model, plan).items() if n != model.sizes[k])
+        raise DowncycleError(f"{sizes}: transformers would not load the pruned {layout.model_type} config ({objection})")
     jobs = width_jobs(model, layout, plan, tensor_plan(layout, ckpt.tensors, kept_layers))
     total = sum(job.entry().nbytes for job in jobs)
     check_free_space(out, total)
