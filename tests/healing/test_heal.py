@@ -201,11 +201,42 @@ def _refused(capsys, argv: list[str], needle: str) -> None:
     assert code == 1 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("family", ["gemma3_text", "olmo2"])
-def test_linear_replacement_is_refused_where_the_mlp_output_is_normalised(family, ref_of, tmp_path, capsys):
-    plain = make_cut(ref_of(family), tmp_path / "cut", "0-1,4-5")
-    _refused(capsys, ["heal", str(plain), str(tmp_path / "out"), "--data", str(CORPUS)], "post_feedforward_layernorm")
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("family", ["gemma3_text", "gemma2", "olmo2"])
+def test_a_normalised_mlp_output_gets_a_diagonal_map_folded_into_its_norm(family, ref_of, tmp_path, decoder_layers):
+    """Where the MLP output is normalised before the residual add (Gemma's (1 + w) RMSNorm, OLMo 2's w),
+    T is per channel: equal to each channel's own least squares on X = the norm's output (hooked here),
+    and the healed model's state after the kept layer equals R + X·diag(t) on the calibration tokens."""
+    from transformers import AutoModelForCausalLM
+
+    ref = ref_of(family)
+    result = heal(make_cut(ref, tmp_path / "cut", "0-1,4-5"), tmp_path / "healed")
+    model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32).eval()
+    layers, ids, got = decoder_layers(model)[2], windows(ref), {}
+    hooks = [layers[1].post_feedforward_layernorm.register_forward_hook(lambda m, a, o: got.__setitem__("x", o)),
+             *(layers[i].register_forward_pre_hook(lambda m, a, k, i=i: got.__setitem__(i, a[0] if a else k["hidden_states"]),
+                                                    with_kwargs=True) for i in (2, 4))]
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    for h in hooks:
+        h.remove()
+    x = got["x"].double().reshape(-1, got["x"].shape[-1])
+    r = got[2].double().reshape(x.shape) - x
+    y = got[4].double().reshape(x.shape) - r
+    t = result.maps["2-3"]
+    assert t.shape == (x.shape[1],)
+    torch.testing.assert_close(t, (x * y).sum(0) / (x * x).sum(0), rtol=1e-6, atol=0)  # float64 sums, batch by batch there
+    [report] = result.gaps
+    assert report["map"] == "diagonal" and report["folded_into"] == "post_feedforward_layernorm"
+    assert report["residual_after"] < report["residual_before"]
+    healed = AutoModelForCausalLM.from_pretrained(tmp_path / "healed", dtype=torch.float32).eval()
+    h = decoder_layers(healed)[2][2].register_forward_pre_hook(lambda m, a, k: got.__setitem__("in", a[0] if a else k["hidden_states"]),
+                                                                 with_kwargs=True)
+    with torch.no_grad():
+        healed(input_ids=ids, use_cache=False)
+    h.remove()
+    expected = (r + x * t).reshape(got["in"].shape)
+    torch.testing.assert_close(got["in"].double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    assert (got[2].double() - expected).abs().max() > 1e-3 * expected.abs().max()  # the map changed the state: the test can fail
 
 
 def test_refusals_are_one_line(ref_of, tmp_path, capsys):

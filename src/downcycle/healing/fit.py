@@ -8,7 +8,7 @@ from typing import Any
 from ..decoder import find_decoder_layers
 from ..errors import DowncycleError
 from .gaps import Gap
-from .states import Needs, capture, down_projection, final_norm_and_head, mlp_module
+from .states import Needs, capture, down_projection, final_norm_and_head, mlp_module, mlp_output_norm, norm_offset
 
 __all__ = ["fit_layers", "fit_linear"]
 
@@ -21,15 +21,16 @@ def _target(states: dict, gap: Gap) -> Any:
 
 def fit_linear(model: Any, windows: Any, gaps: list[Gap], kept: list[int], prefix: str,
                config: Any) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Linear replacement of every gap: the folded down projections (by checkpoint name of the cut that keeps
-    ``kept``), each gap's report, and each gap's T."""
-    from .linear import LinearFit, fold, solve
+    """Linear replacement of every gap: the folded tensors (the down projection's, or the post-MLP
+    norm's weight for a diagonal map; by checkpoint name of the cut that keeps ``kept``), each gap's
+    report, and each gap's T (a d x d matrix, or the d scales of a diagonal map)."""
+    from .linear import LinearFit, solve
 
     _, layers = find_decoder_layers(model)
     hidden = model.config.get_text_config().hidden_size
     needs = Needs(inputs={g.start for g in gaps} | {g.end for g in gaps if not g.tail}, mlp={g.before for g in gaps},
                   final=any(g.tail for g in gaps))
-    fits = {g: LinearFit(g) for g in gaps}
+    fits = {g: LinearFit(g, diagonal=mlp_output_norm(layers[g.before]) is not None) for g in gaps}
     first: dict | None = None
     for states, _ in capture(model, windows, config.batch_size, needs, config.progress, desc="linear replacement"):
         first = first or states
@@ -40,39 +41,47 @@ def fit_linear(model: Any, windows: Any, gaps: list[Gap], kept: list[int], prefi
     tensors, reports, maps = {}, [], {}
     for g in gaps:
         t = solve(fits[g], config.ridge)
-        mlp_name, mlp = mlp_module(layers[g.before])
-        down_name, down = down_projection(mlp, hidden)
-        conv1d = type(down).__name__ == "Conv1D"
-        weight, bias = fold(t, down.weight, down.bias, conv1d)
-        fits[g].report["exact_fold_error"] = _check_fold(model, first, windows[:config.batch_size], g, down, weight, bias, t)
-        name = f"{prefix}{kept.index(g.before)}.{mlp_name}.{down_name}"
-        tensors[f"{name}.weight"] = weight
-        if bias is not None:
-            tensors[f"{name}.bias"] = bias
+        module_name, module, params = _folded(layers[g.before], hidden, t)
+        fits[g].report["folded_into"] = module_name
+        fits[g].report["exact_fold_error"] = _check_fold(model, first, windows[:config.batch_size], g, module, params, t)
+        for pname, value in params.items():
+            tensors[f"{prefix}{kept.index(g.before)}.{module_name}.{pname}"] = value
         reports.append(fits[g].report)
         maps[g.name] = t
     return tensors, reports, maps
 
 
-def _check_fold(model: Any, first: dict, ids: Any, gap: Gap, down: Any, weight: Any, bias: Any, t: Any) -> float:
+def _folded(layer: Any, hidden: int, t: Any) -> tuple[str, Any, dict[str, Any]]:
+    """Where ``t`` folds in ``layer`` and that module's new parameters: the post-MLP norm's scale (a
+    diagonal ``t``), else the MLP's down projection's weight and bias."""
+    from .linear import fold, fold_norm
+
+    norm = mlp_output_norm(layer)
+    if norm is not None:
+        return norm[0], norm[1], {"weight": fold_norm(t, norm[1].weight, norm_offset(norm[1]))}
+    mlp_name, mlp = mlp_module(layer)
+    down_name, down = down_projection(mlp, hidden)
+    weight, bias = fold(t, down.weight, down.bias, type(down).__name__ == "Conv1D")
+    return f"{mlp_name}.{down_name}", down, {"weight": weight, **({} if bias is None else {"bias": bias})}
+
+
+def _check_fold(model: Any, first: dict, ids: Any, gap: Gap, module: Any, params: dict[str, Any], t: Any) -> float:
     """Run the first calibration batch with the fold in place: the state leaving the kept layer must be R + X·T.
     Returns the relative error; refuses the family when it is not float rounding."""
-
     x = first[("mlp", gap.before)].double()
-    expected = first[("in", gap.start)].double() - x + x @ t.to(x.device)
-    saved = (down.weight.data, None if down.bias is None else down.bias.data)
-    down.weight.data = weight
-    if bias is not None:
-        down.bias.data = bias
+    t = t.to(x.device)
+    expected = first[("in", gap.start)].double() - x + (x * t if t.dim() == 1 else x @ t)
+    saved = {name: getattr(module, name).data for name in params}
+    for name, value in params.items():
+        getattr(module, name).data = value
     try:
         states = next(capture(model, ids, ids.shape[0], Needs(inputs={gap.start})))[0]
     finally:
-        down.weight.data = saved[0]
-        if saved[1] is not None:
-            down.bias.data = saved[1]
+        for name, value in saved.items():
+            getattr(module, name).data = value
     err = float((states[("in", gap.start)].double() - expected).abs().max() / expected.abs().max().clamp_min(1e-30))
     if err > _EXACT:
-        raise DowncycleError(f"linear replacement: the map folded into {type(down).__name__} of layer {gap.before} does not give "
+        raise DowncycleError(f"linear replacement: the map folded into {type(module).__name__} of layer {gap.before} does not give "
                              f"R + X·T (relative error {err:.2g}): this family does not add its MLP output to the residual as is")
     return err
 

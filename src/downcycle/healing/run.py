@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..architecture import MLP_OUTPUT_NORMS, infer_layout
+from ..architecture import infer_layout
 from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..checkpoint.safetensors_index import open_checkpoint
 from ..errors import DowncycleError
@@ -68,12 +68,7 @@ def heal_layers(config: HealConfig, reference: str, kept: list[int], inputs: dic
     gaps = find_gaps(kept, layout.num_layers)
     if not gaps:
         raise DowncycleError(f"the cut keeps all {layout.num_layers} layers: nothing to heal")
-    if config.method == "linear":
-        post = sorted({n.split(".")[-2] for n in layout.layers[0] if any(k in n for k in MLP_OUTPUT_NORMS)})
-        if post:
-            raise DowncycleError(f"linear replacement: this {layout.model_type} model normalises its MLP output ({', '.join(post)}) "
-                                 "before the residual add, so a map folded into the down projection is not exact; use --method layer")
-    else:
+    if config.method != "linear":
         from .layer import resolve_loss
 
         for g in gaps:

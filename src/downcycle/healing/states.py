@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..architecture import MLP_SEGMENTS
+from ..architecture import MLP_OUTPUT_NORMS, MLP_SEGMENTS
 from ..decoder import final_norm, find_decoder_layers, layer_input
 from ..errors import DowncycleError
 
-__all__ = ["Needs", "capture", "down_projection", "final_norm_and_head", "mlp_module"]
+__all__ = ["Needs", "capture", "down_projection", "final_norm_and_head", "mlp_module", "mlp_output_norm", "norm_offset"]
 
 
 @dataclass
@@ -49,6 +49,30 @@ def mlp_module(layer: Any) -> tuple[str, Any]:
         raise DowncycleError(f"{type(layer).__name__}: no single feed-forward block among its modules "
                              f"({', '.join(n for n, _ in layer.named_children())})")
     return found[0]
+
+
+def mlp_output_norm(layer: Any) -> tuple[str, Any] | None:
+    """The norm a decoder layer applies to its MLP's output before the residual add (Gemma 2/3's and
+    OLMo 2's ``post_feedforward_layernorm``), or None where the MLP output joins the residual as is."""
+    found = [(name, m) for name, m in layer.named_children() if name in MLP_OUTPUT_NORMS]
+    return found[0] if len(found) == 1 else None
+
+
+def norm_offset(norm: Any) -> float:
+    """1.0 for a norm that scales by ``(1 + w)`` (Gemma's RMSNorm), 0.0 for one that scales by ``w``:
+    what the module gives with its weight zeroed. A norm with a bias is refused (the fold is a scale)."""
+    import torch
+
+    if getattr(norm, "bias", None) is not None:
+        raise DowncycleError(f"{type(norm).__name__}: the norm after the MLP has a bias; linear replacement folds only a scale")
+    saved = norm.weight.data
+    norm.weight.data = torch.zeros_like(saved)
+    try:
+        with torch.no_grad():
+            out = norm(torch.ones(1, saved.shape[0], dtype=saved.dtype, device=saved.device))
+    finally:
+        norm.weight.data = saved
+    return 0.0 if bool((out == 0).all()) else 1.0
 
 
 def down_projection(mlp: Any, hidden: int) -> tuple[str, Any]:
@@ -114,7 +138,7 @@ def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: b
                 raise _Stop
         return hook
 
-    def mlp_hook(i: int):
+    def mlp_hook(i: int):  # X: the MLP block's contribution to the residual (after its norm, where it has one)
         def hook(module: Any, args: tuple, output: Any) -> None:
             states[("mlp", i)] = _tensor(output).detach().float()
         return hook
@@ -122,7 +146,7 @@ def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: b
     for i in sorted(needs.inputs | needs.kwargs_of):
         handles.append(layers[i].register_forward_pre_hook(pre(i), with_kwargs=True))
     for i in sorted(needs.mlp):
-        handles.append(mlp_module(layers[i])[1].register_forward_hook(mlp_hook(i)))
+        handles.append((mlp_output_norm(layers[i]) or mlp_module(layers[i]))[1].register_forward_hook(mlp_hook(i)))
     handles.append(layers[deepest].register_forward_hook(post(deepest)))  # deepest is n - 1 whenever final is needed
     device = next(model.parameters()).device
     batches = range(0, int(windows.shape[0]) - batch_size + 1, batch_size)  # full batches: one shape for cached kwargs
