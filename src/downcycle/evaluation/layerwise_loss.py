@@ -1,4 +1,4 @@
-"""The ``loss`` task of a model run one decoder layer at a time (:mod:`downcycle.layerwise`): the
+"""The ``loss`` task of a model run one decoder layer at a time (:mod:`.layerwise_target`): the
 windows and batches :mod:`.perplexity` makes, queued, then every batch through layer 0, layer 1,
 ...; the last layer's states go through the model's own final norm and output layer at the scored
 positions only. The same batches, the same sums in the same order: the same figures as in memory."""
@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..decoder import final_norm
-from ..errors import DowncycleError
-from ..output_layer import rows_nll, split_head
+from ..output_layer import rows_nll
+from .layerwise_target import LayerwiseTarget
 
 __all__ = ["LayerwiseScorer"]
 
@@ -18,11 +17,9 @@ __all__ = ["LayerwiseScorer"]
 class LayerwiseScorer:
     """:class:`~downcycle.evaluation.perplexity._Scorer`'s interface: ``pool`` queues, ``finish`` runs."""
 
-    def __init__(self, lw: Any) -> None:
-        split = split_head(lw.model)
-        if isinstance(split, str):
-            raise DowncycleError(f"--layerwise: the model's logits are not its final hidden states through one linear layer ({split})")
-        self.lw, self.head, self.norm = lw, split[1], final_norm(lw.model)
+    def __init__(self, target: LayerwiseTarget) -> None:
+        self.target = target
+        self.norm, self.head = target.scoring()
         self.pools: list[list[list[tuple[Any, Any, int]]]] = []
         self.kl: list[float] = []
 
@@ -35,26 +32,22 @@ class LayerwiseScorer:
     def finish(self, on_scored: Callable[[int], None] | None) -> float:
         import torch
 
-        from ..layerwise import run_layerwise
         from .perplexity import batch_tensors
 
         batches = [b for pool in self.pools for b in pool]
         if not batches:
             return 0.0
-        tensors = [[t.to(self.lw.device) for t in batch_tensors(b)] for b in batches]
-        sums: list[float] = [0.0] * len(batches)
-        last = self.lw.num_layers
+        device = self.target.lw.device
+        tensors = [[t.to(device) for t in batch_tensors(b)] for b in batches]
 
-        def visit(l: int, b: int, hidden: Any) -> None:
-            if l != last:
-                return
+        def nll(b: int, hidden: Any) -> float:
             _, row, col, target = tensors[b]
-            sums[b] = float(rows_nll(self.norm(hidden)[row, col], self.head, target).sum(dtype=torch.float64))
-            if on_scored is not None:
-                on_scored(int(target.numel()))
+            return float(rows_nll(self.norm(hidden)[row, col], self.head, target).sum(dtype=torch.float64))
 
         with torch.inference_mode():
-            run_layerwise(self.lw, [{"input_ids": t[0]} for t in tensors], visit)
+            sums = self.target.finals([{"input_ids": t[0]} for t in tensors], nll)
+        if on_scored is not None:
+            on_scored(sum(int(t[3].numel()) for t in tensors))
         total, k = 0.0, 0
         for pool in self.pools:  # summed as the in-memory scorer sums: per pool, then pools
             subtotal = 0.0

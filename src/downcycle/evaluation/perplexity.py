@@ -224,12 +224,13 @@ def batch_tensors(batch: list[tuple[Any, Any, int]]) -> tuple[Any, Any, Any, Any
 
 
 def _scorer(model: Any, reference: Any) -> Any:
-    from ..layerwise import LayerwiseModel
+    from .layerwise_target import as_target
 
-    if isinstance(model, LayerwiseModel):
+    target = as_target(model)
+    if target is not None:
         from .layerwise_loss import LayerwiseScorer
 
         if reference is not None:
             raise DowncycleError("--layerwise: the loss task's KL to a reference is not run layer by layer yet (drop --reference)")
-        return LayerwiseScorer(model)
+        return LayerwiseScorer(target)
     return _Scorer(model, reference)

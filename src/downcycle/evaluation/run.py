@@ -32,6 +32,7 @@ from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc
 from .results import RESULTS_NAME, EvalResults, ModelInfo, TaskResult, read_results
 from .resume import EvalProgress, ModelProgress
+from .shared_cuts import CutFamily, cut_families
 from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
 
@@ -100,11 +101,13 @@ def _write_samples(directory: Path, task: str, samples: list[dict]) -> None:
 
 
 def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, progress: ModelProgress | None = None,
-                   tokenizer: Any = None, reference: ReferenceModel | None = None) -> EvalResults:
+                   tokenizer: Any = None, reference: ReferenceModel | None = None, family: CutFamily | None = None) -> EvalResults:
     """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``.
 
     ``tokenizer``: the model's, when the caller has loaded it already (:func:`check_inputs` does).
     ``reference``: ``cfg.reference``, shared by the models of one run (made here when None).
+    ``family``: the depth cuts of one reference this model is evaluated with, layer by layer
+    (:mod:`downcycle.evaluation.shared_cuts`).
 
     With ``progress``, tasks finished by an interrupted run are taken from it and each task is
     recorded there as it finishes (:mod:`downcycle.evaluation.resume`).
@@ -115,8 +118,11 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     if _layerwise(cfg, path, device):
         from ..layerwise import open_layerwise
 
-        runner = open_layerwise(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
-        model = runner.model  # its layers on the meta device: what needs only the config, the embeddings or the head
+        from .layerwise_target import LayerwiseTarget
+
+        lw = open_layerwise(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+        runner = family.member(path, lw) if family is not None else LayerwiseTarget(lw)
+        model = lw.model  # its layers on the meta device: what needs only the config, the embeddings or the head
     else:
         runner = model = load_model(path, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     if tokenizer is None:
@@ -143,7 +149,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
                                         version=spec.version, is_reference=itself,
                                         reference=reference.model() if reference.path is not None and not itself else None)
         elif isinstance(spec, GroupSpec):
-            tasks[task], subresults, samples = evaluate_group(model, encoder, spec, opts)
+            tasks[task], subresults, samples = evaluate_group(runner, encoder, spec, opts)
             for sub, result in subresults.items():
                 tasks.setdefault(sub, result)
             for sub, items in samples.items():
@@ -152,7 +158,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
             tasks[task], samples = evaluate_generative(model, encoder, spec, opts)
             _write_samples(samples_dir, task, samples)
         else:
-            tasks[task], samples, _ = evaluate_mc(model, encoder, spec, opts)
+            tasks[task], samples, _ = evaluate_mc(runner, encoder, spec, opts)
             _write_samples(samples_dir, task, samples)
         if progress is not None:
             progress.save(task, {k: v for k, v in tasks.items() if k not in before})
@@ -176,11 +182,24 @@ def _layerwise(cfg: EvalConfig, path: Path, device: str) -> bool:
     chosen = cfg.layerwise if cfg.layerwise is not None else not fits_in_memory(path, cfg.dtype, device)
     if chosen:
         why = "" if cfg.layerwise else f" ({path} does not fit the {device}'s free memory)"
-        other = [t for t in cfg.task_names if t != "loss"]
-        if other or cfg.harness or cfg.reference is not None:
-            what = f"tasks {', '.join(other)}" if other else "--harness" if cfg.harness else "--reference (the loss task's KL)"
-            raise DowncycleError(f"--layerwise{why}: {what} not run layer by layer yet (the loss task is)")
+        generative = [t for t in cfg.task_names if isinstance(get_task(t), GenerativeSpec)]
+        if generative or cfg.harness or cfg.reference is not None:
+            what = (f"generative tasks ({', '.join(generative)})" if generative else "--harness" if cfg.harness
+                    else "--reference (the loss task's KL)")
+            raise DowncycleError(f"--layerwise{why}: {what} not run layer by layer yet (the loss and log-likelihood tasks are)")
     return chosen
+
+
+def _families(cfg: EvalConfig, paths: list[Path]) -> dict[Path, CutFamily]:
+    """Models run layer by layer that are depth cuts of one reference, evaluated together."""
+    device = resolve_device(cfg.device)
+
+    def open_reference(source: Path) -> Any:
+        from ..layerwise import open_layerwise
+
+        return open_layerwise(source, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+
+    return cut_families(paths, lambda p: _layerwise(cfg, p, device), open_reference)
 
 
 def run_eval(cfg: EvalConfig) -> EvalOutcome:
@@ -200,12 +219,20 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
     reference = ReferenceModel(cfg)
     kept: dict[str, ModelProgress] = {}
     try:
-        for source, name in zip(cfg.models, names):
-            path = resolve_source(source)
+        paths = [resolve_source(source) for source in cfg.models]
+        for path, name in zip(paths, names):
             kept[name] = progress.model(name, path)
+        families = _families(cfg, [p for p, n in zip(paths, names) if not (kept[n].dir / RESULTS_NAME).is_file()])
+        for source, path, name in zip(cfg.models, paths, names):
             done = kept[name].dir / RESULTS_NAME
-            results[name] = read_results(done) if done.is_file() else \
-                evaluate_model(cfg, source, name, kept[name].dir, kept[name], tokenizer=tokenizers.get(path), reference=reference)
+            if done.is_file():
+                results[name] = read_results(done)
+                continue
+            family = families.get(path.resolve())
+            results[name] = evaluate_model(cfg, source, name, kept[name].dir, kept[name], tokenizer=tokenizers.get(path),
+                                           reference=reference, family=family)
+            if family is not None:
+                family.done(path)
     except DowncycleError:  # the same options fail the same way again: nothing worth resuming
         progress.finish()
         raise

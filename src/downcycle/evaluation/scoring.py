@@ -13,7 +13,8 @@ runs once instead of once per choice, the output layer runs only at the position
 predictions are scored (``logits_to_keep``), and rows holding at most one branch (single-token
 answers like MMLU's " A") need no custom mask at all. A prefix that every question of a task
 shares (MMLU's subject line and five examples) runs once, and its keys/values are reused by every
-batch. Rows are sorted by length so batches carry little padding.
+batch (in memory; a model run layer by layer runs the same batches without that cache). Rows are
+sorted by length so batches carry little padding.
 
 With sliding-window attention (Mistral, Gemma 2/3) the custom mask replaces the model's windowed
 masks too, which is exact only while no window cuts anything: a group whose longest input sequence
@@ -24,13 +25,14 @@ row, with the model's own masks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..architecture import loaded_text_config, uses_sliding_window
 from ..decoder import cache_argument
 from .encoding import EncodedGroup, common_prefix_length
 
-__all__ = ["packing_window", "score_groups"]
+__all__ = ["PackedBatch", "choice_scores", "pack_batch", "packing_window", "score_groups"]
 
 
 def packing_window(model: Any) -> int | None:
@@ -78,18 +80,35 @@ def _batches(groups: list[EncodedGroup], batch_size: int) -> list[list[EncodedGr
     return batches
 
 
-def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any] = (0, None)) -> list[tuple[float, bool]]:
-    """Score every choice of ``batch``; results in batch order, group by group.
+@dataclass
+class PackedBatch:
+    """One batch's forward inputs and what is scored from its outputs.
+
+    Attributes:
+        inputs: ``input_ids`` (B, L), ``position_ids`` (B, L) and, where a row holds two or more
+            branches, the 4-D ``attention_mask`` (B, 1, L, C + L) (0 allowed, dtype min masked).
+        keep: the sorted positions any row predicts from (``logits_to_keep``).
+        rows, cols, targets: ``(N,)``: target ``targets[t]`` is predicted at ``(rows[t], cols[t])``.
+        spans: per choice, in batch order group by group, its slice of the scored tokens.
+    """
+
+    inputs: dict[str, Any]
+    keep: Any
+    rows: Any
+    cols: Any
+    targets: Any
+    spans: list[tuple[int, int]]
+
+
+def pack_batch(batch: list[EncodedGroup], dtype: Any, C: int = 0) -> PackedBatch:
+    """The tensors of one batch (on the cpu): every group's prefix, then each choice's branch.
 
     Args:
-        shared: (C, cache): the first C tokens of every group are already in ``cache`` (a
-            transformers cache of batch size 1), so rows start at token C.
+        dtype: the model's dtype (the 4-D mask's).
+        C: the first C tokens of every group are already in a cache, so rows start at token C.
     """
-    import copy
-
     import torch
 
-    C, cache = shared
     B, L = len(batch), max(_row_length(g) for g in batch) - C
     ids = torch.zeros(B, L, dtype=torch.long)
     pos = torch.zeros(B, L, dtype=torch.long)
@@ -120,37 +139,76 @@ def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any
             targets += tail[len(tail) - n:]
             start += k
         need_mask |= branches > 1
-    keep = torch.tensor(sorted(set(preds)), dtype=torch.long)
-    kwargs: dict[str, Any] = {"logits_to_keep": keep}
+    inputs: dict[str, Any] = {"input_ids": ids, "position_ids": pos}
     if need_mask:
         q, k = seg.unsqueeze(2), seg.unsqueeze(1)  # (B, L, 1), (B, 1, L)
         causal = torch.ones(L, L, dtype=torch.bool).tril()
         allowed = causal & ((k == 0) | (k == q))  # (B, L, L); padding (-1) only sees the prefix and padding
-        dtype = next(model.parameters()).dtype
         allowed = torch.cat([torch.ones(B, L, C, dtype=torch.bool), allowed], dim=2)  # (B, L, C + L): all see the cache
-        mask = torch.zeros(B, 1, L, C + L, dtype=dtype).masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
-        kwargs.update(attention_mask=mask, position_ids=pos)
-    else:  # every row is one causal sequence, right-padded: no mask at all, as the harness runs them;
-        # padding follows every real token, so causal attention alone keeps it out, and the model's
-        # attention takes its causal fast path (a padding mask would force a materialised one)
-        kwargs.update(position_ids=pos)
-    device = next(model.parameters()).device
-    kwargs = {k: v.to(device) for k, v in kwargs.items()}
-    if cache is not None:
-        past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(B)
-        kwargs[cache_argument(model)] = past
-    logits = model(input_ids=ids.to(device), **kwargs).logits  # (B, K, V)
-    col = torch.searchsorted(keep, torch.tensor(preds)).to(device)
-    picked = logits[torch.tensor(rows, device=device), col]  # (N, V)
+        inputs["attention_mask"] = torch.zeros(B, 1, L, C + L, dtype=dtype).masked_fill(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+    # else every row is one causal sequence, right-padded: no mask at all, as the harness runs them;
+    # padding follows every real token, so causal attention alone keeps it out, and the model's
+    # attention takes its causal fast path (a padding mask would force a materialised one)
+    return PackedBatch(inputs, torch.tensor(sorted(set(preds)), dtype=torch.long), torch.tensor(rows, dtype=torch.long),
+                       torch.tensor(preds, dtype=torch.long), torch.tensor(targets, dtype=torch.long), spans)
+
+
+def choice_scores(picked: Any, packed: PackedBatch) -> list[tuple[float, bool]]:
+    """Log-likelihood and greedy flag of every choice of a batch from the logits ``picked`` (N, V)
+    at its scored positions, in batch order."""
+    import torch
+
     picked = picked.to(torch.promote_types(picked.dtype, torch.float32))
-    tgt = torch.tensor(targets, device=device)
+    tgt = packed.targets.to(picked.device)
     logp = picked.log_softmax(-1).gather(1, tgt[:, None]).squeeze(1)  # (N,)
     greedy = picked.argmax(-1) == tgt
     logp, greedy = logp.cpu(), greedy.cpu()
     # Summed in float32, as the harness sums: at |ll| ~ 1000 a float32 ulp is 6e-5, so a float64 sum
     # would differ from the harness's by more than the rounding of any single token's log-probability.
-    return [(float(logp[a:z].sum()), bool(greedy[a:z].all())) for a, z in spans]
+    return [(float(logp[a:z].sum()), bool(greedy[a:z].all())) for a, z in packed.spans]
+
+
+def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any] = (0, None)) -> list[tuple[float, bool]]:
+    """Score every choice of ``batch``; results in batch order, group by group.
+
+    Args:
+        shared: (C, cache): the first C tokens of every group are already in ``cache`` (a
+            transformers cache of batch size 1), so rows start at token C.
+    """
+    import copy
+
+    import torch
+
+    C, cache = shared
+    param = next(model.parameters())
+    packed = pack_batch(batch, param.dtype, C)
+    kwargs = {k: v.to(param.device) for k, v in packed.inputs.items()}
+    if cache is not None:
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(batch))
+        kwargs[cache_argument(model)] = past
+    keep = packed.keep.to(param.device)
+    logits = model(**kwargs, logits_to_keep=keep).logits  # (B, K, V)
+    col = torch.searchsorted(keep, packed.cols.to(param.device))
+    return choice_scores(logits[packed.rows.to(param.device), col], packed)  # (N, V) picked
+
+
+def _layerwise_scores(target: Any, batches: list[list[EncodedGroup]], progress: bool) -> list[list[tuple[float, bool]]]:
+    """:func:`_forward_batch` of every batch, the model run layer by layer: the same tensors (no
+    task-wide prefix cache), and the last states through the final norm and output layer at the
+    scored positions only."""
+    from ..output_layer import chunk_logits
+
+    norm, head = target.scoring()
+    lw = target.lw
+    packed = [pack_batch(batch, lw.dtype) for batch in batches]
+
+    def scores(b: int, hidden: Any) -> list[tuple[float, bool]]:
+        p = packed[b]
+        rows = norm(hidden)[p.rows.to(lw.device), p.cols.to(lw.device)]  # (N, d)
+        return choice_scores(chunk_logits(rows, head.weight, head.bias), p)
+
+    return target.finals([p.inputs for p in packed], scores, progress=progress)
 
 
 def _runs(groups: list[EncodedGroup], shared: bool, window: int | None) -> list[tuple[list[EncodedGroup], bool]]:
@@ -172,7 +230,8 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
     """Sum of log-probabilities (nats) and greedy flag of every continuation.
 
     Args:
-        model: a causal LM (eval mode) accepting ``logits_to_keep``.
+        model: a causal LM (eval mode) accepting ``logits_to_keep``, or one run layer by layer
+            (:class:`~downcycle.evaluation.layerwise_target.LayerwiseTarget` or a ``LayerwiseModel``).
         groups: encoded requests (:meth:`Encoder.groups`).
         batch_size: choices (continuations) per forward pass (the harness's unit).
         shared: pack each group's choices after their shared prefix (on a sliding-window model,
@@ -183,19 +242,22 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
     """
     import torch
     from ..progress import progress_bar
+    from .layerwise_target import as_target
 
-    runs = _runs(groups, shared, packing_window(model))
+    target = as_target(model)
     out: dict[tuple[int, int], tuple[float, bool]] = {}
     total = sum(len(g.tails) for g in groups)
     with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
-        for run, packed in runs:
-            C, cache = _task_prefix_length(run) if packed else 0, None
+        for run, packed in _runs(groups, shared, packing_window(target.model if target is not None else model)):
+            C, cache = _task_prefix_length(run) if packed and target is None else 0, None
             if C:  # the prefix all groups share runs once; its keys/values serve every batch
                 device = next(model.parameters()).device
                 result = model(input_ids=torch.tensor([run[0].prefix[:C]], device=device), use_cache=True)
                 cache = getattr(result, "cache", None) or result.past_key_values
-            for batch in _batches(run, batch_size):
-                scores = iter(_forward_batch(model, batch, (C, cache)))
+            batches = _batches(run, batch_size)
+            every = _layerwise_scores(target, batches, progress) if target is not None else None
+            for k, batch in enumerate(batches):
+                scores = iter(every[k] if every is not None else _forward_batch(model, batch, (C, cache)))
                 for g in batch:
                     for slot in g.slots:
                         out[slot] = next(scores)

@@ -11,9 +11,9 @@ in :mod:`.store` (memory up to a budget, then disk). No family's math is written
 layers, the embedding, the norm and the head are ``transformers``' own modules.
 """
 
-from .engine import LayerwiseRun, run_layerwise
+from .engine import LayerwiseRun, run_layerwise, run_tree
 from .memory import fits_in_memory, weight_bytes
 from .skeleton import LayerwiseModel, open_layerwise
 from .store import StateStore
 
-__all__ = ["LayerwiseModel", "LayerwiseRun", "StateStore", "fits_in_memory", "open_layerwise", "run_layerwise", "weight_bytes"]
+__all__ = ["LayerwiseModel", "LayerwiseRun", "StateStore", "fits_in_memory", "open_layerwise", "run_layerwise", "run_tree", "weight_bytes"]
