@@ -24,15 +24,14 @@ class LayerwiseScorer:
             raise DowncycleError(f"--layerwise: the model's logits are not its final hidden states through one linear layer ({split})")
         self.lw, self.head, self.norm = lw, split[1], final_norm(lw.model)
         self.pools: list[list[list[tuple[Any, Any, int]]]] = []
-        self.kl: list[float] = []
 
-    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> float:
+    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> None:
         from .perplexity import window_batches
 
         self.pools.append(list(window_batches(sorted(pool, key=lambda w: -len(w[0])), batch_tokens)))
-        return 0.0
 
-    def finish(self, on_scored: Callable[[int], None] | None) -> float:
+    def finish(self, on_scored: Callable[[int], None] | None) -> dict[tuple[int, int], tuple[float, list]]:
+        """Every batch's NLL sum by (pool, batch), as the in-memory scorer returns them."""
         import torch
 
         from ..layerwise import run_layerwise
@@ -40,7 +39,7 @@ class LayerwiseScorer:
 
         batches = [b for pool in self.pools for b in pool]
         if not batches:
-            return 0.0
+            return {}
         tensors = [[t.to(self.lw.device) for t in batch_tensors(b)] for b in batches]
         sums: list[float] = [0.0] * len(batches)
         last = self.lw.num_layers
@@ -55,10 +54,5 @@ class LayerwiseScorer:
 
         with torch.inference_mode():
             run_layerwise(self.lw, [{"input_ids": t[0]} for t in tensors], visit)
-        total, k = 0.0, 0
-        for pool in self.pools:  # summed as the in-memory scorer sums: per pool, then pools
-            subtotal = 0.0
-            for _ in pool:
-                subtotal, k = subtotal + sums[k], k + 1
-            total += subtotal
-        return total
+        keys = [(p, b) for p, pool in enumerate(self.pools) for b in range(len(pool))]
+        return {key: (value, []) for key, value in zip(keys, sums)}

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..architecture import loaded_text_config, uses_sliding_window
 from ..decoder import cache_argument
+from .distributed import ONE_PROCESS, Processes
 from .encoding import EncodedGroup, common_prefix_length
 
 __all__ = ["score_groups", "supports_packing"]
@@ -141,7 +142,8 @@ def _forward_batch(model: Any, batch: list[EncodedGroup], shared: tuple[int, Any
 
 
 def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, progress: bool = True,
-                 desc: str = "scoring", shared: bool = True) -> dict[tuple[int, int], tuple[float, bool]]:
+                 desc: str = "scoring", shared: bool = True,
+                 processes: Processes = ONE_PROCESS) -> dict[tuple[int, int], tuple[float, bool]]:
     """Sum of log-probabilities (nats) and greedy flag of every continuation.
 
     Args:
@@ -150,6 +152,8 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
         batch_size: choices (continuations) per forward pass (the harness's unit).
         shared: pack each group's choices after their shared prefix; False (or a sliding-window
             model) scores each choice in its own row.
+        processes: with several, each runs its share of the batches (:mod:`.distributed`) and every
+            one returns all the scores.
 
     Returns:
         (document index, choice index) -> (log-likelihood, whether every token is the argmax).
@@ -162,18 +166,23 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
         C = 0
     else:
         C = _task_prefix_length(groups)
-    out: dict[tuple[int, int], tuple[float, bool]] = {}
     total = sum(len(g.tails) for g in groups)
-    with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
+
+    def run() -> dict[tuple[int, int], tuple[float, bool]]:
+        out: dict[tuple[int, int], tuple[float, bool]] = {}
         cache = None
         if C:  # the prefix all groups share runs once; its keys/values serve every batch
             device = next(model.parameters()).device
             result = model(input_ids=torch.tensor([groups[0].prefix[:C]], device=device), use_cache=True)
             cache = getattr(result, "cache", None) or result.past_key_values
-        for batch in _batches(groups, batch_size):
-            scores = iter(_forward_batch(model, batch, (C, cache)))
-            for g in batch:
-                for slot in g.slots:
-                    out[slot] = next(scores)
-            bar.update(sum(len(g.tails) for g in batch))
-    return out
+        for k, batch in enumerate(_batches(groups, batch_size)):
+            if processes.mine(k):  # the same batches as one process, every N-th of them here
+                scores = iter(_forward_batch(model, batch, (C, cache)))
+                for g in batch:
+                    for slot in g.slots:
+                        out[slot] = next(scores)
+            bar.update(sum(len(g.tails) for g in batch))  # with several processes: as if all kept this one's pace
+        return out
+
+    with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
+        return processes.merge(run)
