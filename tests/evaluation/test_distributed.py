@@ -1,8 +1,10 @@
 """``downcycle eval`` across processes: the device and backend each process takes, the batches each
-scores and their gathering (an error in one process raised in all)."""
+scores, their gathering (an error in one process raised in all), and ``torchrun --nproc_per_node 2``
+writing the same results.json and samples as one process, bit for bit apart from the wall time."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -121,6 +123,22 @@ def test_shared_out_scores_equal_one_process(eval_models, one_torch_thread, monk
     assert all(shares) and len({p for share in shares for p, _ in share}) > 2  # every process scored, over several pools
 
 
+def test_what_is_not_shared_out_is_refused(eval_models, tmp_path, monkeypatch):
+    from downcycle.evaluation import run
+    from downcycle.recipe import EvalConfig
+
+    @contextlib.contextmanager
+    def two(device):
+        yield Processes(0, 2)
+
+    monkeypatch.setattr(run, "joined", two)
+    for options, message in [({"harness": "arc_easy"}, "--harness: .* not run across 2 processes"),
+                             ({"layerwise": True, "tasks": "loss", "data": str(CORPUS)}, "--layerwise: not run across 2")]:
+        with pytest.raises(DowncycleError, match=message):
+            run.run_eval(EvalConfig(models=[str(eval_models[1])], out=tmp_path / "out", **{"tasks": "arc_easy", **options}))
+    assert not (tmp_path / "out").exists()
+
+
 def _texts(n: int) -> list[str]:
     with gzip.open(CORPUS, "rt") as f:
         return [json.loads(next(f))["text"] for _ in range(n)]
@@ -159,3 +177,36 @@ def test_an_error_in_one_process_is_raised_in_all(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "0.txt").read_text() == "DowncycleError: process 1 of 2 failed: ValueError: boom\nshared 7, merged [(0, 0), (1, 1)]"
     assert (tmp_path / "1.txt").read_text() == "ValueError: boom\nshared 7, merged [(0, 0), (1, 1)]"
+
+
+@pytest.mark.slow
+def test_torchrun_writes_what_one_process_writes(eval_models, tmp_path, one_torch_thread):
+    """``torchrun --nproc_per_node 2 -m downcycle eval`` on CPU (gloo): loss with a reference (several
+    batches), multiple choice (a group, partial scoring) and gsm8k (two batches of generations) give
+    the same results.json, apart from the wall time, and the same samples files, byte for byte, as
+    one process; only process 0 prints."""
+    from downcycle.evaluation.run import run_eval
+    from downcycle.recipe import EvalConfig
+
+    data = tmp_path / "held_out.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts(6)))
+    options = {"tasks": "loss,arc_easy,mmlu,winogrande,gsm8k", "data": str(data), "task_data": str(FIXTURES), "limit": 6,
+               "window": 128, "stride": 64, "batch_size": 3, "reference": str(eval_models[0])}
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    done = _torchrun(["-m", "downcycle", "eval", str(eval_models[1]), *args, "--no-progress", "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("b: loss perplexity=") == 1  # the summary, from process 0 alone
+    run_eval(EvalConfig(models=[str(eval_models[1])], out=tmp_path / "one", progress=False, **options))
+
+    def results(out: Path) -> dict:
+        doc = json.loads((out / "b" / "results.json").read_text())
+        assert doc.pop("seconds") > 0 and doc.pop("created") and doc["config"].pop("out") == str(out)
+        return doc
+
+    one, two = results(tmp_path / "one"), results(tmp_path / "two")
+    assert two == one and two["tasks"]["loss"]["metrics"]["kl_ref"]["value"] > 0
+    files = sorted(p.name for p in (tmp_path / "one" / "b" / "samples").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "two" / "b" / "samples").iterdir()) and len(files) == 5
+    for name in files:
+        assert (tmp_path / "two" / "b" / "samples" / name).read_bytes() == (tmp_path / "one" / "b" / "samples" / name).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held_out.jsonl", "one", "two"]  # nothing left beside them
