@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DowncycleError
-from ..generation.greedy import greedy_generate
+from ..generation.greedy import Generation, greedy_generate
 from .encoding import Encoder
 from .metrics import mean_stat
 from .multiple_choice import McOptions
@@ -53,8 +53,14 @@ def evaluate_generative(model: Any, encoder: Encoder, spec: GenerativeSpec, opts
         raise DowncycleError(f"task {spec.name}: the model's maximum length {encoder.max_length} leaves no room for "
                              f"a prompt before {spec.max_gen_toks} generated tokens")
     prompts = [encoder.encode(c)[-room:] for c in contexts]
-    generations = greedy_generate(model, encoder.tokenizer, prompts, until=spec.until, max_new_tokens=spec.max_gen_toks,
-                                  batch_size=opts.batch_size, progress=opts.progress, desc=spec.name)
+
+    def run() -> dict[int, Generation]:  # this process's share of the batches (:mod:`.distributed`)
+        gens = greedy_generate(model, encoder.tokenizer, prompts, until=spec.until, max_new_tokens=spec.max_gen_toks,
+                               batch_size=opts.batch_size, progress=opts.progress, desc=spec.name, mine=opts.processes.mine)
+        return {i: g for i, g in enumerate(gens) if g is not None}
+
+    generated = opts.processes.merge(run)
+    generations = [generated[i] for i in range(len(prompts))]
     per_doc: dict[str, list[float]] = {m: [] for m in spec.metrics}
     samples = []
     for d, (doc, gen) in enumerate(zip(docs, generations)):

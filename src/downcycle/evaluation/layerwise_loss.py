@@ -21,22 +21,21 @@ class LayerwiseScorer:
         self.target = target
         self.norm, self.head = target.scoring()
         self.pools: list[list[list[tuple[Any, Any, int]]]] = []
-        self.kl: list[float] = []
 
-    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> float:
+    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> None:
         from .perplexity import window_batches
 
         self.pools.append(list(window_batches(sorted(pool, key=lambda w: -len(w[0])), batch_tokens)))
-        return 0.0
 
-    def finish(self, on_scored: Callable[[int], None] | None) -> float:
+    def finish(self, on_scored: Callable[[int], None] | None) -> dict[tuple[int, int], tuple[float, list]]:
+        """Every batch's NLL sum by (pool, batch), as the in-memory scorer returns them."""
         import torch
 
         from .perplexity import batch_tensors
 
         batches = [b for pool in self.pools for b in pool]
         if not batches:
-            return 0.0
+            return {}
         device = self.target.lw.device
         tensors = [[t.to(device) for t in batch_tensors(b)] for b in batches]
 
@@ -48,10 +47,5 @@ class LayerwiseScorer:
             sums = self.target.finals([{"input_ids": t[0]} for t in tensors], nll)
         if on_scored is not None:
             on_scored(sum(int(t[3].numel()) for t in tensors))
-        total, k = 0.0, 0
-        for pool in self.pools:  # summed as the in-memory scorer sums: per pool, then pools
-            subtotal = 0.0
-            for _ in pool:
-                subtotal, k = subtotal + sums[k], k + 1
-            total += subtotal
-        return total
+        keys = [(p, b) for p, pool in enumerate(self.pools) for b in range(len(pool))]
+        return {key: (value, []) for key, value in zip(keys, sums)}

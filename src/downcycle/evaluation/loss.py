@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
+from .distributed import ONE_PROCESS, Processes
 from .perplexity import LossTotals, score_documents
 from .results import MetricValue, TaskResult
 
@@ -15,7 +16,8 @@ __all__ = ["evaluate_loss"]
 
 
 def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field: str, window: int, stride: int,
-                  limit: int | None, progress: bool, version: str, reference: Any = None, is_reference: bool = False) -> TaskResult:
+                  limit: int | None, progress: bool, version: str, reference: Any = None, is_reference: bool = False,
+                  processes: Processes = ONE_PROCESS) -> TaskResult:
     """NLL per token, perplexity and bits per byte of ``model`` on ``source``; with ``reference``, also
     ``kl_ref``: KL(reference‖model) summed over every scored token and divided by their number (the
     same tokens, windows and context as the NLL), its standard error over documents (sequences).
@@ -29,6 +31,8 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         limit: at most this many documents (sequences for a corpus).
         reference: a loaded causal LM with ``model``'s vocabulary (eval mode), or None.
         is_reference: ``model`` is the reference itself: ``kl_ref`` is 0 without computing it.
+        processes: with several, each scores its share of the batches (:mod:`.distributed`); every
+            process reads every document and returns the same result.
     """
     from ..progress import progress_bar
 
@@ -67,7 +71,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         bar = progress_bar(desc="loss", unit="tok", disable=not progress, leave=False)
     with bar:
         scored = score_documents(model, documents(), window, stride, on_scored=bar.update,
-                                 reference=None if is_reference else reference)
+                                 reference=None if is_reference else reference, processes=processes)
     totals.nll, totals.kl = scored.nll, scored.kl
     if not totals.tokens:
         raise DowncycleError(f"{source}: no tokens to score")

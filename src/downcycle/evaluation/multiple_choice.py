@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DowncycleError
+from .distributed import ONE_PROCESS, Processes
 from .encoding import Encoder
 from .metrics import Stat, doc_metrics, item_metrics, mean_stat, pool_stats
 from .results import MetricValue, TaskResult
@@ -30,6 +31,7 @@ class McOptions:
     progress: bool = True
     seed: int = 1234
     sample: int | None = None
+    processes: Processes = ONE_PROCESS  # several: each scores its share of the batches (:mod:`.distributed`)
 
 
 def fewshot_docs(spec: MultipleChoiceSpec, k: int, pool: list[dict], doc_index: int, same_split: bool, seed: int) -> list[dict]:
@@ -61,7 +63,8 @@ def evaluate_mc(model: Any, encoder: Encoder, spec: MultipleChoiceSpec, opts: Mc
     same = spec.fewshot_split == spec.split
     requests = [spec.request(d, fewshot_docs(spec, k, pool, i, same, opts.seed)) for i, d in zip(sel.indices, docs)]
     groups = encoder.groups(requests, shared=opts.shared_context)
-    scores = score_groups(model, groups, opts.batch_size, opts.progress, desc=spec.name, shared=opts.shared_context)
+    scores = score_groups(model, groups, opts.batch_size, opts.progress, desc=spec.name, shared=opts.shared_context,
+                          processes=opts.processes)
     per_doc: dict[str, list[float]] = {m: [] for m in spec.metrics}
     samples = []
     for d, req in enumerate(requests):

@@ -25,6 +25,10 @@ the KL(reference‖model) of the two next-token distributions is summed per docu
 log-probabilities a chunk of rows at a time (:func:`downcycle.output_layer.position_nll_kl`): the
 same tokens, windows and context as the NLL, whose value does not change (bit for bit, unless the
 reference needs its own logits where the model does not, which makes the batches smaller).
+
+Across processes (:mod:`.distributed`) every process makes the same pools and batches and scores
+every N-th batch; each batch's sums are gathered and added in the order one process adds them (per
+pool, then pools; a document's KL window by window), so the totals are the same to the last bit.
 """
 
 from __future__ import annotations
@@ -37,14 +41,17 @@ from typing import Any
 from ..architecture import loaded_text_config
 from ..errors import DowncycleError
 from ..output_layer import LOGIT_BYTES, checked_split, position_nll, position_nll_kl
+from .distributed import ONE_PROCESS, Processes
 from .metrics import ratio_stderr
 
-__all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "LossTotals", "Scored", "document_nll", "score_documents", "total_nll",
-           "windows"]
+__all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "BatchSum", "LossTotals", "Scored", "document_nll", "score_documents",
+           "total_nll", "windows"]
 
 BATCH_TOKENS = 8192  # input tokens per forward pass (rows x longest row): bounds the activations
 POOL_BATCHES = 16  # windows sorted by length together: this many batches' worth of tokens
 MAX_PADDING = 0.1  # the most padding a batch may hold, as a share of its tokens (a window runs alone if need be)
+# One batch's sums: its total NLL (nats, float64) and, with a reference, each window's (document, KL) in batch order.
+BatchSum = tuple[float, list[tuple[int, float]]]
 
 
 @dataclass
@@ -116,25 +123,47 @@ def total_nll(model: Any, documents: Iterable[list[int]], window: int, stride: i
 
 
 def score_documents(model: Any, documents: Iterable[list[int]], window: int, stride: int, *, batch_tokens: int = BATCH_TOKENS,
-                    on_scored: Callable[[int], None] | None = None, reference: Any = None) -> Scored:
+                    on_scored: Callable[[int], None] | None = None, reference: Any = None,
+                    processes: Processes = ONE_PROCESS) -> Scored:
     """:func:`total_nll`, and with ``reference`` (a causal LM of the same vocabulary) the
-    KL(reference‖model) at every scored token, summed per document (in the order of ``documents``)."""
+    KL(reference‖model) at every scored token, summed per document (in the order of ``documents``).
+    With several ``processes`` each scores its share of the batches, and every one returns the totals."""
     import torch
 
-    scorer = _scorer(model, reference)
-    total, pool, pooled = 0.0, [], 0
-    for d, ids in enumerate(documents):
-        x = torch.tensor(ids, dtype=torch.long)
-        scorer.kl.append(0.0)
-        for lo, s, e in windows(len(ids), window, stride):
-            pool.append((x[lo : e - 1], x[s:e], d))  # (fed, targets, document): views
-            pooled += e - 1 - lo
-        if pooled >= POOL_BATCHES * batch_tokens:
-            total += scorer.pool(pool, batch_tokens, on_scored)
-            pool, pooled = [], 0
-    total += scorer.pool(pool, batch_tokens, on_scored)
-    total += scorer.finish(on_scored)
-    return Scored(total, scorer.kl if reference is not None else None)
+    documents_seen = 0
+
+    def run() -> dict[tuple[int, int], BatchSum]:
+        nonlocal documents_seen
+        scorer = _scorer(model, reference, processes)
+        pool, pooled = [], 0
+        for d, ids in enumerate(documents):
+            documents_seen = d + 1
+            x = torch.tensor(ids, dtype=torch.long)
+            for lo, s, e in windows(len(ids), window, stride):
+                pool.append((x[lo : e - 1], x[s:e], d))  # (fed, targets, document): views
+                pooled += e - 1 - lo
+            if pooled >= POOL_BATCHES * batch_tokens:
+                scorer.pool(pool, batch_tokens, on_scored)
+                pool, pooled = [], 0
+        scorer.pool(pool, batch_tokens, on_scored)
+        return scorer.finish(on_scored)
+
+    sums = processes.merge(run)
+    return _totals(sums, documents_seen, reference is not None)
+
+
+def _totals(sums: dict[tuple[int, int], BatchSum], documents: int, with_kl: bool) -> Scored:
+    """The sums of every batch, keyed (pool, batch), added as one process adds them: each pool's
+    batches in order from 0.0, then the pools in order; each document's KL window by window."""
+    total, subtotal, current = 0.0, 0.0, None
+    kl = [0.0] * documents
+    for (p, _), (nll, parts) in sorted(sums.items()):
+        if p != current:
+            total, subtotal, current = total + subtotal, 0.0, p
+        subtotal += nll
+        for d, value in parts:
+            kl[d] += value
+    return Scored(total + subtotal, kl if with_kl else None)
 
 
 def document_nll(model: Any, ids: list[int], window: int, stride: int) -> float:
@@ -143,19 +172,21 @@ def document_nll(model: Any, ids: list[int], window: int, stride: int) -> float:
 
 
 class _Scorer:
-    """Summed NLL of batches of windows: the body and a chunked output layer, or the model's logits."""
+    """Summed NLL of batches of windows: the body and a chunked output layer, or the model's logits.
+    ``pool`` scores a pool's batches (those of this process), ``finish`` returns their sums by (pool, batch)."""
 
-    def __init__(self, model: Any, reference: Any = None) -> None:
-        self.model, self.reference = model, reference
+    def __init__(self, model: Any, reference: Any = None, processes: Processes = ONE_PROCESS) -> None:
+        self.model, self.reference, self.processes = model, reference, processes
         self.device = next(model.parameters()).device
         cfg = loaded_text_config(model.config)
         self.vocab = int(getattr(cfg, "vocab_size", 0) or 2**17)
         self.head: tuple[Any, Any] | None = None
         self.ref_head: tuple[Any, Any] | None = None
         self.checked = False
-        self.kl: list[float] = []  # per document (with a reference)
+        self.sums: dict[tuple[int, int], BatchSum] = {}
+        self.pools = self.batches = 0  # seen so far; batches are numbered over all pools, as processes share them out
 
-    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> float:
+    def pool(self, pool: list[tuple[Any, Any, int]], batch_tokens: int, on_scored: Callable[[int], None] | None) -> None:
         """Sum over ``pool``'s ``(fed, targets, document)`` windows, longest first, in batches of ``batch_tokens``."""
         import torch
 
@@ -168,31 +199,32 @@ class _Scorer:
         if self.head is None or (self.reference is not None and self.ref_head is None):
             # a model's own logits of every scored position of a batch are held at once
             batch_tokens = min(batch_tokens, max(1, LOGIT_BYTES // (4 * self.vocab)))
-        total = 0.0
-        for batch in window_batches(order, batch_tokens):
-            total += float(self._nll(batch).sum(dtype=torch.float64))
-            if on_scored is not None:
+        p, self.pools = self.pools, self.pools + 1
+        for b, batch in enumerate(window_batches(order, batch_tokens)):
+            if self.processes.mine(self.batches):
+                self.sums[(p, b)] = self._sum(batch)
+            self.batches += 1
+            if on_scored is not None:  # with several processes: as if all kept this one's pace
                 on_scored(sum(len(t) for _, t, _ in batch))
-        return total
 
-    def finish(self, on_scored: Callable[[int], None] | None) -> float:
-        return 0.0
+    def finish(self, on_scored: Callable[[int], None] | None) -> dict[tuple[int, int], BatchSum]:
+        return self.sums
 
-    def _nll(self, batch: list[tuple[Any, Any, int]]) -> Any:
-        """``(N,)`` float32 NLL of every target of ``batch``, in batch order (with a reference, each
-        window's KL is added to its document's)."""
+    def _sum(self, batch: list[tuple[Any, Any, int]]) -> BatchSum:
+        """The float64 sum of the float32 NLL of every target of ``batch``; with a reference, each
+        window's KL summed over its targets."""
         import torch
 
         args = [t.to(self.device) for t in batch_tensors(batch)]
         with torch.inference_mode():
             if self.reference is None:
-                return position_nll(self.model, self.head, *args)
+                return float(position_nll(self.model, self.head, *args).sum(dtype=torch.float64)), []
             nll, kl = position_nll_kl(self.model, self.head, self.reference, self.ref_head, *args)
-        kl, start = kl.double().cpu(), 0
+        kl, start, parts = kl.double().cpu(), 0, []
         for _, targets, d in batch:
-            self.kl[d] += float(kl[start : start + len(targets)].sum())
+            parts.append((d, float(kl[start : start + len(targets)].sum())))
             start += len(targets)
-        return nll
+        return float(nll.sum(dtype=torch.float64)), parts
 
 
 def window_batches(order: list[tuple[Any, Any, int]], batch_tokens: int) -> Iterable[list[tuple[Any, Any, int]]]:
@@ -223,7 +255,8 @@ def batch_tensors(batch: list[tuple[Any, Any, int]]) -> tuple[Any, Any, Any, Any
     return ids, torch.cat(rows), torch.cat(cols), torch.cat([t for _, t, _ in batch])
 
 
-def _scorer(model: Any, reference: Any) -> Any:
+def _scorer(model: Any, reference: Any, processes: Processes) -> Any:
+    """The in-memory scorer, or the layer-wise one (run in one process: refused across several)."""
     from .layerwise_target import as_target
 
     target = as_target(model)
@@ -233,4 +266,4 @@ def _scorer(model: Any, reference: Any) -> Any:
         if reference is not None:
             raise DowncycleError("--layerwise: the loss task's KL to a reference is not run layer by layer yet (drop --reference)")
         return LayerwiseScorer(target)
-    return _Scorer(model, reference)
+    return _Scorer(model, reference, processes)

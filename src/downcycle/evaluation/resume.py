@@ -12,6 +12,9 @@
 A rerun with the same options takes every finished task of an unchanged model from here and
 evaluates the rest; each task is computed whole or not at all, so the results equal an
 uninterrupted run's. Other options, or a model whose files changed, discard what was kept.
+
+Across processes (:mod:`.distributed`) process 0 alone keeps this directory; it tells the others
+what it kept (:meth:`ModelProgress.kept`), and they skip the same tasks (:class:`KeptElsewhere`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ..artifacts.hashes import config_hash
 from ..recipe import EvalConfig, to_dict
 from .results import MetricValue, TaskResult
 
-__all__ = ["EvalProgress", "ModelProgress", "partial_dir"]
+__all__ = ["EvalProgress", "KeptElsewhere", "ModelProgress", "partial_dir"]
 
 _KEY_NAME, _MODEL_NAME, _TASKS_DIR = "key.json", "model.json", "tasks"
 # Options that change where or how visibly results are written, not what they are.
@@ -77,6 +80,10 @@ class ModelProgress:
         return {name: TaskResult(**{**t, "metrics": {m: MetricValue(**v) for m, v in t["metrics"].items()}})
                 for name, t in doc.items()}
 
+    def kept(self, tasks: list[str]) -> list[str]:
+        """Those of ``tasks`` whose results :meth:`load` finds."""
+        return [t for t in tasks if self.load(t) is not None]
+
     def save(self, task: str, results: dict[str, TaskResult]) -> None:
         (self.dir / _TASKS_DIR).mkdir(exist_ok=True)
         _write_json(self.dir / _TASKS_DIR / f"{task}.json", {n: dataclasses.asdict(r) for n, r in results.items()})
@@ -86,6 +93,20 @@ class ModelProgress:
         shutil.rmtree(self.dir / _TASKS_DIR, ignore_errors=True)
         (self.dir / _MODEL_NAME).unlink(missing_ok=True)
         os.replace(self.dir, target)
+
+
+class KeptElsewhere:
+    """A model's progress as a process other than 0 sees it: the tasks process 0 kept are skipped
+    (their results are process 0's to read), nothing is written."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.tasks = set(tasks)
+
+    def load(self, task: str) -> dict[str, TaskResult] | None:
+        return {} if task in self.tasks else None
+
+    def save(self, task: str, results: dict[str, TaskResult]) -> None:
+        pass
 
 
 class EvalProgress:

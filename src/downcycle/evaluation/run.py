@@ -6,6 +6,8 @@ multiple-choice tasks also each choice's length in characters and the gold log-l
 per-character form and the Brier score) and the stage
 manifest ``OUT/downcycle.json``, all through one atomic output directory. Finished tasks are kept in
 ``.OUT.partial/`` until then, so that an interrupted run resumes (:mod:`downcycle.evaluation.resume`).
+Started by ``torchrun`` (or accelerate's launcher) in several processes, every process scores its
+share of each task's batches and process 0 writes the same outputs (:mod:`downcycle.evaluation.distributed`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from ..checkpoint.safetensors_index import INDEX_NAME
 from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import EvalConfig, inputs_of, to_dict
+from .distributed import ONE_PROCESS, Processes, joined, refuse_across
 from .encoding import Encoder
 from .generate_until import evaluate_generative
 from .inputs import check_inputs, model_tokenizer
 from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc
 from .results import RESULTS_NAME, EvalResults, ModelInfo, TaskResult, read_results
-from .resume import EvalProgress, ModelProgress
+from .resume import EvalProgress, KeptElsewhere, ModelProgress
 from .shared_cuts import CutFamily, cut_families
 from .task_data import resolve_task_data
 from .tasks import GenerativeSpec, GroupSpec, LossSpec, get_task
@@ -45,6 +48,7 @@ class EvalOutcome:
     out: Path
     models: dict[str, EvalResults]
     seconds: float
+    main: bool = True  # False in the processes other than 0 of several, which write and print nothing
 
 
 def max_length(model: Any, tokenizer: Any) -> int:
@@ -95,19 +99,25 @@ class ReferenceModel:
         return self._model
 
 
-def _write_samples(directory: Path, task: str, samples: list[dict]) -> None:
+def _write_samples(directory: Path | None, task: str, samples: list[dict]) -> None:
+    if directory is None:  # a process other than 0
+        return
     directory.mkdir(exist_ok=True)
     (directory / f"{task}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
 
 
-def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, progress: ModelProgress | None = None,
-                   tokenizer: Any = None, reference: ReferenceModel | None = None, family: CutFamily | None = None) -> EvalResults:
+def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path | None,
+                   progress: ModelProgress | KeptElsewhere | None = None, tokenizer: Any = None,
+                   reference: ReferenceModel | None = None, family: CutFamily | None = None,
+                   processes: Processes = ONE_PROCESS) -> EvalResults:
     """Evaluate one model on every task of ``cfg`` and write its results into ``model_dir``.
 
     ``tokenizer``: the model's, when the caller has loaded it already (:func:`check_inputs` does).
     ``reference``: ``cfg.reference``, shared by the models of one run (made here when None).
     ``family``: the depth cuts of one reference this model is evaluated with, layer by layer
     (:mod:`downcycle.evaluation.shared_cuts`).
+    ``processes``: with several, each scores its share of every task (``model_dir`` None and
+    progress bars off in all but process 0).
 
     With ``progress``, tasks finished by an interrupted run are taken from it and each task is
     recorded there as it finishes (:mod:`downcycle.evaluation.resume`).
@@ -115,7 +125,7 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
     start = time.perf_counter()
     path = resolve_source(source)
     device = resolve_device(cfg.device)
-    if _layerwise(cfg, path, device):
+    if _layerwise(cfg, path, device, processes.world):
         from ..layerwise import open_layerwise
 
         from .layerwise_target import LayerwiseTarget
@@ -129,9 +139,10 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
         tokenizer = model_tokenizer(path, cfg.trust_remote_code)
     limit_len = max_length(model, tokenizer)
     encoder = Encoder(tokenizer, limit_len, add_bos=cfg.add_bos)
-    opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, cfg.progress, cfg.seed,
-                     sample=cfg.sample)
-    samples_dir = model_dir / "samples"
+    shown = cfg.progress and processes.main
+    opts = McOptions(cfg.task_data, cfg.limit, cfg.shots, cfg.batch_size, cfg.shared_context, shown, cfg.seed,
+                     sample=cfg.sample, processes=processes)
+    samples_dir = model_dir / "samples" if model_dir is not None else None
     tasks: dict[str, TaskResult] = {}
     for task in cfg.task_names:
         done = progress.load(task) if progress is not None else None
@@ -145,8 +156,8 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
             reference = reference or ReferenceModel(cfg)
             itself = reference.is_model(path)
             tasks[task] = evaluate_loss(runner, tokenizer, cfg.data, text_field=cfg.text_field, window=window,
-                                        stride=min(cfg.stride or window, window), limit=cfg.limit, progress=cfg.progress,
-                                        version=spec.version, is_reference=itself,
+                                        stride=min(cfg.stride or window, window), limit=cfg.limit, progress=shown,
+                                        version=spec.version, is_reference=itself, processes=processes,
                                         reference=reference.model() if reference.path is not None and not itself else None)
         elif isinstance(spec, GroupSpec):
             tasks[task], subresults, samples = evaluate_group(runner, encoder, spec, opts)
@@ -170,11 +181,12 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path, pro
                                        device=device, include_path=cfg.harness_include))
     results = EvalResults(model=_model_info(name, path, model), tasks=tasks, config=to_dict(cfg), versions=versions(),
                           git_revision=git_revision(), seconds=time.perf_counter() - start)
-    results.write(model_dir)
+    if model_dir is not None:
+        results.write(model_dir)
     return results
 
 
-def _layerwise(cfg: EvalConfig, path: Path, device: str) -> bool:
+def _layerwise(cfg: EvalConfig, path: Path, device: str, world: int = 1) -> bool:
     """Whether a model runs one decoder layer at a time: ``--layerwise``/``--no-layerwise``, else when
     its weights do not fit the device's free memory; then only what is run that way may be asked."""
     from ..layerwise import fits_in_memory
@@ -187,6 +199,8 @@ def _layerwise(cfg: EvalConfig, path: Path, device: str) -> bool:
             what = (f"generative tasks ({', '.join(generative)})" if generative else "--harness" if cfg.harness
                     else "--reference (the loss task's KL)")
             raise DowncycleError(f"--layerwise{why}: {what} not run layer by layer yet (the loss and log-likelihood tasks are)")
+        if world > 1:
+            raise DowncycleError(f"--layerwise{why}: not run across {world} processes (run it in one)")
     return chosen
 
 
@@ -207,12 +221,35 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
 
     Without ``cfg.task_data`` the default task-data directory is used when it exists
     (:func:`downcycle.evaluation.task_data.resolve_task_data`); the results record the one used.
+    Started in several processes (``WORLD_SIZE`` > 1), each scores its share and process 0 writes
+    ``cfg.out``; the others return an outcome with ``main`` False and no models.
     """
     start = time.perf_counter()
     cfg = dataclasses.replace(cfg, task_data=resolve_task_data(cfg.task_data))
     out = Path(cfg.out)
-    check_new_output(out, cfg.force, inputs_of(cfg))
-    tokenizers = check_inputs(cfg)  # every model, --data and task file, before loading any model
+    with joined(cfg.device) as processes:
+        if processes.world > 1:
+            refuse_across(cfg, processes.world)
+        check_new_output(out, cfg.force, inputs_of(cfg))
+        tokenizers = check_inputs(cfg)  # every model, --data and task file, before loading any model
+        if not processes.main:
+            _evaluate_share(cfg, tokenizers, processes)
+            return EvalOutcome(out, {}, time.perf_counter() - start, main=False)
+        return _evaluate_and_write(cfg, tokenizers, processes, start)
+
+
+def _evaluate_share(cfg: EvalConfig, tokenizers: dict[Path, Any], processes: Processes) -> None:
+    """A process other than 0: its share of every task process 0 has not kept from an interrupted run."""
+    reference = ReferenceModel(cfg)
+    for source, name in zip(cfg.models, _names(cfg.models)):
+        path = resolve_source(source)
+        complete, tasks = processes.share(None)
+        if not complete:
+            evaluate_model(cfg, source, name, None, KeptElsewhere(tasks), tokenizers.get(path), reference, processes=processes)
+
+
+def _evaluate_and_write(cfg: EvalConfig, tokenizers: dict[Path, Any], processes: Processes, start: float) -> EvalOutcome:
+    out = Path(cfg.out)
     names = _names(cfg.models)
     results: dict[str, EvalResults] = {}
     progress = EvalProgress(cfg)  # what an interrupted run of the same options finished
@@ -225,12 +262,13 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
         families = _families(cfg, [p for p, n in zip(paths, names) if not (kept[n].dir / RESULTS_NAME).is_file()])
         for source, path, name in zip(cfg.models, paths, names):
             done = kept[name].dir / RESULTS_NAME
+            processes.share((done.is_file(), kept[name].kept(cfg.task_names)))  # what the other processes skip
             if done.is_file():
                 results[name] = read_results(done)
                 continue
             family = families.get(path.resolve())
             results[name] = evaluate_model(cfg, source, name, kept[name].dir, kept[name], tokenizer=tokenizers.get(path),
-                                           reference=reference, family=family)
+                                           reference=reference, family=family, processes=processes)
             if family is not None:
                 family.done(path)
     except DowncycleError:  # the same options fail the same way again: nothing worth resuming
@@ -250,7 +288,9 @@ _HEADLINE = ("acc", "acc_norm", "perplexity", "bits_per_byte", "kl_ref")
 
 
 def summary(result: EvalOutcome) -> str:
-    """Each model's headline metrics, one line a model."""
+    """Each model's headline metrics, one line a model (nothing in a process other than 0 of several)."""
+    if not result.main:
+        return ""
     lines = []
     for name, res in result.models.items():
         parts = [f"{task} {m}={v.value:.4f}" for task, t in res.tasks.items() for m, v in t.metrics.items()

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..architecture import loaded_text_config, uses_sliding_window
 from ..decoder import cache_argument
+from .distributed import ONE_PROCESS, Processes
 from .encoding import EncodedGroup, common_prefix_length
 
 __all__ = ["PackedBatch", "choice_scores", "pack_batch", "packing_window", "score_groups"]
@@ -226,7 +227,8 @@ def _runs(groups: list[EncodedGroup], shared: bool, window: int | None) -> list[
 
 
 def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, progress: bool = True,
-                 desc: str = "scoring", shared: bool = True) -> dict[tuple[int, int], tuple[float, bool]]:
+                 desc: str = "scoring", shared: bool = True,
+                 processes: Processes = ONE_PROCESS) -> dict[tuple[int, int], tuple[float, bool]]:
     """Sum of log-probabilities (nats) and greedy flag of every continuation.
 
     Args:
@@ -236,6 +238,8 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
         batch_size: choices (continuations) per forward pass (the harness's unit).
         shared: pack each group's choices after their shared prefix (on a sliding-window model,
             the groups that fit inside the window); False scores each choice in its own row.
+        processes: with several, each runs its share of the batches (:mod:`.distributed`) and every
+            one returns all the scores.
 
     Returns:
         (document index, choice index) -> (log-likelihood, whether every token is the argmax).
@@ -245,21 +249,29 @@ def score_groups(model: Any, groups: list[EncodedGroup], batch_size: int = 32, p
     from .layerwise_target import as_target
 
     target = as_target(model)
-    out: dict[tuple[int, int], tuple[float, bool]] = {}
+    runs = _runs(groups, shared, packing_window(target.model if target is not None else model))
     total = sum(len(g.tails) for g in groups)
-    with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
-        for run, packed in _runs(groups, shared, packing_window(target.model if target is not None else model)):
-            C, cache = _task_prefix_length(run) if packed and target is None else 0, None
+
+    def run() -> dict[tuple[int, int], tuple[float, bool]]:
+        out: dict[tuple[int, int], tuple[float, bool]] = {}
+        k = 0  # batches counted across runs: the same numbering in every process
+        for part, packed in runs:
+            C, cache = _task_prefix_length(part) if packed and target is None else 0, None
             if C:  # the prefix all groups share runs once; its keys/values serve every batch
                 device = next(model.parameters()).device
-                result = model(input_ids=torch.tensor([run[0].prefix[:C]], device=device), use_cache=True)
+                result = model(input_ids=torch.tensor([part[0].prefix[:C]], device=device), use_cache=True)
                 cache = getattr(result, "cache", None) or result.past_key_values
-            batches = _batches(run, batch_size)
-            every = _layerwise_scores(target, batches, progress) if target is not None else None
-            for k, batch in enumerate(batches):
-                scores = iter(every[k] if every is not None else _forward_batch(model, batch, (C, cache)))
-                for g in batch:
-                    for slot in g.slots:
-                        out[slot] = next(scores)
-                bar.update(sum(len(g.tails) for g in batch))
-    return out
+            batches = _batches(part, batch_size)
+            every = _layerwise_scores(target, batches, progress) if target is not None else None  # one process only
+            for j, batch in enumerate(batches):
+                if every is not None or processes.mine(k):  # the same batches as one process, every N-th of them here
+                    scores = iter(every[j] if every is not None else _forward_batch(model, batch, (C, cache)))
+                    for g in batch:
+                        for slot in g.slots:
+                            out[slot] = next(scores)
+                k += 1
+                bar.update(sum(len(g.tails) for g in batch))  # with several processes: as if all kept this one's pace
+        return out
+
+    with torch.inference_mode(), progress_bar(total=total, desc=desc, unit="choice", disable=not progress, leave=False) as bar:
+        return processes.merge(run)

@@ -16,6 +16,7 @@ the first stop sequence is the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,8 @@ def cut_at_stops(text: str, until: tuple[str, ...] | list[str]) -> str:
 
 def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, until: tuple[str, ...] | list[str],
                     max_new_tokens: int, eos_ids: set[int] | None = None, batch_size: int = 32,
-                    progress: bool = False, desc: str = "generating") -> list[Generation]:
+                    progress: bool = False, desc: str = "generating",
+                    mine: Callable[[int], bool] | None = None) -> list[Generation | None]:
     """Greedy continuations of token-id prompts.
 
     Args:
@@ -62,9 +64,11 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, unt
         max_new_tokens: new tokens per prompt at most.
         eos_ids: token ids that end a sequence (default :func:`eos_token_ids`).
         batch_size: prompts per batch.
+        mine: which batches (numbered from 0, longest prompts first) to run, for one of several
+            processes that share them out; default all.
 
     Returns:
-        One :class:`Generation` per prompt, in input order.
+        One :class:`Generation` per prompt, in input order (None for a prompt of a batch not run).
     """
     import torch
 
@@ -76,12 +80,13 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: list[list[int]], *, unt
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)
     with torch.inference_mode(), progress_bar(total=len(prompts), desc=desc, unit="seq", disable=not progress, leave=False) as bar:
-        for start in range(0, len(order), batch_size):
+        for k, start in enumerate(range(0, len(order), batch_size)):
             chunk = order[start:start + batch_size]
-            for i, g in zip(chunk, _generate_batch(model, tokenizer, [prompts[i] for i in chunk], until, max_new_tokens, eos)):
-                out[i] = g
+            if mine is None or mine(k):
+                for i, g in zip(chunk, _generate_batch(model, tokenizer, [prompts[i] for i in chunk], until, max_new_tokens, eos)):
+                    out[i] = g
             bar.update(len(chunk))
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _generate_batch(model: Any, tokenizer: Any, prompts: list[list[int]], until, max_new_tokens: int,
