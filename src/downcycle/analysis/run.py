@@ -71,6 +71,8 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
         num, dtype = lw.num_layers, lw.dtype
         keep = resolve_keep(config.keep, num)
         analysis = analysis_of(collect_hidden_stats_layerwise(lw, batches, progress=config.progress))
+        if config.width:
+            analysis.width = width_importance(lw, batches, progress=config.progress)
         nll_k = None
     else:
         model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
@@ -101,10 +103,9 @@ def _layerwise(config: AnalyzeConfig, src: Path, device: str, needs_nll: bool) -
     from ..layerwise import fits_in_memory
 
     chosen = config.layerwise if config.layerwise is not None else not fits_in_memory(src, config.dtype, device)
-    if chosen and (needs_nll or config.width):
-        what = "the NLL search (strategy or metric nll)" if needs_nll else "--width"
+    if chosen and needs_nll:
         why = "" if config.layerwise else f" ({src} does not fit the {device}'s free memory)"
-        raise DowncycleError(f"--layerwise{why}: {what} needs the whole model, and is not run layer by layer yet")
+        raise DowncycleError(f"--layerwise{why}: the NLL search (strategy or metric nll) needs the whole model, and is not run layer by layer yet")
     return chosen
 
 

@@ -46,7 +46,7 @@ from typing import Any
 from ..architecture import HIDDEN, loaded_text_config, text_config, width_layout, width_refusal
 from ..errors import DowncycleError
 from ..decoder import find_decoder_layers
-from .hidden_stats import batch_mask
+from .width_pass import StopForward, run_in_memory, run_layer_by_layer
 
 WIDTH_DIR = "width"  # analyze --width: width/scores.json and the plot, beside plan.json
 WIDTH_SCORES = "scores.json"
@@ -75,10 +75,6 @@ class SquaredMeans:
         if self.total is None:
             raise DowncycleError("width importance: a hooked module never ran (no calibration batch reached it)")
         return self.total.sqrt()
-
-
-class _Stop(Exception):
-    """Raised by the output layer's pre-hook: the LM head is not needed."""
 
 
 def check_width_family(config: dict[str, Any]) -> None:
@@ -146,13 +142,21 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
     """One forward pass over ``batches`` (``(B, T)`` ids, or :func:`~downcycle.analysis.hidden_stats.as_batches`
     mappings without padding), reduced on the fly; returns the ``scores.json`` document.
 
+    ``model``: a loaded causal LM, or a :class:`~downcycle.layerwise.LayerwiseModel` run one decoder
+    layer at a time (the hooks sit on the same modules, each layer's sums gather the batches in the
+    same order, the final norm runs on the last states: the same scores).
+
     Raises:
         DowncycleError: a family without a width layout, padded batches.
     """
     import torch
 
-    cfg = loaded_text_config(model.config)
-    per_layer, head, sizes = hooked_modules(model)
+    from ..layerwise import LayerwiseModel
+
+    lw = model if isinstance(model, LayerwiseModel) else None
+    hf = lw.model if lw is not None else model
+    cfg = loaded_text_config(hf.config)
+    per_layer, head, sizes = hooked_modules(hf)
     heads, kv = sizes["heads"], sizes["kv_heads"]
     ffn = [SquaredMeans() for _ in per_layer]
     attn = [SquaredMeans() for _ in per_layer]
@@ -184,7 +188,7 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
 
     def final_hook(module: Any, args: tuple) -> None:
         norms[-1].add(args[0].detach().float().abs())
-        raise _Stop
+        raise StopForward
 
     handles = []
     try:
@@ -193,8 +197,11 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
             handles.append(o_proj.register_forward_pre_hook(pre_hook(attn_sums, True)))
         for module, sums in zip(layer_norms, norms):
             handles.append(module.register_forward_hook(norm_hook(sums)))
-        handles.append(head.register_forward_pre_hook(final_hook))
-        samples, seq_len = _run(model, batches, progress, shape)
+        if lw is None:
+            handles.append(head.register_forward_pre_hook(final_hook))
+            samples, seq_len = run_in_memory(model, batches, progress, shape)
+        else:
+            samples, seq_len = run_layer_by_layer(lw, batches, progress, shape, norms[-1])
     finally:
         for h in handles:
             h.remove()
@@ -213,37 +220,6 @@ def width_importance(model: Any, batches: Iterable[Any], *, progress: bool = Fal
     }
 
 
-def _run(model: Any, batches: Iterable[Any], progress: bool, shape: list[int]) -> tuple[int, int]:
-    """The forward passes; returns (windows, tokens per window). ``shape`` is set to each batch's (B, T)."""
-    import torch
-
-    from ..progress import progress_bar
-
-    device = next(model.parameters()).device
-    samples, seq_len = 0, None
-    bar = progress_bar(batches, total=len(batches) if hasattr(batches, "__len__") else None, desc="width", unit="batch",
-                       leave=False) if progress else batches
-    with torch.inference_mode():
-        for batch in bar:
-            ids, mask = batch_mask(batch)
-            if mask is not None and not bool(mask.all()):
-                raise DowncycleError("width importance takes full-length calibration windows (a batch has padding)")
-            if seq_len is not None and ids.shape[1] != seq_len:
-                raise DowncycleError(f"width importance: windows of {ids.shape[1]} and {seq_len} tokens (one length, please)")
-            seq_len = ids.shape[1]
-            shape[:] = ids.shape
-            try:
-                model(input_ids=ids.to(device), use_cache=False)
-            except _Stop:
-                pass
-            else:  # pragma: no cover -- a model whose output layer never ran
-                raise RuntimeError("the forward pass finished without reaching the output layer")
-            samples += ids.shape[0]
-    if seq_len is None:
-        raise DowncycleError("width importance: no calibration batches")
-    return samples, seq_len
-
-
 def width_scores_for_prune(source_dir: Path, data: str, *, samples: int, seq_len: int, seed: int, device: str = "auto",
                            batch_size: int = 8, text_field: str = "text", tokenizer: str | None = None, dtype: str = "auto",
                            trust_remote_code: bool = False, progress: bool = False) -> dict[str, Any]:
@@ -253,15 +229,20 @@ def width_scores_for_prune(source_dir: Path, data: str, *, samples: int, seq_len
     seeds torch's generator (an eval-mode forward draws nothing)."""
     import torch
 
-    from ..loading import load_model, read_config, resolve_device
     from ..corpus.calibration import model_calibration
+    from ..layerwise import fits_in_memory, open_layerwise
+    from ..loading import load_model, read_config, resolve_device
     from .hidden_stats import as_batches
 
     check_width_family(read_config(Path(source_dir)))
     calib, _ = model_calibration(Path(source_dir), data, samples=samples, seq_len=seq_len, text_field=text_field,
                                  tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     torch.manual_seed(seed)
-    model = load_model(source_dir, dtype=dtype, device=resolve_device(device), trust_remote_code=trust_remote_code)
+    device = resolve_device(device)
+    if fits_in_memory(Path(source_dir), dtype, device):
+        model = load_model(source_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    else:  # one decoder layer at a time: the same scores
+        model = open_layerwise(source_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     return width_importance(model, as_batches(calib.input_ids, batch_size), progress=progress)
 
 
