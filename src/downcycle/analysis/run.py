@@ -14,7 +14,6 @@ from typing import Any
 from ..artifacts.atomic import atomic_output_dir, check_new_output
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import write_manifest
-from ..errors import DowncycleError
 from ..loading import load_model, resolve_device, resolve_source
 from ..recipe import AnalyzeConfig, inputs_of, output_dict, to_dict
 from ..surgery.plan import PLAN_NAME, Plan
@@ -61,7 +60,7 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
 
     batches = as_batches(calib.input_ids, config.batch_size)
     needs_nll = "nll" in (metric, strategy.name)
-    layerwise = _layerwise(config, src, device, needs_nll)
+    layerwise = _layerwise(config, src, device)
     if layerwise:
         from ..layerwise import open_layerwise
         from .analyze import analysis_of
@@ -70,10 +69,16 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
         lw = open_layerwise(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
         num, dtype = lw.num_layers, lw.dtype
         keep = resolve_keep(config.keep, num)
-        analysis = analysis_of(collect_hidden_stats_layerwise(lw, batches, progress=config.progress))
+        nll_k = num - keep if needs_nll else None
+        greedy = None
+        if nll_k is not None:
+            from .nll_layerwise import greedy_removal_layerwise
+
+            greedy = greedy_removal_layerwise(lw, as_batches(calib.input_ids[: config.nll_samples], config.batch_size), nll_k,
+                                              progress=config.progress)
+        analysis = analysis_of(collect_hidden_stats_layerwise(lw, batches, progress=config.progress), greedy)
         if config.width:
             analysis.width = width_importance(lw, batches, progress=config.progress)
-        nll_k = None
     else:
         model = load_model(src, dtype=config.dtype, device=device, trust_remote_code=config.trust_remote_code)
         from ..decoder import num_decoder_layers
@@ -97,16 +102,12 @@ def analyze_to_plan(config: AnalyzeConfig, src: Path) -> tuple[Analysis, Plan]:
     return analysis, make_plan(num, strategy.name, keep, metric, analysis.metric_values, **details)
 
 
-def _layerwise(config: AnalyzeConfig, src: Path, device: str, needs_nll: bool) -> bool:
+def _layerwise(config: AnalyzeConfig, src: Path, device: str) -> bool:
     """Whether the model runs one decoder layer at a time: ``--layerwise``/``--no-layerwise``, else
     when its weights do not fit the device's free memory."""
     from ..layerwise import fits_in_memory
 
-    chosen = config.layerwise if config.layerwise is not None else not fits_in_memory(src, config.dtype, device)
-    if chosen and needs_nll:
-        why = "" if config.layerwise else f" ({src} does not fit the {device}'s free memory)"
-        raise DowncycleError(f"--layerwise{why}: the NLL search (strategy or metric nll) needs the whole model, and is not run layer by layer yet")
-    return chosen
+    return config.layerwise if config.layerwise is not None else not fits_in_memory(src, config.dtype, device)
 
 
 def _calibration(config: AnalyzeConfig, src: Path) -> tuple[Any, str]:

@@ -32,7 +32,7 @@ class AnalyzeConfig:
                       "more pass) into DIR/width/scores.json, for `downcycle prune --scores`", False)
     layerwise: bool | None = arg("run the model one decoder layer at a time from its files (default: when it does not fit the "
                                  "device's free memory): peak memory is the largest layer, embeddings and head, plus the states of "
-                                 "every calibration token; the same scores. The NLL search and --width need the whole model",
+                                 "every calibration token; the same scores (the NLL search and --width included)",
                                  affects_output=False)
     text_field: str = arg("field holding the text in .jsonl/.json/.parquet/arrow/HF records", "text")
     tokenizer: str | None = arg("tokenizer directory (default: MODEL)", metavar="DIR", role=INPUT, hub=True)
