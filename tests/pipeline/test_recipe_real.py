@@ -81,16 +81,17 @@ def test_mistakes_name_their_place(tmp_path, reference, capsys, change, message)
     assert message in capsys.readouterr().err
 
 
-def _stand_in(tiny_model, root: Path) -> Path:
-    """The checkout's layout under ``root`` with a 30-layer tiny Llama where make smollm2 puts SmolLM2."""
+def _stand_in(tiny_model, root: Path, recipe: str = "smollm2.yaml", model_dir: str = "smollm2-135m-instruct",
+              family: str = "llama", **overrides) -> Path:
+    """The checkout's layout under ``root`` with a tiny model where make smollm2 (or make gemma3) puts the real one."""
     (root / "examples" / "recipes").mkdir(parents=True)
-    shutil.copy2(EXAMPLES / "recipes" / "smollm2.yaml", root / "examples" / "recipes" / "smollm2.yaml")
+    shutil.copy2(EXAMPLES / "recipes" / recipe, root / "examples" / "recipes" / recipe)
     (root / "examples" / "corpus").symlink_to(EXAMPLES / "corpus")
-    model = root / "models" / "smollm2-135m-instruct"
-    shutil.copytree(tiny_model("llama", vocab_size=8192, num_hidden_layers=30), model)
+    model = root / "models" / model_dir
+    shutil.copytree(tiny_model(family, vocab_size=8192, **(overrides or {"num_hidden_layers": 30})), model)
     for f in (EXAMPLES / "tokenizer").iterdir():
         shutil.copy2(f, model / f.name)
-    return root / "examples" / "recipes" / "smollm2.yaml"
+    return root / "examples" / "recipes" / recipe
 
 
 EXPECTED = ["data", "analyze", "cut-first24"]
@@ -125,3 +126,22 @@ def test_smollm2_recipe_dry_runs_against_the_real_model(tmp_path):
     if not (ROOT / "models" / "smollm2-135m-instruct" / "config.json").is_file():
         pytest.skip("models/smollm2-135m-instruct is absent (make smollm2 fetches it); the stand-in test covers the recipe")
     assert main(["run", str(EXAMPLES / "recipes" / "smollm2.yaml"), "--dry-run", "--out", str(tmp_path / "real")]) == 0
+
+
+def test_gemma3_recipe_validates_and_dry_runs(tiny_model, tmp_path, capsys):
+    """examples/recipes/gemma3.yaml on an 18-layer tiny Gemma 3 where make gemma3 puts the real one: the four
+    strategies at 14 layers, linear and layer replacement (13 + 1), LoRA, distillation and the control."""
+    layer_types = (["sliding_attention"] * 5 + ["full_attention"]) * 3
+    recipe_path = _stand_in(tiny_model, tmp_path, "gemma3.yaml", "gemma3-270m", "gemma3_text", num_hidden_layers=18,
+                            layer_types=layer_types)
+    stages = build_stages(load_recipe(recipe_path), tmp_path / "real")
+    cuts = [s for s in stages if s.kind == "cut"]
+    assert {c.choice["strategy"] for c in cuts} == {"first", "block", "bi", "nll"}
+    assert {c.choice["keep"] for c in cuts} == {14, 13}
+    evaluated = {Path(m).name for m in next(s for s in stages if s.kind == "eval").config.models}
+    assert "cut-first13" not in evaluated and {"heal-first13-layer", "cut-bi14", "heal-reference-lora"} <= evaluated
+    assert {s.config.method for s in stages if s.command == "heal"} == {"linear", "layer"}
+    trains = [s for s in stages if s.command == "train"]
+    assert [s.name for s in trains if s.info["role"] == "control"] and len({s.config.max_tokens for s in trains}) == 1
+    assert main(["run", str(recipe_path), "--dry-run", "--out", str(tmp_path / "real")]) == 0
+    assert "heal-first14-distill" in capsys.readouterr().out
