@@ -28,6 +28,7 @@ def greedy_removal_layerwise(lw: Any, batches: Sequence[Any], k: int, *, progres
     import torch
 
     from ..decoder import final_norm
+    from ..layerwise import run_tree
     from ..output_layer import rows_nll, split_head
     from ..progress import progress_bar
 
@@ -56,8 +57,6 @@ def greedy_removal_layerwise(lw: Any, batches: Sequence[Any], k: int, *, progres
             if prefix in sums:
                 row, col, target = picks[b]
                 sums[prefix][b] = float(rows_nll(norm(hidden)[row, col], head, target).sum(dtype=torch.float64))
-
-        from ..layerwise import run_tree
 
         with torch.inference_mode():
             run_tree(lw, paths, feeds, visit)
