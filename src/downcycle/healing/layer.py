@@ -5,7 +5,7 @@ it, on reference states computed once and cached. A step costs one layer's forwa
 
 The layer starts as a copy of one of the gap's own layers (``init``: its last, by default; its first)
 and sits at that layer's place, so a per-layer config field (attention type, window) is that layer's. It is
-called with the keyword arguments the model itself passed the gap's first layer (position embeddings,
+called with the arguments the model itself passed the layer at its place (position embeddings,
 masks), captured, never re-derived. Losses:
 
 - ``mse``: mean squared error between the layer's output and the state leaving the gap;
@@ -50,7 +50,7 @@ class ReplacementRun:
     loss: str
     inputs: list[Any] = field(default_factory=list)  # (B, S, d) float32 per batch
     targets: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    call: tuple[tuple, dict] = ((), {})  # the arguments besides the input the model calls the layer at its place with
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +87,7 @@ def _held_out(run: ReplacementRun, layer: Any, head: Any, autocast: Any) -> dict
     totals = {"loss": 0.0, "mse": 0.0}
     with torch.no_grad(), autocast():
         for i in val:
-            out = _tensor(layer(run.inputs[i], **run.kwargs))
+            out = _tensor(layer(run.inputs[i], *run.call[0], **run.call[1]))
             totals["loss"] += float(gap_loss(run.loss, out, run.targets[i], head))
             totals["mse"] += float(gap_loss("mse", out, run.targets[i], None))
     return {k: v / len(val) for k, v in totals.items()}
@@ -134,7 +134,7 @@ def train_replacement(run: ReplacementRun, source_layer: Any, head: tuple[Any, A
         for i in batches:
             positions = None if scored is None else torch.randperm(tokens, device=device)[:scored]
             with autocast():
-                loss = gap_loss(run.loss, _tensor(layer(run.inputs[i], **run.kwargs)), run.targets[i], head, positions)
+                loss = gap_loss(run.loss, _tensor(layer(run.inputs[i], *run.call[0], **run.call[1])), run.targets[i], head, positions)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -20,6 +20,7 @@ from ..errors import DowncycleError
 from ..loading import read_config, resolve_source
 from ..recipe import HealConfig, inputs_of, output_dict, to_dict
 from .gaps import find_gaps
+from .reference import Reference
 
 __all__ = ["HealResult", "heal_layers", "run_heal", "summary"]
 
@@ -73,42 +74,54 @@ def heal_layers(config: HealConfig, reference: str, kept: list[int], inputs: dic
 
         for g in gaps:
             resolve_loss(config.loss, g)
-    calib, model, device = _load(config, ref_dir)
+    calib, ref, device = _load(config, ref_dir)
     if config.method == "linear":
         from .fit import fit_linear
 
-        tensors, reports, maps = fit_linear(model, calib.input_ids, gaps, kept, layout.prefix, config)
+        tensors, reports, maps = fit_linear(ref, calib.input_ids, gaps, kept, layout.prefix, config)
         layers = list(kept)
     else:
         from .fit import fit_layers
 
-        tensors, reports, layers = fit_layers(model, calib.input_ids, gaps, kept, layout.prefix, config, device, echo)
+        tensors, reports, layers = fit_layers(ref, calib.input_ids, gaps, kept, layout.prefix, config, device, echo)
         maps = {}
-    del model
+    layerwise = ref.layerwise
+    del ref
     from .write import write_healed
 
     with atomic_output_dir(out, force=config.force) as tmp:
         outputs = write_healed(tmp, str(ref_dir), layers, tensors)
         outputs.update({"method": config.method, "gaps": reports, "healed_tensors": sorted(tensors),
-                        "calibration": calib.provenance(), "seconds": round(time.time() - started, 2)})
+                        "calibration": calib.provenance(), "layerwise": layerwise,
+                        "seconds": round(time.time() - started, 2)})
         all_inputs = {**inputs, "reference": source_inputs(reference, ref_dir, ckpt), "data": calib.provenance()}
         write_manifest(tmp, "heal", to_dict(config), all_inputs, outputs, hashed={**output_dict(config), "kept": kept})
         write_card(tmp)
     return HealResult(out, config.method, layers, layout.num_layers, reports, time.time() - started, maps)
 
 
-def _load(config: HealConfig, ref_dir: Path) -> tuple[Any, Any, Any]:
-    """The calibration windows (checked against the reference before it loads) and the reference, float32."""
+def _load(config: HealConfig, ref_dir: Path) -> tuple[Any, Reference, Any]:
+    """The calibration windows (checked against the reference before it loads) and the reference in
+    float32: loaded whole, or, with ``--layerwise`` or when it does not fit the device's free memory,
+    its skeleton to run one decoder layer at a time."""
     from ..corpus.calibration import model_calibration
-    from ..loading import load_model
+    from ..layerwise import fits_in_memory
+    from ..loading import load_model, resolve_device
 
     calib, _ = model_calibration(ref_dir, config.data, samples=config.samples, seq_len=config.seq_len,
                                  text_field=config.text_field, trust_remote_code=config.trust_remote_code, corpus=True)
     if calib.input_ids.shape[0] < config.batch_size:
         raise DowncycleError(f"{config.data}: {calib.input_ids.shape[0]} calibration windows, fewer than one batch of {config.batch_size}")
-    model = load_model(ref_dir, dtype="float32", device=config.device, trust_remote_code=config.trust_remote_code)
+    device = resolve_device(config.device)
+    layerwise = config.layerwise if config.layerwise is not None else not fits_in_memory(ref_dir, "float32", device)
+    if layerwise:
+        from ..layerwise import open_layerwise
+
+        lw = open_layerwise(ref_dir, dtype="float32", device=device, trust_remote_code=config.trust_remote_code)
+        return calib, Reference(lw=lw), lw.device
+    model = load_model(ref_dir, dtype="float32", device=device, trust_remote_code=config.trust_remote_code)
     model.requires_grad_(False)
-    return calib, model, next(model.parameters()).device
+    return calib, Reference(model), next(model.parameters()).device
 
 
 def summary(result: HealResult) -> str:

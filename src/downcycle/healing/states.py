@@ -5,10 +5,11 @@ captured by hooks on the model's own modules (so every family's math runs as in 
   ``hidden_states=``), which is also the state leaving the layer before it;
 - the last layer's output (the state the final norm receives);
 - an MLP block's output (the ``X`` of linear replacement), before it is added to the residual stream;
-- the keyword arguments a layer was called with (position embeddings, masks), so that a layer can be
-  run alone on cached states exactly as the model runs it.
+- the arguments a layer was called with besides its input (position embeddings, masks; GPT-2 passes
+  its mask positionally), so that a layer can be run alone on cached states exactly as the model runs it.
 
-The forward stops after the deepest layer anything is needed from.
+The forward stops after the deepest layer anything is needed from. A reference too large for memory
+runs one decoder layer at a time instead (:mod:`.reference`), with the same states.
 """
 
 from __future__ import annotations
@@ -21,17 +22,29 @@ from ..architecture import MLP_OUTPUT_NORMS, MLP_SEGMENTS
 from ..decoder import final_norm, find_decoder_layers, layer_input
 from ..errors import DowncycleError
 
-__all__ = ["Needs", "capture", "down_projection", "final_norm_and_head", "mlp_module", "mlp_output_norm", "norm_offset"]
+__all__ = ["Call", "Needs", "call_of", "capture", "down_projection", "final_norm_and_head", "mlp_module", "mlp_output_norm", "norm_offset"]
+
+
+# A layer's call less its input: (the positional arguments after it, the keyword arguments); run it as
+# ``layer(x, *call[0], **call[1])``.
+Call = tuple[tuple, dict]
 
 
 @dataclass
 class Needs:
-    """What to capture. ``inputs``/``mlp``/``kwargs_of``: source layer indices; ``final``: the last layer's output."""
+    """What to capture, by source layer index: ``inputs`` (every batch's), ``first`` (the first
+    batch's only), ``mlp`` (the MLP block's output), ``calls_of`` (the layer's :data:`Call`);
+    ``final``: the last layer's output."""
 
     inputs: set[int] = field(default_factory=set)
     mlp: set[int] = field(default_factory=set)
-    kwargs_of: set[int] = field(default_factory=set)
+    calls_of: set[int] = field(default_factory=set)
     final: bool = False
+    first: set[int] = field(default_factory=set)
+
+    def deepest(self, num_layers: int) -> int:
+        """The deepest layer anything is needed from (the forward stops after it)."""
+        return num_layers - 1 if self.final else max([*self.inputs, *self.first, *self.mlp, *self.calls_of, 0])
 
 
 class _Stop(Exception):
@@ -40,6 +53,17 @@ class _Stop(Exception):
 
 def _tensor(output: Any) -> Any:
     return output[0] if isinstance(output, tuple) else output
+
+
+def call_of(args: tuple, kwargs: dict) -> Call:
+    """A layer's call as a pre-hook sees it, less its input (the first positional argument or
+    ``hidden_states=``), tensors detached."""
+    import torch
+
+    def plain(v: Any) -> Any:
+        return v.detach() if torch.is_tensor(v) else v
+
+    return tuple(plain(v) for v in args[1:]), {k: plain(v) for k, v in kwargs.items() if k != "hidden_states"}
 
 
 def mlp_module(layer: Any) -> tuple[str, Any]:
@@ -107,9 +131,9 @@ def final_norm_and_head(model: Any) -> tuple[Any, Any]:
 def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: bool = False,
             desc: str = "calibration") -> Iterator[tuple[dict[str, Any], dict[int, dict[str, Any]]]]:
     """Run ``windows`` ((N, S) token ids, full-length: no padding) through ``model`` in batches of
-    ``batch_size`` and yield, per batch, ``(states, kwargs)``: ``states`` holds ``("in", i)``,
-    ``("mlp", i)`` and ``"final"`` tensors (float32, detached, on the model's device); ``kwargs``
-    the keyword arguments of the layers in ``needs.kwargs_of`` (tensors detached).
+    ``batch_size`` and yield, per batch, ``(states, calls)``: ``states`` holds ``("in", i)``,
+    ``("mlp", i)`` and ``"final"`` tensors (float32, detached, on the model's device); ``calls``
+    the :data:`Call` of every layer in ``needs.calls_of`` (the same for every batch: full windows of one length).
     """
     import torch
 
@@ -117,17 +141,18 @@ def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: b
 
     _, layers = find_decoder_layers(model)
     n = len(layers)
-    deepest = n - 1 if needs.final else max([*needs.inputs, *needs.mlp, *needs.kwargs_of, 0])
+    deepest = needs.deepest(n)
+    inputs = needs.inputs | needs.first
     states: dict[Any, Any] = {}
-    kwargs: dict[int, dict[str, Any]] = {}
+    calls: dict[int, Call] = {}
     handles = []
 
     def pre(i: int):
         def hook(module: Any, args: tuple, kw: dict) -> None:
-            if i in needs.inputs:
+            if i in inputs:
                 states[("in", i)] = layer_input(args, kw).detach().float()
-            if i in needs.kwargs_of:
-                kwargs[i] = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in kw.items() if k != "hidden_states"}
+            if i in needs.calls_of:
+                calls[i] = call_of(args, kw)
         return hook
 
     def post(i: int):
@@ -143,7 +168,7 @@ def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: b
             states[("mlp", i)] = _tensor(output).detach().float()
         return hook
 
-    for i in sorted(needs.inputs | needs.kwargs_of):
+    for i in sorted(inputs | needs.calls_of):
         handles.append(layers[i].register_forward_pre_hook(pre(i), with_kwargs=True))
     for i in sorted(needs.mlp):
         handles.append((mlp_output_norm(layers[i]) or mlp_module(layers[i]))[1].register_forward_hook(mlp_hook(i)))
@@ -159,7 +184,7 @@ def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: b
                         model(input_ids=windows[start:start + batch_size].to(device), use_cache=False)
                 except _Stop:
                     pass
-                yield dict(states), kwargs
+                yield dict(states), calls
                 bar.update(1)
     finally:
         for h in handles:

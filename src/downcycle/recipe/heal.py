@@ -45,6 +45,9 @@ class HealConfig:
     lr: float = arg("layer: peak learning rate (AdamW, cosine schedule)", 1e-3)
     precision: str = arg("layer: auto (bf16 autocast where the hardware has it), bf16, fp32; calibration is float32", "auto")
     seed: int = arg("seed of the layer's training order", 0)
+    layerwise: bool | None = arg("run the reference one decoder layer at a time from its files (default: when it does not fit "
+                                 "the device's free memory in float32): peak memory is the largest layer, embeddings and head, "
+                                 "plus the captured states (spilled to disk beyond 4 GiB); the same fit", affects_output=False)
     device: str = device_arg()
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
     force: bool = arg("replace OUT if it exists", False, affects_output=False, pipeline=True)
