@@ -1,11 +1,13 @@
 """Fixtures shared by the test folders: tiny real Hugging Face models built locally (no network), the
 shipped corpus and tokenizer, the evaluation tests' models and tokenizers (also used by training and
-integration), a corpus's shard bytes, and a command's stderr as a log and as a terminal see it.
-Fixtures of one folder live in that folder's conftest.py."""
+integration), a corpus's shard bytes, a command's stderr as a log and as a terminal see it, and the
+in-memory oracle of width pruning (the surgery and architecture tests'). Fixtures of one folder live in
+that folder's conftest.py."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,95 @@ def decoder_layers():
         raise AssertionError("no decoder layer list found")
 
     return find
+
+
+# The width oracle: family -> (MLP output projection, attention output projection, embedding modules), a
+# decoder layer's and the model's. The tests' own knowledge of each family, written from transformers'
+# modeling code: independent of the width table downcycle infers.
+_LLAMA_NAMES = ("mlp.down_proj", "self_attn.o_proj", ("model.embed_tokens",))
+WIDTH_ORACLE = {
+    "gpt2": ("mlp.c_proj", "attn.c_proj", ("transformer.wte", "transformer.wpe")),
+    "gpt_neox": ("mlp.dense_4h_to_h", "attention.dense", ("gpt_neox.embed_in",)),
+    "nanochat": ("mlp.fc2", "self_attn.o_proj", ("model.embed_tokens",)),
+    "biogpt": ("fc2", "self_attn.out_proj", ("biogpt.embed_tokens", "biogpt.embed_positions")),
+    "gpt_neo": ("mlp.c_proj", "attn.attention.out_proj", ("transformer.wte", "transformer.wpe")),
+    "starcoder2": ("mlp.c_proj", "self_attn.o_proj", ("model.embed_tokens",)),
+    "phi": ("mlp.fc2", "self_attn.dense", ("model.embed_tokens",)),
+    "persimmon": ("mlp.dense_4h_to_h", "self_attn.dense", ("model.embed_tokens",)),
+    "gptj": ("mlp.fc_out", "attn.out_proj", ("transformer.wte",)),
+    "codegen": ("mlp.fc_out", "attn.out_proj", ("transformer.wte",)),
+    "gpt_bigcode": ("mlp.c_proj", "attn.c_proj", ("transformer.wte", "transformer.wpe")),
+    "falcon": ("mlp.dense_4h_to_h", "self_attention.dense", ("transformer.word_embeddings",)),
+    "opt": ("fc2", "self_attn.out_proj", ("model.decoder.embed_tokens", "model.decoder.embed_positions")),
+    "xglm": ("fc2", "self_attn.out_proj", ("model.embed_tokens",)),
+}  # every other family names them as Llama does
+QK_OVER_ALL_HEADS = {"olmo2", "olmo3"}  # q/k RMSNorms over the whole projection: the pruned heads' queries and keys are zero too
+TINY_FFN, TINY_HEADS, TINY_KV, TINY_HIDDEN, TINY_HEAD_DIM = 64, 4, 2, 32, 8  # downcycle.tiny's sizes
+
+
+@pytest.fixture(scope="session")
+def width_oracle(decoder_layers):
+    """The in-memory oracle of width pruning, as a namespace: ``names(family)`` (the modules above),
+    ``complement(kept, n)``, ``head_columns(heads)``, ``QK_OVER_ALL_HEADS``, and
+    ``with masked(model, family, ffn=None, heads=None, kv_heads=None, hidden=None, kv=2, layer_map=None)``:
+    ``model`` computing with everything the plan fields do *not* keep set to zero by forward hooks on
+    transformers' own modules: the inputs of the MLP output projection (neurons), the heads' slices of
+    the attention output projection's input, the pruned heads' queries and the pruned groups' keys
+    where q/k norms span all heads, and (``hidden``) the embedding channels everywhere they enter the
+    residual stream (the embeddings' outputs, every layer's two output projections). ``layer_map[j]``:
+    the source layer whose plan rows the model's layer ``j`` uses (default: the identity)."""
+    from types import SimpleNamespace
+
+    def names(family: str) -> tuple[str, str, tuple[str, ...]]:
+        return WIDTH_ORACLE.get(family, _LLAMA_NAMES)
+
+    def complement(kept: list[int], n: int) -> list[int]:
+        return [i for i in range(n) if i not in set(kept)]
+
+    def head_columns(heads: list[int], head_dim: int = TINY_HEAD_DIM) -> list[int]:
+        return [h * head_dim + j for h in heads for j in range(head_dim)]
+
+    def zero(t, index):
+        t = t.clone()
+        t[..., index] = 0
+        return t
+
+    def pre(index):
+        return lambda mod, args: (zero(args[0], index), *args[1:])
+
+    def post(index):
+        return lambda mod, args, out: zero(out, index)
+
+    @contextmanager
+    def masked(model, family: str, ffn=None, heads=None, kv_heads=None, hidden=None, kv: int = TINY_KV, layer_map=None):
+        down, o, embeddings = names(family)
+        hooks = []
+        try:
+            for j, layer in enumerate(decoder_layers(model)[2]):
+                i = j if layer_map is None else layer_map[j]
+                if ffn is not None:
+                    hooks.append(layer.get_submodule(down).register_forward_pre_hook(pre(complement(ffn[i], TINY_FFN))))
+                if heads is not None:
+                    dead = head_columns(complement(heads[i], TINY_HEADS))
+                    hooks.append(layer.get_submodule(o).register_forward_pre_hook(pre(dead)))
+                    if family in QK_OVER_ALL_HEADS:
+                        hooks.append(layer.get_submodule("self_attn.q_proj").register_forward_hook(post(dead)))
+                if kv_heads is not None and family in QK_OVER_ALL_HEADS:
+                    dead = head_columns(complement(kv_heads[i], kv))
+                    hooks.append(layer.get_submodule("self_attn.k_proj").register_forward_hook(post(dead)))
+                if hidden is not None:
+                    for name in (down, o):
+                        hooks.append(layer.get_submodule(name).register_forward_hook(post(complement(hidden, TINY_HIDDEN))))
+            if hidden is not None:
+                for name in embeddings:
+                    hooks.append(model.get_submodule(name).register_forward_hook(post(complement(hidden, TINY_HIDDEN))))
+            yield model
+        finally:
+            for h in hooks:
+                h.remove()
+
+    return SimpleNamespace(names=names, complement=complement, head_columns=head_columns, masked=masked,
+                           QK_OVER_ALL_HEADS=QK_OVER_ALL_HEADS)
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,7 @@ def _heads_plan(wo, case, seed):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_dead_neurons_and_heads_pruned_leave_the_logits(wo, tiny_model, tmp_path, ids, case, one_torch_thread):
     family = CASES[case][0]
-    down, o, _ = wo.ORACLE[family]
+    down, o, _ = wo.names(family)
     kept_ffn = wo.random_rows(LAYERS, FFN, 40, seed=1)
     kept_heads = _heads_plan(wo, case, seed=2)
     model = wo.load(_source(tiny_model, case))

@@ -1,29 +1,20 @@
 """Fixtures of the surgery tests: `downcycle` run in-process and the one-line error it must give;
 the in-memory references a cut or a width prune must equal, built from transformers' own modules
 (the source with only some layers kept; the source with chosen neurons, heads or embedding channels
-masked to zero by forward hooks); the tiny models' width; and plan helpers.
-
-The module names here are the test's own knowledge of each family (an independent oracle for the
-width table in downcycle.architecture.width), not read from downcycle.
+masked to zero by forward hooks: the root conftest's ``width_oracle``, an oracle independent of the
+width table in downcycle.architecture.width); the tiny models' width; and plan helpers.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-# family -> (MLP output projection, attention output projection, embedding modules)
-_HF = ("mlp.down_proj", "self_attn.o_proj", ("model.embed_tokens",))
-ORACLE = {
-    "gpt2": ("mlp.c_proj", "attn.c_proj", ("transformer.wte", "transformer.wpe")),
-    "gpt_neox": ("mlp.dense_4h_to_h", "attention.dense", ("gpt_neox.embed_in",)),
-}
 HEAD_DIM = 8  # the tiny models' (hidden 32, 4 query heads, 2 KV heads)
 FFN, HEADS, KV, HIDDEN, LAYERS = 64, 4, 2, 32, 6
 
@@ -40,18 +31,6 @@ class Shape:
     head_dim: int = HEAD_DIM
 
 
-def _complement(kept: list[int], n: int) -> list[int]:
-    return [i for i in range(n) if i not in set(kept)]
-
-
-def _head_columns(heads: list[int], head_dim: int = HEAD_DIM) -> list[int]:
-    return [h * head_dim + j for h in heads for j in range(head_dim)]
-
-
-def _oracle(family: str) -> tuple[str, str, tuple[str, ...]]:
-    return ORACLE.get(family, _HF)
-
-
 @pytest.fixture(scope="session")
 def shape() -> Shape:
     """The tiny models' sizes: ``shape.ffn``, ``.heads``, ``.kv``, ``.hidden``, ``.layers``, ``.head_dim``."""
@@ -59,21 +38,21 @@ def shape() -> Shape:
 
 
 @pytest.fixture(scope="session")
-def oracle():
+def oracle(width_oracle):
     """``oracle(family)`` -> (MLP output projection, attention output projection, embedding modules)."""
-    return _oracle
+    return width_oracle.names
 
 
 @pytest.fixture(scope="session")
-def complement():
+def complement(width_oracle):
     """``complement(kept, n)`` -> the indices below ``n`` not in ``kept``, in order."""
-    return _complement
+    return width_oracle.complement
 
 
 @pytest.fixture(scope="session")
-def head_columns():
+def head_columns(width_oracle):
     """``head_columns(heads, head_dim=8)`` -> the columns of those heads in a projection's input."""
-    return _head_columns
+    return width_oracle.head_columns
 
 
 @pytest.fixture(scope="session")
@@ -133,56 +112,10 @@ def keep_layers_in_memory(decoder_layers):
 
 
 @pytest.fixture(scope="session")
-def masked(decoder_layers):
-    """``with masked(model, family, ffn=None, heads=None, kv_heads=None, hidden=None, layer_map=None)``:
-    ``model`` computing with everything the plan fields do *not* keep set to zero: the inputs of the
-    MLP output projection (neurons), the heads' slices of the attention output projection's input,
-    and (``hidden``) the embedding channels everywhere they enter the residual stream (the
-    embeddings' outputs and every layer's two output projections). OLMo2's q/k norms span the whole
-    projection, so there the pruned heads' queries and keys are zeroed too. ``layer_map[j]``: the
-    source layer whose plan rows the model's layer ``j`` uses (default: the identity)."""
-
-    def zero(t, index):
-        t = t.clone()
-        t[..., index] = 0
-        return t
-
-    def pre(index):
-        return lambda mod, args: (zero(args[0], index), *args[1:])
-
-    def post(index):
-        return lambda mod, args, out: zero(out, index)
-
-    @contextmanager
-    def mask(model, family: str, ffn=None, heads=None, kv_heads=None, hidden=None, layer_map=None):
-        down, o, embeddings = _oracle(family)
-        hooks = []
-        _, _, layers = decoder_layers(model)
-        try:
-            for j, layer in enumerate(layers):
-                i = j if layer_map is None else layer_map[j]
-                if ffn is not None:
-                    hooks.append(layer.get_submodule(down).register_forward_pre_hook(pre(_complement(ffn[i], FFN))))
-                if heads is not None:
-                    dead = _head_columns(_complement(heads[i], HEADS))
-                    hooks.append(layer.get_submodule(o).register_forward_pre_hook(pre(dead)))
-                    if family == "olmo2":
-                        hooks.append(layer.get_submodule("self_attn.q_proj").register_forward_hook(post(dead)))
-                if kv_heads is not None and family == "olmo2":
-                    dead = _head_columns(_complement(kv_heads[i], KV))
-                    hooks.append(layer.get_submodule("self_attn.k_proj").register_forward_hook(post(dead)))
-                if hidden is not None:
-                    for name in (down, o):
-                        hooks.append(layer.get_submodule(name).register_forward_hook(post(_complement(hidden, HIDDEN))))
-            if hidden is not None:
-                for name in embeddings:
-                    hooks.append(model.get_submodule(name).register_forward_hook(post(_complement(hidden, HIDDEN))))
-            yield model
-        finally:
-            for h in hooks:
-                h.remove()
-
-    return mask
+def masked(width_oracle):
+    """``with masked(model, family, ffn=None, heads=None, kv_heads=None, hidden=None, layer_map=None)``: the
+    root conftest's width oracle (``model`` with what the plan fields do *not* keep set to zero)."""
+    return width_oracle.masked
 
 
 @pytest.fixture(scope="session")
