@@ -5,16 +5,12 @@ the hooks gone afterwards (the files `downcycle analyze --width` writes: test_wi
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
 from downcycle.analysis.width import SquaredMeans, check_width_family, kv_group_scores, width_importance
 from downcycle.errors import DowncycleError
 
-ROOT = Path(__file__).resolve().parents[2]
-TOKENIZER = ROOT / "examples" / "tokenizer"
-CORPUS = ROOT / "examples" / "corpus" / "moby_dick.jsonl.gz"
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2", "smollm3")
 FAMILIES = (*LLAMA_LIKE, "phi3", "gpt2", "gpt_neox")
 # Written out here, independently of the width layouts in downcycle.architecture:
