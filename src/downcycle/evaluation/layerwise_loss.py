@@ -35,14 +35,17 @@ class ReferenceRows:
 
     def __init__(self, target: LayerwiseTarget) -> None:
         self.target = target
-        self.norm, self.head = target.scoring()
+        try:
+            self.norm, self.head = target.scoring()
+        except DowncycleError as e:
+            raise DowncycleError(f"{e}: the reference, {target.lw.source}") from None
         self.store: Any = None
         self.runs = 0
         self._key: str | None = None
 
-    def rows(self, tensors: list[list[Any]]) -> Any:
-        """The store of the rows of batches ``(ids, row, col, target)`` (:func:`.perplexity.batch_tensors`),
-        by batch index: those kept when they are the latest batches asked, else run now."""
+    def fill(self, tensors: list[list[Any]]) -> None:
+        """Hold the rows of batches ``(ids, row, col, target)`` (:func:`.perplexity.batch_tensors`):
+        kept already when they are the latest batches asked, else run now."""
         import torch
 
         from ..layerwise import StateStore
@@ -51,18 +54,23 @@ class ReferenceRows:
         device = self.target.lw.device
         tensors = [[t.to(device) for t in batch[:3]] for batch in tensors]
         key = batches_digest([{"input_ids": ids, "row": row, "col": col} for ids, row, col in tensors])
-        if key != self._key:
-            self.close()
-            store = StateStore(STATE_BUDGET if self.target.budget is None else self.target.budget)
+        if key == self._key:
+            return
+        self.close()
+        store = StateStore(STATE_BUDGET if self.target.budget is None else self.target.budget)
 
-            def keep(b: int, hidden: Any) -> None:
-                _, row, col = tensors[b]
-                store.put(b, self.norm(hidden)[row, col])  # (N, H): a copy, not a view of the batch's states
+        def keep(b: int, hidden: Any) -> None:
+            _, row, col = tensors[b]
+            store.put(b, self.norm(hidden)[row, col])  # (N, H): a copy, not a view of the batch's states
 
-            with torch.inference_mode():
-                self.target.finals([{"input_ids": ids} for ids, _, _ in tensors], keep)
-            self.store, self._key, self.runs = store, key, self.runs + 1
-        return self.store
+        with torch.inference_mode():
+            self.target.finals([{"input_ids": ids} for ids, _, _ in tensors], keep)
+        self.store, self._key, self.runs = store, key, self.runs + 1
+
+    def get(self, b: int) -> Any:
+        """Batch ``b``'s rows ``(N, H)`` on the output layer's device, in a tensor of their own: one read back
+        from disk lies in a memory map, where the output layer's matmul may round differently."""
+        return self.store.get(b).to(self.head.weight.device, copy=True)
 
     def close(self) -> None:
         """Release the rows kept (memory and spill directory)."""
@@ -112,15 +120,15 @@ class LayerwiseScorer:
         device = self.target.lw.device
         tensors = [[t.to(device) for t in batch_tensors(b)] for b in batches]
         try:
-            ref = self.reference.rows(tensors) if self.reference is not None else None
-            ref_device = self.reference.head.weight.device if ref is not None else None  # a spilled row comes back on the CPU
+            if self.reference is not None:
+                self.reference.fill(tensors)
 
             def score(b: int, hidden: Any) -> tuple[float, list]:
                 _, row, col, target = tensors[b]
                 rows = self.norm(hidden)[row, col]  # (N, H)
-                if ref is None:
+                if self.reference is None:
                     return batch_sum(batches[b], rows_nll(rows, self.head, target), None)
-                return batch_sum(batches[b], *rows_nll_kl(rows, self.head, ref.get(b).to(ref_device), self.reference.head, target))
+                return batch_sum(batches[b], *rows_nll_kl(rows, self.head, self.reference.get(b), self.reference.head, target))
 
             with torch.inference_mode():
                 sums = self.target.finals([{"input_ids": t[0]} for t in tensors], score)
