@@ -132,3 +132,22 @@ def test_another_vocabulary_is_refused_in_one_line(family, build_eval_model, tmp
         lines[(reference.name, how)] = err[0]
     assert lines[("wide", "--layerwise")] == lines[("wide", "--no-layerwise")] and "KL needs the same vocabulary" in lines[("wide", "--layerwise")]
     assert "tokenizer differs" in lines[("other", "--layerwise")]
+
+
+def test_the_model_and_the_reference_run_the_same_way(family, monkeypatch, tmp_path):
+    """Without --layerwise/--no-layerwise, a model runs layer by layer when it or the reference does not fit."""
+    import dataclasses
+
+    import downcycle.layerwise
+    from downcycle.evaluation.run import _layerwise
+    from downcycle.recipe import EvalConfig
+
+    ref, cut, _ = family("llama")
+    big = {ref.resolve()}
+    monkeypatch.setattr(downcycle.layerwise, "fits_in_memory", lambda path, dtype, device: Path(path).resolve() not in big)
+    cfg = EvalConfig(models=[str(cut)], out=tmp_path / "x", tasks="loss", reference=str(ref))
+    assert _layerwise(cfg, cut, "cpu") and _layerwise(cfg, ref, "cpu")  # the reference does not fit: both
+    assert not _layerwise(dataclasses.replace(cfg, layerwise=False), cut, "cpu")  # --no-layerwise: both in memory
+    assert not _layerwise(dataclasses.replace(cfg, reference=None), cut, "cpu")
+    big = {cut.resolve()}
+    assert _layerwise(cfg, cut, "cpu") and not _layerwise(cfg, ref.parent / "skip", "cpu")
