@@ -12,7 +12,8 @@ from typing import Any
 from .architecture import logit_transform
 from .errors import DowncycleError
 
-__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "position_nll_kl", "rows_nll", "split_head"]
+__all__ = ["LOGIT_BYTES", "checked_split", "chunk_logits", "linear_token_nll", "position_nll", "position_nll_kl", "rows_nll", "rows_nll_kl",
+           "same_vocabulary", "split_head"]
 
 LOGIT_BYTES = 64 * 2**20  # float32 logits held at once by position_nll's chunked output layer
 
@@ -116,9 +117,7 @@ def position_nll(model: Any, split: tuple[Any, Any] | None, ids: Any, row: Any, 
 def position_nll_kl(model: Any, split: tuple[Any, Any] | None, reference: Any, reference_split: tuple[Any, Any] | None,
                     ids: Any, row: Any, col: Any, target: Any) -> tuple[Any, Any]:
     """:func:`position_nll` of ``model`` (the same computation, so the same values) and, at the same
-    positions, KL(reference‖model) of the two next-token distributions, ``sum_v p_ref(v) (log
-    p_ref(v) - log p_model(v))``, a chunk of rows at a time: neither model's full-vocabulary
-    log-probabilities of all positions are held at once.
+    positions, KL(reference‖model) of the two next-token distributions (:func:`rows_nll_kl`).
 
     Args:
         reference, reference_split: the reference model (same vocabulary) and its split, as for ``model``.
@@ -126,20 +125,41 @@ def position_nll_kl(model: Any, split: tuple[Any, Any] | None, reference: Any, r
     Returns:
         ``(N,)`` float32 NLL and ``(N,)`` float32 KL, in nats.
     """
-    import torch
-
     rows, head = _scored_rows(model, split, ids, row, col)
     ref_device = next(reference.parameters()).device
     ref_rows, ref_head = _scored_rows(reference, reference_split, *(t.to(ref_device) for t in (ids, row, col)))
+    return rows_nll_kl(rows, head, ref_rows, ref_head, target)
+
+
+def same_vocabulary(width: int, ref_width: int) -> None:
+    """Refuses (:class:`DowncycleError`) a reference whose logits per token (``ref_width``) are not the model's (``width``)."""
+    if width != ref_width:
+        raise DowncycleError(f"the reference has {ref_width} logits per token, the model {width}: KL needs the same vocabulary")
+
+
+def rows_nll_kl(rows: Any, head: Any, ref_rows: Any, ref_head: Any, target: Any) -> tuple[Any, Any]:
+    """:func:`rows_nll` of ``rows`` and KL(reference‖model) of the two next-token distributions at the
+    same positions, ``sum_v p_ref(v) (log p_ref(v) - log p_model(v))``, a chunk of rows at a time:
+    neither model's full-vocabulary log-probabilities of all positions are held at once.
+
+    Args:
+        rows, head: the model's final hidden states ``(N, H)`` and output layer, or float32 logits
+            ``(N, V)`` and None (as :func:`_scored_rows` returns them).
+        ref_rows, ref_head: the reference's, the same way (same vocabulary; any device).
+        target: ``(N,)`` next-token ids.
+
+    Returns:
+        ``(N,)`` float32 NLL and ``(N,)`` float32 KL, in nats, on ``rows``' device.
+    """
+    import torch
+
     nll = rows_nll(rows, head, target)
 
     def logits(x: Any, layer: Any) -> Any:
         return x if layer is None else chunk_logits(x, layer.weight, layer.bias)  # (n, V) float32
 
     width = head.out_features if head is not None else rows.shape[1]
-    ref_width = ref_head.out_features if ref_head is not None else ref_rows.shape[1]
-    if width != ref_width:
-        raise DowncycleError(f"the reference has {ref_width} logits per token, the model {width}: KL needs the same vocabulary")
+    same_vocabulary(width, ref_head.out_features if ref_head is not None else ref_rows.shape[1])
     kl = torch.empty(rows.shape[0], dtype=torch.float32, device=rows.device)
     chunk = max(1, LOGIT_BYTES // (4 * 4 * width))  # about four (n, V) float32 tensors live at once
     for start in range(0, rows.shape[0], chunk):

@@ -10,6 +10,7 @@ reference's layers as a tree."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from ..decoder import final_norm
 from ..errors import DowncycleError
 from ..output_layer import split_head
 
-__all__ = ["LayerwiseTarget", "as_target"]
+__all__ = ["LayerwiseTarget", "as_target", "batches_digest"]
 
 T = TypeVar("T")
 
@@ -83,3 +84,16 @@ def as_target(model: Any) -> LayerwiseTarget | None:
     if isinstance(model, LayerwiseModel):
         return LayerwiseTarget(model)
     return None
+
+
+def batches_digest(batches: list[dict[str, Any]]) -> str:
+    """What identifies a list of batches: every tensor's name, shape, dtype and bytes."""
+    import torch
+
+    h = hashlib.sha256()
+    for batch in batches:
+        for key in sorted(batch):
+            t = batch[key].detach().cpu().contiguous()
+            h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

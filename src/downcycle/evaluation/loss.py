@@ -29,8 +29,10 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
             Windows of many documents run batched (:func:`~downcycle.evaluation.perplexity.total_nll`).
         window, stride: see :func:`downcycle.evaluation.perplexity.document_nll`.
         limit: at most this many documents (sequences for a corpus).
-        reference: a loaded causal LM with ``model``'s vocabulary (eval mode), or None.
-        is_reference: ``model`` is the reference itself: ``kl_ref`` is 0 without computing it.
+        reference: a loaded causal LM with ``model``'s vocabulary (eval mode), or a reference run layer
+            by layer for a ``model`` run so (:mod:`.layerwise_loss`), or None.
+        is_reference: ``model`` is the reference itself: ``kl_ref`` is 0 (not computed unless
+            ``reference`` is given: cuts run together score it all at once).
         processes: with several, each scores its share of the batches (:mod:`.distributed`); every
             process reads every document and returns the same result.
     """
@@ -71,7 +73,7 @@ def evaluate_loss(model: Any, tokenizer: Any, source: str | None, *, text_field:
         bar = progress_bar(desc="loss", unit="tok", disable=not progress, leave=False)
     with bar:
         scored = score_documents(model, documents(), window, stride, on_scored=bar.update,
-                                 reference=None if is_reference else reference, processes=processes)
+                                 reference=reference, processes=processes)
     totals.nll, totals.kl = scored.nll, scored.kl
     if not totals.tokens:
         raise DowncycleError(f"{source}: no tokens to score")

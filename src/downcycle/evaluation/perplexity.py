@@ -24,7 +24,8 @@ With a reference model, every batch also runs through the reference, and at each
 the KL(reference‖model) of the two next-token distributions is summed per document, the
 log-probabilities a chunk of rows at a time (:func:`downcycle.output_layer.position_nll_kl`): the
 same tokens, windows and context as the NLL, whose value does not change (bit for bit, unless the
-reference needs its own logits where the model does not, which makes the batches smaller).
+reference needs its own logits where the model does not, which makes the batches smaller). Layer by
+layer (:mod:`.layerwise_loss`) the reference runs so too, and the figures are the same.
 
 Across processes (:mod:`.distributed`) every process makes the same pools and batches and scores
 every N-th batch; each batch's sums are gathered and added in the order one process adds them (per
@@ -44,8 +45,8 @@ from ..output_layer import LOGIT_BYTES, checked_split, position_nll, position_nl
 from .distributed import ONE_PROCESS, Processes
 from .metrics import ratio_stderr
 
-__all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "BatchSum", "LossTotals", "Scored", "document_nll", "score_documents",
-           "total_nll", "windows"]
+__all__ = ["BATCH_TOKENS", "MAX_PADDING", "POOL_BATCHES", "BatchSum", "LossTotals", "Scored", "batch_sum", "document_nll",
+           "score_documents", "total_nll", "windows"]
 
 BATCH_TOKENS = 8192  # input tokens per forward pass (rows x longest row): bounds the activations
 POOL_BATCHES = 16  # windows sorted by length together: this many batches' worth of tokens
@@ -218,13 +219,22 @@ class _Scorer:
         args = [t.to(self.device) for t in batch_tensors(batch)]
         with torch.inference_mode():
             if self.reference is None:
-                return float(position_nll(self.model, self.head, *args).sum(dtype=torch.float64)), []
-            nll, kl = position_nll_kl(self.model, self.head, self.reference, self.ref_head, *args)
-        kl, start, parts = kl.double().cpu(), 0, []
+                return batch_sum(batch, position_nll(self.model, self.head, *args), None)
+            return batch_sum(batch, *position_nll_kl(self.model, self.head, self.reference, self.ref_head, *args))
+
+
+def batch_sum(batch: list[tuple[Any, Any, int]], nll: Any, kl: Any) -> BatchSum:
+    """``batch``'s sums from the ``(N,)`` float32 NLL and KL (None: no reference) of its targets, in
+    :func:`batch_tensors`' order: the float64 NLL sum and each window's (document, KL sum)."""
+    import torch
+
+    parts: list[tuple[int, float]] = []
+    if kl is not None:
+        kl, start = kl.double().cpu(), 0
         for _, targets, d in batch:
             parts.append((d, float(kl[start : start + len(targets)].sum())))
             start += len(targets)
-        return float(nll.sum(dtype=torch.float64)), parts
+    return float(nll.sum(dtype=torch.float64)), parts
 
 
 def window_batches(order: list[tuple[Any, Any, int]], batch_tokens: int) -> Iterable[list[tuple[Any, Any, int]]]:
@@ -263,7 +273,9 @@ def _scorer(model: Any, reference: Any, processes: Processes) -> Any:
     if target is not None:
         from .layerwise_loss import LayerwiseScorer
 
-        if reference is not None:
-            raise DowncycleError("--layerwise: the loss task's KL to a reference is not run layer by layer yet (drop --reference)")
-        return LayerwiseScorer(target)
+        return LayerwiseScorer(target, reference)
+    import torch
+
+    if reference is not None and not isinstance(reference, torch.nn.Module):
+        raise DowncycleError("the reference runs layer by layer, so must the model (run both the same way)")
     return _Scorer(model, reference, processes)

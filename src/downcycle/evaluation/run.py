@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from .generate_until import evaluate_generative
 from .inputs import check_inputs, model_tokenizer
 from .loss import evaluate_loss
 from .multiple_choice import McOptions, evaluate_group, evaluate_mc
+from .reference import ReferenceModel
 from .results import RESULTS_NAME, EvalResults, ModelInfo, TaskResult, read_results
 from .resume import EvalProgress, KeptElsewhere, ModelProgress
 from .shared_cuts import CutFamily, cut_families
@@ -80,25 +82,6 @@ def _names(models: list[str]) -> list[str]:
     return names
 
 
-class ReferenceModel:
-    """``--reference``: the model the loss task's ``kl_ref`` is measured against, loaded once, when a
-    model first needs it (a resumed run may need it for none; the reference itself never does)."""
-
-    def __init__(self, cfg: EvalConfig) -> None:
-        self.cfg = cfg
-        self.path = resolve_source(cfg.reference).resolve() if cfg.reference is not None else None
-        self._model: Any = None
-
-    def is_model(self, path: Path) -> bool:
-        return self.path is not None and Path(path).resolve() == self.path
-
-    def model(self) -> Any:
-        if self._model is None:
-            cfg = self.cfg
-            self._model = load_model(self.path, dtype=cfg.dtype, device=resolve_device(cfg.device), trust_remote_code=cfg.trust_remote_code)
-        return self._model
-
-
 def _write_samples(directory: Path | None, task: str, samples: list[dict]) -> None:
     if directory is None:  # a process other than 0
         return
@@ -122,6 +105,9 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path | No
     With ``progress``, tasks finished by an interrupted run are taken from it and each task is
     recorded there as it finishes (:mod:`downcycle.evaluation.resume`).
     """
+    if reference is None:  # evaluated on its own: its reference released when it is done
+        with closing(ReferenceModel(cfg)) as own:
+            return evaluate_model(cfg, source, name, model_dir, progress, tokenizer, own, family, processes)
     start = time.perf_counter()
     path = resolve_source(source)
     device = resolve_device(cfg.device)
@@ -153,12 +139,12 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path | No
         spec = get_task(task)
         if isinstance(spec, LossSpec):
             window = min(cfg.window or limit_len, limit_len)
-            reference = reference or ReferenceModel(cfg)
             itself = reference.is_model(path)
+            kl = reference.path is not None and (not itself or family is not None)  # cuts run together all score it
             tasks[task] = evaluate_loss(runner, tokenizer, cfg.data, text_field=cfg.text_field, window=window,
                                         stride=min(cfg.stride or window, window), limit=cfg.limit, progress=shown,
                                         version=spec.version, is_reference=itself, processes=processes,
-                                        reference=reference.model() if reference.path is not None and not itself else None)
+                                        reference=reference.model(layerwise=runner is not model) if kl else None)
         elif isinstance(spec, GroupSpec):
             tasks[task], subresults, samples = evaluate_group(runner, encoder, spec, opts)
             for sub, result in subresults.items():
@@ -188,16 +174,18 @@ def evaluate_model(cfg: EvalConfig, source: str, name: str, model_dir: Path | No
 
 def _layerwise(cfg: EvalConfig, path: Path, device: str, world: int = 1) -> bool:
     """Whether a model runs one decoder layer at a time: ``--layerwise``/``--no-layerwise``, else when
-    its weights do not fit the device's free memory; then only what is run that way may be asked."""
+    its weights or ``--reference``'s (the two run the same way) do not fit the device's free memory;
+    then only what is run that way may be asked."""
     from ..layerwise import fits_in_memory
 
-    chosen = cfg.layerwise if cfg.layerwise is not None else not fits_in_memory(path, cfg.dtype, device)
+    weights = [path] + ([resolve_source(cfg.reference)] if cfg.reference is not None else [])
+    big = [p for p in weights if not fits_in_memory(p, cfg.dtype, device)] if cfg.layerwise is None else []
+    chosen = bool(big) if cfg.layerwise is None else cfg.layerwise
     if chosen:
-        why = "" if cfg.layerwise else f" ({path} does not fit the {device}'s free memory)"
+        why = "" if cfg.layerwise else f" ({big[0]} does not fit the {device}'s free memory)"
         generative = [t for t in cfg.task_names if isinstance(get_task(t), GenerativeSpec)]
-        if generative or cfg.harness or cfg.reference is not None:
-            what = (f"generative tasks ({', '.join(generative)})" if generative else "--harness" if cfg.harness
-                    else "--reference (the loss task's KL)")
+        if generative or cfg.harness:
+            what = f"generative tasks ({', '.join(generative)})" if generative else "--harness"
             raise DowncycleError(f"--layerwise{why}: {what} not run layer by layer yet (the loss and log-likelihood tasks are)")
         if world > 1:
             raise DowncycleError(f"--layerwise{why}: not run across {world} processes (run it in one)")
@@ -240,12 +228,12 @@ def run_eval(cfg: EvalConfig) -> EvalOutcome:
 
 def _evaluate_share(cfg: EvalConfig, tokenizers: dict[Path, Any], processes: Processes) -> None:
     """A process other than 0: its share of every task process 0 has not kept from an interrupted run."""
-    reference = ReferenceModel(cfg)
-    for source, name in zip(cfg.models, _names(cfg.models)):
-        path = resolve_source(source)
-        complete, tasks = processes.share(None)
-        if not complete:
-            evaluate_model(cfg, source, name, None, KeptElsewhere(tasks), tokenizers.get(path), reference, processes=processes)
+    with closing(ReferenceModel(cfg)) as reference:
+        for source, name in zip(cfg.models, _names(cfg.models)):
+            path = resolve_source(source)
+            complete, tasks = processes.share(None)
+            if not complete:
+                evaluate_model(cfg, source, name, None, KeptElsewhere(tasks), tokenizers.get(path), reference, processes=processes)
 
 
 def _evaluate_and_write(cfg: EvalConfig, tokenizers: dict[Path, Any], processes: Processes, start: float) -> EvalOutcome:
@@ -274,6 +262,8 @@ def _evaluate_and_write(cfg: EvalConfig, tokenizers: dict[Path, Any], processes:
     except DowncycleError:  # the same options fail the same way again: nothing worth resuming
         progress.finish()
         raise
+    finally:
+        reference.close()  # the reference's rows kept layer by layer
     with atomic_output_dir(out, force=cfg.force) as tmp:
         for name in names:
             kept[name].move_to(tmp / name)

@@ -14,7 +14,6 @@ separate evaluation writes them, and are the same.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 from ..artifacts.hashes import file_sha256
 from ..artifacts.manifest import read_manifest
 from ..checkpoint.safetensors_index import INDEX_NAME, open_checkpoint
-from .layerwise_target import LayerwiseTarget
+from .layerwise_target import LayerwiseTarget, batches_digest
 
 __all__ = ["CutFamily", "SharedCut", "cut_families", "cut_source"]
 
@@ -80,19 +79,6 @@ def cut_families(paths: list[Path], layerwise: Callable[[Path], bool], open_refe
     return out
 
 
-def _digest(batches: list[dict[str, Any]]) -> str:
-    """What identifies a list of batches: every tensor's name, shape, dtype and bytes."""
-    import torch
-
-    h = hashlib.sha256()
-    for batch in batches:
-        for key in sorted(batch):
-            t = batch[key].detach().cpu().contiguous()
-            h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 class CutFamily:
     """Cuts of the reference ``source`` (``members``: path -> kept source layers, None for the
     reference itself) whose results are computed together; :meth:`done` when a member is finished."""
@@ -115,7 +101,7 @@ class CutFamily:
         last states: the final norms and heads of a reference's cuts are the reference's)."""
         from ..layerwise import run_tree
 
-        key = _digest(batches)
+        key = batches_digest(batches)
         waiting = self._waiting.get(key, {})
         if path in waiting:
             return waiting.pop(path)

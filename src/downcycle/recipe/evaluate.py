@@ -46,9 +46,10 @@ class EvalConfig:
                                 "the reference model is loaded once, and needs the evaluated models' tokenizer", metavar="MODEL",
                                 role=INPUT, hub=True)
     trust_remote_code: bool = arg("allow models that need their own Python code", False)
-    layerwise: bool | None = arg("run each model one decoder layer at a time from its files (default: when it does not fit the "
-                                 "device's free memory): the same figures; the loss and log-likelihood tasks; cuts of one reference given "
-                                 "together share their common layers' states", affects_output=False)
+    layerwise: bool | None = arg("run each model one decoder layer at a time from its files (default: when it or --reference does "
+                                 "not fit the device's free memory): the same figures; the loss task (--reference runs the same way) "
+                                 "and the log-likelihood tasks; cuts of one reference given together share their common layers' states",
+                                 affects_output=False)
     force: bool = arg("replace DIR if it exists", False, pipeline=True)
     progress: bool = arg("show progress bars", True, pipeline=True)
     seed: int = arg("seed of --sample and of the few-shot sampler for tasks that sample randomly", 1234)
