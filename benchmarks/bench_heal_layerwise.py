@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_layerwise import HIDDEN, MLP, VOCAB, layer_tensors, timed, write_model  # noqa: E402
+from bench_layerwise import HIDDEN, MLP, VOCAB, layer_tensors, timed, write_model
 
 
 def same_tensors(a: Path, b: Path) -> bool:
