@@ -129,7 +129,7 @@ def final_norm_and_head(model: Any) -> tuple[Any, Any]:
 
 
 def capture(model: Any, windows: Any, batch_size: int, needs: Needs, progress: bool = False,
-            desc: str = "calibration") -> Iterator[tuple[dict[str, Any], dict[int, dict[str, Any]]]]:
+            desc: str = "calibration") -> Iterator[tuple[dict[str, Any], dict[int, Call]]]:
     """Run ``windows`` ((N, S) token ids, full-length: no padding) through ``model`` in batches of
     ``batch_size`` and yield, per batch, ``(states, calls)``: ``states`` holds ``("in", i)``,
     ``("mlp", i)`` and ``"final"`` tensors (float32, detached, on the model's device); ``calls``
